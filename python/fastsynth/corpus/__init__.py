@@ -1,0 +1,1 @@
+"""Corpus I/O: readers, writers and the built-in corpus (being written)."""
