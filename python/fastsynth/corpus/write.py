@@ -121,19 +121,21 @@ def _write_jsonl(chunks: Iterable[Any], tmp: Path, fmt: str) -> int:
 
 def _write_parquet(chunks: Iterable[Any], tmp: Path, path: Path) -> int:
     writer: pq.ParquetWriter | None = None
+    schema: pa.Schema | None = None
     n = 0
     try:
         for chunk in chunks:
             if isinstance(chunk, list):
-                table = pa.Table.from_pylist(chunk)
+                table = _table_from_dicts(chunk)
             elif isinstance(chunk, pa.RecordBatch):
                 table = pa.Table.from_batches([chunk])
             else:
                 table = chunk
             if writer is None:
-                writer = pq.ParquetWriter(str(tmp), table.schema)
-            elif table.schema != writer.schema_arrow:
-                table = _conform(table, writer.schema_arrow, path, n)
+                schema = table.schema
+                writer = pq.ParquetWriter(str(tmp), schema)
+            elif table.schema != schema:
+                table = _conform(table, schema, path, n)
             writer.write_table(table)
             n += table.num_rows
         if writer is None:  # no records: an empty file with an empty schema
@@ -142,6 +144,19 @@ def _write_parquet(chunks: Iterable[Any], tmp: Path, path: Path) -> int:
         if writer is not None:
             writer.close()
     return n
+
+
+def _table_from_dicts(rows: list[dict]) -> pa.Table:
+    """Columns = the union of the rows' keys in first-seen order; absent keys are null.
+
+    (``pa.Table.from_pylist`` takes its columns from the first row only and silently
+    drops keys that appear later.)
+    """
+    keys: dict[str, None] = {}
+    for r in rows:
+        for k in r:
+            keys.setdefault(k, None)
+    return pa.Table.from_pydict({k: [r.get(k) for r in rows] for k in keys})
 
 
 def _conform(table: pa.Table, schema: pa.Schema, path: Path, row0: int) -> pa.Table:
