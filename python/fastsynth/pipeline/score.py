@@ -147,7 +147,7 @@ def _summarize(scores_path: Path, quality_filter: QualityFilter, stats: Any, n_s
     fails = {d["values"]: d["counts"] for d in flat}
     first = pa.compute.value_counts(table.column("first_reason").combine_chunks()).to_pylist() if n_scored else []
     first_counts = {d["values"]: d["counts"] for d in first if d["values"]}
-    stats = dict(stats) if stats is not None else {}
+    stats = stats.as_dict() if stats is not None else {}
     rejected_input = int(stats.get("rejected", 0))
     percentiles = {}
     for name in SUMMARY_METRICS:
