@@ -75,7 +75,7 @@ def score_batch(batch: pa.RecordBatch, quality_filter: QualityFilter, *, level: 
     columns: dict[str, Any] = {"id": batch.column("id")}
     columns.update(metrics)
     columns["keep"] = result.keep
-    columns["reasons"] = pa.array(result.reasons(), type=pa.list_(pa.string()))
+    columns["reasons"] = result.reasons_arrow()
     columns["first_reason"] = pa.array(result.first_reason().tolist(), type=pa.string())
     return pa.table(columns, schema=_scores_schema())
 
