@@ -114,7 +114,8 @@ def test_directory_glob_and_list_sources(tmp_path):
                 ("shards/01.jsonl:2", "s2"), ("shards/02.parquet:0", "p0")]
     assert [(r["id"], r["text"]) for r in read(root)] == expected
     batches = pa.Table.from_batches(list(read_batches(root, batch_size=2)))
-    assert list(zip(batches.column("id").to_pylist(), batches.column("text").to_pylist())) == expected
+    assert list(zip(batches.column("id").to_pylist(), batches.column("text").to_pylist(),
+                    strict=True)) == expected
     # A glob: names are relative to the pattern's fixed prefix.
     assert [r["id"] for r in read(str(root / "shards" / "*.jsonl*"))] == \
         ["00.jsonl.gz:1", "01.jsonl:1", "01.jsonl:2"]
@@ -166,22 +167,28 @@ def test_bad_jsonl_line_skip_goes_to_rejects(tmp_path, bad, reason):
 
 
 def test_rejects_path_is_written_atomically(tmp_path):
-    path = _write_raw(tmp_path / "in.jsonl", b'{"text": "a"}\nnot json\n{"text": 1}\n')
+    path = _write_raw(tmp_path / "in.jsonl", b'not json\n{"text": "a"}\n{"text": 1}\n')
     out = tmp_path / "rejects.jsonl"
-    reader = read_batches(path, on_error="skip", rejects=out)
-    next(reader)  # the batch holding "a" comes only at the end: the whole file is read
-    leftovers = [p.name for p in tmp_path.iterdir() if ".tmp-" in p.name]
-    assert not out.exists() or leftovers == []
-    with pytest.raises(StopIteration):
-        next(reader)
+    reader = read(path, on_error="skip", rejects=out)
+    assert next(reader)["text"] == "a"  # line 1 is already rejected, into the temp file
+    assert not out.exists()
+    assert [p.name for p in tmp_path.iterdir() if ".tmp-" in p.name] == [f"rejects.jsonl.tmp-{os.getpid()}"]
+    assert list(reader) == []
     assert [p.name for p in tmp_path.iterdir() if ".tmp-" in p.name] == []
     entries = [json.loads(line) for line in out.read_text().splitlines()]
-    assert [(e["line"], e["reason"]) for e in entries] == [(2, "malformed_json"), (3, "non_string_text")]
-    # Stopping early with `with` still finishes the file (empty here: no rejects yet).
+    assert [(e["line"], e["reason"], e["raw"]) for e in entries] == \
+        [(1, "malformed_json", "not json"), (3, "non_string_text", '{"text": 1}')]
+    # Stopping early with `with` still finishes the file, with what was rejected so far.
     out2 = tmp_path / "rejects2.jsonl"
-    with read(path, on_error="skip", rejects=out2) as r:
-        assert next(r)["text"] == "a"
-    assert out2.exists() and out2.read_text() == ""
+    with read_batches(path, batch_size=1, on_error="skip", rejects=out2) as r:
+        assert next(r).column("text").to_pylist() == ["a"]
+    assert [json.loads(x)["line"] for x in out2.read_text().splitlines()] == [1]
+    assert [p.name for p in tmp_path.iterdir() if ".tmp-" in p.name] == []
+
+
+def test_bom_and_crlf_lines(tmp_path):
+    path = _write_raw(tmp_path / "win.jsonl", b'\xef\xbb\xbf{"text": "a"}\r\n\r\n{"text": "b"}\r\n')
+    assert [(r["id"], r["text"]) for r in read(path)] == [("win.jsonl:1", "a"), ("win.jsonl:3", "b")]
 
 
 def test_parquet_bad_rows_raise_and_skip(tmp_path):
@@ -287,8 +294,11 @@ _BAD = st.one_of(
         lambda b: ("missing_text", b, None)),
     st.sampled_from([b'{"text": 5}', b'{"text": null}', b'{"text": ["a"]}', b'{"text": {}}']).map(
         lambda b: ("non_string_text", b, None)),
-    st.tuples(st.text(max_size=10), st.sampled_from([b"\xff", b"\xc3", b"\xed\xa0\x80", b"\x80"])).map(
-        lambda tb: ("invalid_utf8", b'{"text": "' + tb[0].encode().replace(b'"', b"") + tb[1] + b'"}', None)),
+    # Text around a byte that cannot start or continue UTF-8 here (an encoded surrogate too).
+    st.tuples(st.text(st.characters(blacklist_characters="\n"), max_size=10),
+              st.sampled_from([b"\xff", b"\xc3", b"\xed\xa0\x80", b"\x80"])).map(
+        lambda tb: ("invalid_utf8",
+                    b'{"text": "' + tb[0].encode().replace(b'"', b"") + tb[1] + b'"}', None)),
     st.sampled_from([b"", b"   ", b"\t", b"\r"]).map(lambda b: ("blank", b, None)),
 )
 
@@ -319,7 +329,7 @@ def test_every_record_ends_in_output_or_rejects_exactly_once(lines, compression,
     assert not set(out_lines) & set(rej_lines)
     assert sorted(out_lines + rej_lines) == sorted(records)
     # And each in the right place, for the right reason, with the right text.
-    assert {n: r["text"] for n, r in zip(out_lines, out)} == \
+    assert {n: r["text"] for n, r in zip(out_lines, out, strict=True)} == \
         {n: t for n, (k, t) in records.items() if k == "good"}
     assert {e["line"]: e["reason"] for e in rejects} == \
         {n: k for n, (k, _) in records.items() if k != "good"}

@@ -106,7 +106,7 @@ def _as_large_string(col: pa.Array, name: str) -> tuple[pa.Array | None, str]:
         t = col.type
     if pa.types.is_large_string(t):
         return col, ""
-    if pa.types.is_string(t):
+    if pa.types.is_string(t) or getattr(pa.types, "is_string_view", lambda _: False)(t):
         return col.cast(pa.large_string()), ""
     return None, f"column {name!r} has type {t}, not a string type"
 

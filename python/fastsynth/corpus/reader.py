@@ -135,10 +135,9 @@ def _records(files: list[SourceFile], text_field: str, id_field: str,
         for sf in files:
             stats.files += 1
             if sf.kind == "parquet":
-                for ids, texts, batch in iter_parquet(sf, text_field, id_field, policy,
-                                                      _RECORD_BATCH_ROWS, all_columns=True):
-                    rows = batch.to_pylist()
-                    for ident, row in zip(ids.to_pylist(), rows):
+                for ids, _, batch in iter_parquet(sf, text_field, id_field, policy,
+                                                  _RECORD_BATCH_ROWS, all_columns=True):
+                    for ident, row in zip(ids.to_pylist(), batch.to_pylist(), strict=True):
                         rec = {"id": ident, "text": row[text_field]}
                         rec.update(_extras(row, text_field, id_field))
                         stats.read += 1
