@@ -213,6 +213,24 @@ def test_parquet_bad_rows_raise_and_skip(tmp_path):
     assert [(e["row"], e["reason"]) for e in rej] == [(0, "missing_text"), (1, "missing_text")]
 
 
+def test_parquet_damaged_row_group_is_one_reject_naming_its_first_row(tmp_path):
+    texts = [hashlib.sha256(str(i).encode()).hexdigest() * 20 for i in range(400)]
+    path = tmp_path / "damaged.parquet"
+    pq.write_table(pa.table({"text": texts}), path, row_group_size=200, use_dictionary=False)
+    col = pq.ParquetFile(path).metadata.row_group(1).column(0)
+    data = bytearray(path.read_bytes())
+    start = col.data_page_offset + 100  # inside the second row group's first page header
+    data[start:start + 2000] = b"\xff" * 2000
+    path.write_bytes(bytes(data))
+    with pytest.raises(InputError, match=r"damaged\.parquet row 200"):
+        list(read_batches(path, batch_size=100))
+    rej: list[dict] = []
+    r = read_batches(path, batch_size=100, on_error="skip", rejects=rej)
+    got = pa.Table.from_batches(list(r)).column("text").to_pylist()
+    assert got == texts[:200]
+    assert [(e["row"], e["reason"]) for e in rej] == [(200, "unreadable_file")]
+
+
 def test_unreadable_and_missing_files(tmp_path):
     (tmp_path / "garbage.parquet").write_bytes(b"this is not parquet at all")
     good = _write_raw(tmp_path / "good.jsonl", b'{"text": "kept"}\n')
