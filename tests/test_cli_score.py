@@ -106,3 +106,35 @@ def test_builtin_corpus_end_to_end(tmp_path):
     p = summary["percentiles"]["gzip_ratio"]
     assert 0.2 < p["p50"] < 0.6
     assert pq.read_metadata(tmp_path / "scores.parquet").num_rows == c["scored"]
+
+
+def _run_on_pty(args):
+    """Run the CLI with stderr on a pseudo-terminal; returns (exit code, what it drew)."""
+    import pty
+
+    master, slave = pty.openpty()
+    exe = shutil.which("fastsynth", path=os.path.dirname(sys.executable))
+    proc = subprocess.Popen([exe, *map(str, args)], stdout=subprocess.DEVNULL, stderr=slave)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 4096)
+        except OSError:  # EIO once the child has closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(master)
+    return proc.wait(timeout=120), b"".join(chunks).decode("utf-8", "replace")
+
+
+def test_progress_bar_only_on_a_terminal(tmp_path):
+    src = tmp_path / "c.jsonl"
+    src.write_text("".join(json.dumps({"text": PROSE * 4}) + "\n" for _ in range(50)))
+    code, drawn = _run_on_pty(["score", src, "-o", tmp_path / "tty", "--no-histogram"])
+    assert code == 0
+    assert "score: " in drawn and "50doc" in drawn and "doc/s" in drawn
+    res = fastsynth("score", src, "-o", tmp_path / "pipe", "--no-histogram")
+    assert res.returncode == 0
+    assert "doc/s" not in res.stderr and "%|" not in res.stderr  # quiet when not on a terminal
