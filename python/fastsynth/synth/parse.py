@@ -55,8 +55,13 @@ def is_refusal(text: str) -> bool:
 
 def clean_question(line: str) -> str | None:
     """One line -> a question, or ``None`` when it is not one."""
-    s = _PREFIX.sub("", line, count=1)
-    s = _TAG.sub(" ", s).strip().strip('"\u201c\u201d*').strip()
+    s = line
+    for _ in range(3):  # "2) Q2 (original): ..." carries two prefixes
+        t = _PREFIX.sub("", _TAG.sub(" ", s), count=1).strip()
+        if t == s:
+            break
+        s = t
+    s = s.strip().strip('"\u201c\u201d*').strip()
     if not s or _PREAMBLE.match(s) or is_refusal(s):
         return None
     if "?" in s:  # keep through the first question mark: drop trailing chatter
