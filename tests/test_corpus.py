@@ -75,6 +75,20 @@ def test_write_accepts_table_batches_and_reader(tmp_path):
     assert (tmp_path / "b.jsonl.gz").read_bytes() == (tmp_path / "c.jsonl.gz").read_bytes()
 
 
+def test_parquet_dates_and_decimals_convert_to_jsonl(tmp_path):
+    import datetime
+    import decimal
+    table = pa.table({"text": ["a"], "when": [datetime.datetime(2024, 5, 1, 12, 30)],
+                      "price": pa.array([decimal.Decimal("1.50")], pa.decimal128(5, 2))})
+    pq.write_table(table, tmp_path / "t.parquet")
+    write(read(tmp_path / "t.parquet"), tmp_path / "t.jsonl")
+    assert json.loads((tmp_path / "t.jsonl").read_text()) == \
+        {"id": "t.parquet:0", "text": "a", "when": "2024-05-01T12:30:00", "price": "1.50"}
+    with pytest.raises(TypeError, match="set"):
+        write([{"text": "a", "bad": {1, 2}}], tmp_path / "u.jsonl")
+    assert not (tmp_path / "u.jsonl").exists()
+
+
 def test_positional_ids_are_stable_and_name_file_and_line(tmp_path):
     objs = [{"text": "a"}, {"text": "b", "id": None}, {"text": "c", "id": 7}]
     data = _jsonl_bytes(objs[:1]) + b"\n   \n" + _jsonl_bytes(objs[1:])

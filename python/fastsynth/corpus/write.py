@@ -1,8 +1,9 @@
 """``write``: stream records to JSONL or Parquet, atomically.
 
 The format follows the suffix: ``.jsonl``/``.ndjson`` (UTF-8, one object per line,
-``ensure_ascii=False``), ``.jsonl.gz`` (gzip, mtime 0 so equal input gives equal bytes),
-``.jsonl.zst`` (Zstandard via pyarrow) or ``.parquet`` (written in row chunks with
+``ensure_ascii=False``; dates and times as ISO 8601 strings, decimals as strings),
+``.jsonl.gz`` (gzip, mtime 0 so equal input gives equal bytes), ``.jsonl.zst``
+(Zstandard via pyarrow) or ``.parquet`` (written in row chunks with
 ``pyarrow.parquet.ParquetWriter``). Output goes to ``<path>.tmp-<pid>`` in the same folder
 and is renamed over ``path`` only once complete; on any exception the temporary file is
 removed and ``path`` is left as it was.
@@ -13,6 +14,8 @@ the schema lacks raises ``InputError`` rather than silently dropping the field.
 """
 from __future__ import annotations
 
+import datetime
+import decimal
 import gzip
 import io
 import json
@@ -114,9 +117,21 @@ def _write_jsonl(chunks: Iterable[Any], tmp: Path, fmt: str) -> int:
         with sink:
             for chunk in chunks:
                 rows = chunk if isinstance(chunk, list) else chunk.to_pylist()
-                sink.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+                sink.write("".join(json.dumps(r, ensure_ascii=False, default=_json_value) + "\n"
+                                   for r in rows))
                 n += len(rows)
     return n
+
+
+def _json_value(v: Any) -> Any:
+    """JSON for values Arrow hands back from Parquet that json cannot encode itself."""
+    if isinstance(v, (datetime.datetime, datetime.date, datetime.time)):
+        return v.isoformat()
+    if isinstance(v, (decimal.Decimal, datetime.timedelta)):
+        return str(v)
+    if hasattr(v, "item") and hasattr(v, "dtype"):  # numpy scalars
+        return v.item()
+    raise TypeError(f"cannot write a {type(v).__name__} value as JSON")
 
 
 def _write_parquet(chunks: Iterable[Any], tmp: Path, path: Path) -> int:
