@@ -6,6 +6,7 @@ import gzip
 import hashlib
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import tracemalloc
@@ -448,6 +449,17 @@ def test_builtin_python_docs_is_stable_across_runs_and_readers(python_docs):
     table = pa.Table.from_batches(list(read_batches("builtin:python-docs", batch_size=100)))
     assert table.column("id").to_pylist() == [d[0] for d in docs]
     assert table.column("text").to_pylist() == [d[1] for d in docs]
+    # Another process with another hash seed finds the same modules in the same order
+    # (the ids are those names, filtered by length), without parsing them all again.
+    code = ("from fastsynth.corpus.builtin import stdlib_modules; "
+            "print('\\n'.join(d for d, _ in stdlib_modules()))")
+    env = {**os.environ, "PYTHONHASHSEED": "12345"}
+    names = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           env=env, check=True, timeout=120).stdout.split()
+    module_ids = [i for i, _, k in docs if k == "module"]
+    assert module_ids == [f"python-docs/module/{n}" for n in names
+                          if f"python-docs/module/{n}" in set(module_ids)]
+    assert len(names) >= len(module_ids) > 100
 
 
 # ---------------------------------------------------------------- atomic writes
