@@ -29,6 +29,10 @@ def test_overlap_fractions_and_flags():
     ov = d.overlap(texts)
     assert 0 < ov[0] < 1 and ov[1] == 0 and ov[2] == 1 and ov[3] == 1
     assert d.contaminated(texts).tolist() == [True, False, True, True]
+    # an eval text shorter than n found whole inside a longer generated text
+    short = Decontaminator(["What is a Python list?"], n=8)
+    assert short.overlap(["Q: what is a python list? A: an ordered mutable sequence of items."])[0] == 1.0
+    assert short.overlap(["Q: what is a python tuple? A: an ordered immutable sequence of items."])[0] == 0.0
     strict = Decontaminator(EVAL, n=8, min_overlap=0.9)
     assert strict.contaminated(texts).tolist() == [False, False, True, True]
 
@@ -40,15 +44,17 @@ def test_overlap_matches_brute_force(eval_texts, text, n):
     d = Decontaminator(eval_texts, n=n)
     w = text.lower().split()
     got = d.overlap([text])[0]
+    short_inside = any(0 < len(e.split()) < n and f" {' '.join(e.split())} " in f" {' '.join(w)} "
+                       for e in eval_texts)
     if not w:
         assert got == 0
     elif len(w) >= n:
         grams = {tuple(w[i:i + n]) for i in range(len(w) - n + 1)}
         ev = {tuple(e.split()[i:i + n]) for e in eval_texts for i in range(len(e.split()) - n + 1)}
-        assert got == pytest.approx(len(grams & ev) / len(grams))
+        assert got == pytest.approx(1.0 if short_inside else len(grams & ev) / len(grams))
     else:
         inside = any(" " + " ".join(w) + " " in " " + " ".join(e.split()) + " " for e in eval_texts)
-        assert got == float(inside)
+        assert got == float(inside or short_inside)
 
 
 def test_bad_arguments():
