@@ -27,9 +27,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from fastsynth import __version__, corpus
+from fastsynth._texts import resolve_threads
 from fastsynth.errors import DependencyError
 from fastsynth.progress import progress
 from fastsynth.quality import HEURISTIC_NAMES, QualityFilter, gzip_ratio, heuristics, zlib_version
+from fastsynth.quality.compression import check_gzip_settings
 
 PERCENTILES = (1, 5, 25, 50, 75, 95, 99)
 SUMMARY_METRICS = ("gzip_ratio", "n_chars", "n_words", "mean_word_length", "frac_words_alpha",
@@ -87,6 +89,8 @@ def run_score(source: Any, out_dir: str | Path, *, text_field: str = "text", id_
               show_progress: bool | None = None) -> dict[str, Any]:
     """Score ``source`` into ``out_dir``; returns the summary (also written as JSON)."""
     quality_filter = quality_filter or QualityFilter()
+    check_gzip_settings(level, backend)
+    resolve_threads(threads)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rejects_path = out / "rejects.jsonl"
