@@ -3,6 +3,7 @@ import math
 
 import pytest
 
+from fastsynth.synth import prompts
 from fastsynth.synth.answers import calls, collect, majority, token_f1, trim_truncated
 from fastsynth.synth.calls import Result
 from fastsynth.synth.parse import MalformedOutput
@@ -49,7 +50,7 @@ def test_single_answer_is_greedy_and_kept():
     assert cs[0].temperature == 0.0
     kept, rej = collect([Result(cs[0], "Answer: A new list.", "stop", None, "am", 1)], samples=1)
     assert rej == [] and kept[0].answer == "A new list." and math.isnan(kept[0].answer_agreement)
-    assert kept[0].answer_model == "am" and kept[0].prompt_version == "level2/v1+answer/v1"
+    assert kept[0].answer_model == "am" and kept[0].prompt_version == "level2/v1+" + prompts.load("answer").id
 
 
 def test_self_consistency_keeps_majority_and_rejects_split():

@@ -84,3 +84,10 @@ def test_parsers_never_raise_other_errors(text):
         assert out  # a result is never empty
     q = clean_question(text)
     assert q is None or q.endswith("?")
+
+
+def test_topics_as_markdown_headers():
+    text = ("The text is about comparisons.\n\nThe main topics covered are:\n\n1. **Comparisons**:\n"
+            "   - chained comparison\n   - \"a op1 b\"\n2. **Identity**: is, is not, id\n## Membership\n- in operator\n")
+    assert parse_topics(text) == [("Comparisons", ["chained comparison", "a op1 b"]),
+                                  ("Identity", ["is", "is not", "id"]), ("Membership", ["in operator"])]

@@ -17,6 +17,7 @@ import pytest
 import fastsynth as fs
 from fastsynth.errors import ConfigError
 from fastsynth.llm.base import Completion, Generator
+from fastsynth.synth import prompts
 from fastsynth.synth.config import SynthConfig
 from fastsynth.synth.pipeline import spread, synthesize
 from fastsynth.synth.provenance import QA_SCHEMA, REJECT_SCHEMA
@@ -24,6 +25,10 @@ from fastsynth.synth.provenance import QA_SCHEMA, REJECT_SCHEMA
 
 class Crash(BaseException):
     """Stands for a killed process: not an Exception, so nothing in the pipeline catches it."""
+
+
+INSTRUCTION_WORDS = {w for name in ("level1", "level2", "level3", "concepts", "answer")
+                     for w in re.findall(r"[a-z]{5,}", prompts.load(name).template.lower())}
 
 
 class RuleModel(Generator):
@@ -51,15 +56,14 @@ class RuleModel(Generator):
                 out.append(Completion.failed("HTTP 503", model=self.model_name))
                 continue
             rng = random.Random(seed)
-            body = p.split("Text", 1)[-1]
-            words = sorted(set(re.findall(r"[a-z]{5,}", body.lower()))) or ["python"]
+            words = sorted(set(re.findall(r"[a-z]{5,}", p.lower())) - INSTRUCTION_WORDS) or ["python"]
             pick = lambda k: " ".join(rng.choice(words) for _ in range(k))  # noqa: E731
             if "GARBLE" in p:
                 t = "lorem ipsum " * 5
-            elif p.startswith("Read the text below. List"):
+            elif "List the main topics" in p:
                 t = "".join(f"Topic: {pick(1)}\nConcepts: {', '.join(rng.sample(words, min(6, len(words))))}\n"
                             for _ in range(2))
-            elif p.startswith("Answer the question"):  # same answer for every sample: agreement 1
+            elif "Answer the question using" in p:  # same answer for every sample: agreement 1
                 rng = random.Random(p)
                 t = f"The text says that {pick(6)}. It also notes {pick(3)}."
             elif p.startswith(("Rewrite", "Write a new")):
@@ -110,8 +114,9 @@ def test_records_provenance_and_accounting(tmp_path):
         assert r["level"] in (1, 2, 3) and r["question"].endswith("?") and r["answer"]
         assert r["source_ids"] and all(i.split("#")[0] in ids for i in r["source_ids"])
         assert r["generator_model"] == r["answer_model"] == "rule-model"
-        assert r["prompt_version"].startswith(("level1/v1", "level2/v1", "level3/v1"))
-        assert r["prompt_version"].endswith("+answer/v1") and r["seed"] >= 0 and r["answer_seed"] >= 0
+        assert r["prompt_version"].startswith(tuple(prompts.load(f"level{i}").id for i in (1, 2, 3)))
+        assert r["prompt_version"].endswith("+" + prompts.load("answer").id)
+        assert r["seed"] >= 0 and r["answer_seed"] >= 0
         assert r["answer_samples"] == 2 and r["answer_agreement"] == 1.0
         assert 0 < r["gzip_ratio"] < 2 and dict(r["metrics"])["n_words"] >= 2
         if r["level"] == 3:
