@@ -15,9 +15,11 @@ tokens, and an 8,192-token training context for the attention FLOPs.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from typing import Any
 
-from fastsynth.plan.budget import BudgetInputs, Hardware, Phase, SyntheticSource
+from fastsynth.plan.budget import (DEFAULT_DECODE_MFU, DEFAULT_GPU_HOUR_USD, BudgetInputs,
+                                   SyntheticSource)
 from fastsynth.plan.laws import prelearned_tokens, training_flops_per_token
 
 # llama-3.2-3b shape (DESIGN.md, Model sizes): 28 layers, 24 query heads of dim 128.
@@ -38,17 +40,40 @@ class Check:
     note: str
 
 
+def seed_5m_mapping() -> dict[str, Any]:
+    """The scenario in the TOML/mapping shape of :mod:`fastsynth.plan.config`."""
+    return {
+        "budget": 5e6, "constants": "hoffmann", "qa_share": 0.10, "inference_tokens": 1e12,
+        "hardware": {"gpu_hour_usd": DEFAULT_GPU_HOUR_USD, "peak_tflops": 989, "mfu": 0.40},
+        "synthetic": {"usd_per_mtok": 1.0},
+        "phase": [{"name": "prototype 1B x 1T", "params": 1e9, "tokens": 1e12},
+                  {"name": "main 3B x 4T", "params": 3e9, "tokens": 4e12,
+                   "synthetic_share": 0.5}],
+    }
+
+
+SEED_5M_ASSUMPTIONS = (
+    f"GPU price ${DEFAULT_GPU_HOUR_USD}/H100-hour (2025 rental range $2-3)",
+    "40% MFU (strong stacks: 35-45% on 1-8B models)",
+    "50% of the 3B run's 4T tokens synthetic (one reading of '$4M halved to $2M')",
+    "1T lifetime inference tokens for the inference-aware point",
+    f"generator decode at {DEFAULT_DECODE_MFU:.0%} of bf16 peak (70B-class ~1.8k, 8B ~15k "
+    "tokens/s/GPU); replace with measured throughput",
+    f"{SEQ_LEN}-token context for the attention-FLOPs line",
+)
+
+
 def seed_5m_inputs(gpu_hour_usd: float | None = None, mfu: float | None = None
                    ) -> BudgetInputs:
     """The scenario as planner inputs (synthetic priced at the scenario's $1/M tokens)."""
-    hw = Hardware()
-    hw = replace(hw, gpu_hour_usd=gpu_hour_usd or hw.gpu_hour_usd, mfu=mfu or hw.mfu)
-    return BudgetInputs(
-        budget_usd=5e6, hardware=hw,
-        phases=(Phase("prototype 1B x 1T", 1e9, 1e12),
-                Phase("main 3B x 4T", 3e9, 4e12, synthetic_share=0.5)),
-        synthetic=SyntheticSource(usd_per_mtok=1.0, label="scenario price"),
-        qa_share=0.10, inference_tokens=1e12, constants="hoffmann")
+    from fastsynth.plan.config import inputs_from_mapping
+
+    data = seed_5m_mapping()
+    if gpu_hour_usd is not None:
+        data["hardware"]["gpu_hour_usd"] = gpu_hour_usd
+    if mfu is not None:
+        data["hardware"]["mfu"] = mfu
+    return inputs_from_mapping(data, "scenario seed-5m")
 
 
 def reference_generators() -> dict[str, SyntheticSource]:
