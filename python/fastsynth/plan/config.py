@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -77,8 +78,10 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         with p.open("rb") as f:
             data = tomllib.load(f)
     except tomllib.TOMLDecodeError as e:
-        raise InputError(f"not valid TOML: {e}", source=str(p),
-                         line=getattr(e, "lineno", None)) from None
+        # Python < 3.14 only puts the line in the message: "... (at line 2, column 10)".
+        found = re.search(r"at line (\d+)", str(e))
+        line = getattr(e, "lineno", None) or (int(found.group(1)) if found else None)
+        raise InputError(f"not valid TOML: {e}", source=str(p), line=line) from None
     _unknown(data, _TOP, str(p))
     if "fit_data" in data:
         data["fit_data"] = str((p.parent / data["fit_data"]).resolve())
