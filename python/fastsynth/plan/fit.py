@@ -33,7 +33,7 @@ HUBER_DELTA = 1e-3       # Hoffmann et al.: Huber delta 1e-3 on log-loss residua
 # that never leave their start. Test the reduction relative to |f| instead, floored at
 # 1e-8 per point (the Huber value of a ~1.4e-4 log-loss residual) so that noise-free
 # data, where f -> 0, still stop.
-FTOL, GTOL, F_SCALE_PER_POINT = 1e-10, 1e-10, 1e-8
+FTOL, GTOL, F_SCALE_PER_POINT = 1e-9, 1e-10, 1e-8
 PARAM_NAMES = ("E", "A", "B", "alpha", "beta")
 
 
