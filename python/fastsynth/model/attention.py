@@ -3,7 +3,8 @@
 The model calls :func:`attention` only. Two input layouts:
 
 - **padded**: q ``(B, Tq, Hq, D)``, k/v ``(B, Tk, Hkv, D)``; optional ``key_mask`` ``(B, Tk)``
-  bool (True = attend; False for padding slots). Causal masking is aligned bottom-right: query
+  bool (True = attend; False for padding slots), or an additive float bias ``(B, 1, 1, Tk)``
+  (0 = attend, -inf = padding). Causal masking is aligned bottom-right: query
   ``i`` sees keys ``j <= i + (Tk - Tq)`` — so a decode step (Tq=1) over a KV cache sees the
   whole cache.
 - **varlen (packed)**: q ``(total_q, Hq, D)``, k/v ``(total_k, Hkv, D)``, ``cu_seqlens_q``/
@@ -110,11 +111,16 @@ def _sdpa_padded(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
     qh, kh, vh = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, H, T, D)
     gqa = qh.shape[1] != kh.shape[1]
     mask = None
+    if key_mask is not None and key_mask.dtype == torch.bool:
+        key_mask = key_mask[:, None, None, :]
     if causal and tq > 1:
         mask = torch.ones(tq, tk, dtype=torch.bool, device=q.device).tril(tk - tq)
+        if key_mask is not None and key_mask.dtype != torch.bool:   # additive bias
+            mask = torch.zeros(tq, tk, dtype=q.dtype, device=q.device).masked_fill_(
+                ~mask, float("-inf")) + key_mask
+            key_mask = None
     if key_mask is not None:
-        km = key_mask[:, None, None, :]
-        mask = km if mask is None else (mask & km)
+        mask = key_mask if mask is None else (mask & key_mask)
     if mask is None and causal and tq == tk:
         out = F.scaled_dot_product_attention(qh, kh, vh, is_causal=True, enable_gqa=gqa)
     else:

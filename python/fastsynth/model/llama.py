@@ -25,6 +25,8 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.float32:  # one fused op; bit-identical to the float32 formula
+            return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
         xf = x.float()
         xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
         return self.weight * xf.to(x.dtype)
@@ -69,10 +71,12 @@ class Attention(nn.Module):
                 cache: KVCache | None, layer: int,
                 key_mask: torch.Tensor | None) -> torch.Tensor:
         lead = x.shape[:-1]  # (B, T) padded or (total,) packed
-        q, k, v = self.wqkv(x).split(self.splits, dim=-1)
-        q = apply_rope(q.view(*lead, self.n_heads, self.hd), cos, sin)
-        k = apply_rope(k.view(*lead, self.n_kv, self.hd), cos, sin)
-        v = v.view(*lead, self.n_kv, self.hd)
+        qkv = self.wqkv(x)
+        # q and k heads are adjacent in the fused output: rotate them in one go
+        qk = apply_rope(qkv[..., :self.splits[0] + self.splits[1]].view(
+            *lead, self.n_heads + self.n_kv, self.hd), cos, sin)
+        q, k = qk[..., :self.n_heads, :], qk[..., self.n_heads:, :]
+        v = qkv[..., self.splits[0] + self.splits[1]:].view(*lead, self.n_kv, self.hd)
         if cu_seqlens is not None:
             out = attention(q, k, v, cu_seqlens_q=cu_seqlens, max_seqlen_q=max_seqlen)
         else:
@@ -161,6 +165,12 @@ class Llama(nn.Module):
                                      device=input_ids.device).expand(input_ids.shape)
         x = self.embed(input_ids)
         cos, sin = rope_cos_sin(positions, self.inv_freq, x.dtype)
+        if key_mask is not None:
+            # no padding: drop the mask (lets attention take its unmasked path); else turn it
+            # into an additive bias once instead of once per layer
+            key_mask = None if bool(key_mask.all()) else torch.zeros(
+                key_mask.shape, dtype=x.dtype, device=x.device).masked_fill_(
+                    ~key_mask, float("-inf"))[:, None, None, :]
         for i, block in enumerate(self.layers):
             x = x + block.attn(block.attn_norm(x), cos, sin, cu_seqlens=cu_seqlens,
                                max_seqlen=max_seqlen, cache=cache, layer=i, key_mask=key_mask)

@@ -37,17 +37,22 @@ def inverse_frequencies(config: LlamaConfig) -> torch.Tensor:
 
 def rope_cos_sin(positions: torch.Tensor, inv_freq: torch.Tensor,
                  dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin of shape ``positions.shape + (head_dim,)`` (angles computed in float32)."""
+    """cos and *signed* sin, shape ``positions.shape + (1, head_dim)`` (angles in float32).
+
+    The signed sin is ``[-sin, sin]`` over the two halves, so that
+    ``rotate_half(x) * sin == roll(x, half) * signed_sin`` (see :func:`apply_rope`).
+    The singleton axis broadcasts over heads.
+    """
     angles = positions.to(torch.float32)[..., None] * inv_freq
-    angles = torch.cat((angles, angles), dim=-1)
-    return angles.cos().to(dtype), angles.sin().to(dtype)
+    s = angles.sin()
+    cos = torch.cat((angles, angles), dim=-1).cos()
+    return cos.to(dtype).unsqueeze(-2), torch.cat((-s, s), dim=-1).to(dtype).unsqueeze(-2)
 
 
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate ``x`` of shape ``(..., T, H, head_dim)``; cos/sin are ``(..., T, head_dim)``."""
-    cos = cos.unsqueeze(-2)
-    sin = sin.unsqueeze(-2)
-    half = x.shape[-1] // 2
-    x1, x2 = x[..., :half], x[..., half:]
-    rotated = torch.cat((-x2, x1), dim=-1)
-    return x * cos + rotated * sin
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
+    """Rotate ``x`` of shape ``(..., T, H, head_dim)`` by the output of :func:`rope_cos_sin`.
+
+    ``x * cos + rotate_half(x) * sin`` with ``rotate_half(x) = [-x2, x1]``, computed as
+    ``x * cos + [x2, x1] * [-sin, sin]`` (the same products, bit for bit, in fewer ops).
+    """
+    return x * cos + x.roll(x.shape[-1] // 2, dims=-1) * signed_sin
