@@ -165,7 +165,12 @@ def _fit_section(doc: Document, plan: BudgetPlan, fit: Any, data: dict[str, Any]
 
     doc.h("Law fitted to your runs")
     status = "converged" if fit.converged else f"DID NOT CONVERGE ({fit.message})"
-    doc.p(f"{fit.n_points} points, R^2 = {fit.r2:.4f} (on the metric itself), {status}.")
+    extra = ""
+    if hasattr(fit, "n_starts_at_best"):
+        extra = (f" {fit.n_starts_at_best} of {fit.n_starts} starts reached the best Huber "
+                 f"objective; {fit.bootstrap_converged:.0%} of the bootstrap refits converged.")
+    doc.p(f"{fit.n_points} points, R^2 = {fit.r2:.4f} (on the metric itself), {status}."
+          + extra)
     ci = fit.param_intervals()
     doc.table(["parameter", "estimate", "95% bootstrap interval"],
               [[k, f"{v:.5g}", f"{ci[k][0]:.5g} .. {ci[k][1]:.5g}"]
