@@ -114,7 +114,10 @@ def test_records_provenance_and_accounting(tmp_path):
         assert r["level"] in (1, 2, 3) and r["question"].endswith("?") and r["answer"]
         assert r["source_ids"] and all(i.split("#")[0] in ids for i in r["source_ids"])
         assert r["generator_model"] == r["answer_model"] == "rule-model"
-        assert r["prompt_version"].startswith(tuple(prompts.load(f"level{i}").id for i in (1, 2, 3)))
+        assert prompts.load(f"level{r['level']}").id in r["prompt_version"].split("+")
+        if r["level"] > 1:  # the concepts the question was built from carry their own provenance
+            assert r["prompt_version"].split("+")[0] in (prompts.load("concepts").id,
+                                                         prompts.load("concepts").id + "~keyterms", "keyterms")
         assert r["prompt_version"].endswith("+" + prompts.load("answer").id)
         assert r["seed"] >= 0 and r["answer_seed"] >= 0
         assert r["answer_samples"] == 2 and r["answer_agreement"] == 1.0
@@ -210,3 +213,22 @@ def test_cli_rejects_bad_levels(capsys):
     from fastsynth.cli import main
     assert main(["synth", "builtin:python-docs", "-o", "unused", "--levels", "1,4"]) == 2
     assert "levels" in capsys.readouterr().err
+
+
+def test_thin_concept_lists_are_topped_up_with_key_terms(tmp_path):
+    from fastsynth.synth.calls import Call, Result
+    from fastsynth.synth.documents import Doc
+    from fastsynth.synth.level2 import collect_concepts
+
+    doc = Doc("d", "Python lists are mutable sequences. The append method adds one item to the end of a "
+                   "list, and the sort method sorts a list in place.")
+    res = [Result(Call([], 1, 8, tag=doc), "Topic: Lists\nConcepts: append", "stop", None, "m", 1),
+           Result(Call([], 2, 8, tag=Doc("e", doc.text)), "no structure at all", "stop", None, "m", 1)]
+    dcs, rej = collect_concepts(res, min_concepts=4)
+    assert [r.reason for r in rej] == ["too_few_grounded_concepts", "no_topics"]
+    assert dcs[0].source == "model+keyterms" and dcs[0].topics[0][0] == "list"
+    assert dcs[0].concepts[0] == "append" and len(dcs[0].concepts) == 4
+    assert dcs[1].source == "keyterms" and dcs[1].topics[0][0].startswith("python list are mutable sequence")
+    assert len(dcs[1].concepts) == 4
+    dcs, _ = collect_concepts(res, min_concepts=0)  # fallback off: the thin list stays thin
+    assert [dc.concepts for dc in dcs] == [["append"]]

@@ -40,6 +40,9 @@ class SynthConfig:
     dedup: str = "auto"  # "auto": MinHash/LSH when fastsynth.dedup is present, "exact": normalised text
     decontam_ngram: int = 8
     grounded_concepts: bool = True
+    # Top a document's concept list up to this many with its own key terms (RAKE) when the
+    # model returns fewer; 0 turns the fallback off. 5 = SynthLLM's lower bound per topic.
+    min_concepts: int = 5
     walk_temperature: float = 1.0
     retries: int = 2
     gen_batch_size: int = 8

@@ -19,6 +19,7 @@ from fastsynth.synth import prompts
 from fastsynth.synth.calls import Call, Result, derive_seed
 from fastsynth.synth.concepts import normalize, singular
 from fastsynth.synth.documents import Doc
+from fastsynth.synth.keyterms import key_terms
 from fastsynth.synth.level1 import count_words
 from fastsynth.synth.parse import MalformedOutput, parse_questions, parse_topics
 from fastsynth.synth.provenance import QARecord, Reject
@@ -36,6 +37,7 @@ class DocConcepts:
     doc_id: str
     topics: list[tuple[str, list[str]]]
     display: dict[str, str] = field(default_factory=dict)  # normalised -> first surface form
+    source: str = "model"  # "model", "model+keyterms" or "keyterms" (see collect_concepts)
 
     @property
     def concepts(self) -> list[str]:
@@ -67,20 +69,30 @@ def grounded_in(concept: str, doc_words: set[str]) -> bool:
     return bool(words) and sum(w in doc_words for w in words) * 2 >= len(words)
 
 
-def collect_concepts(results: list[Result], grounded: bool = True) -> tuple[list[DocConcepts], list[Reject]]:
+def collect_concepts(results: list[Result], grounded: bool = True,
+                     min_concepts: int = 0) -> tuple[list[DocConcepts], list[Reject]]:
+    """Topics and concepts per document, and rejects for unusable replies.
+
+    With ``min_concepts > 0``, a document left with fewer grounded concepts than that
+    (including a failed or unparseable reply, which is still recorded as a reject) is
+    topped up with the document's own key terms (:func:`fastsynth.synth.keyterms.key_terms`)
+    under its first topic (or its title); ``DocConcepts.source`` then says
+    ``"model+keyterms"`` or ``"keyterms"`` and the records built on it carry that in
+    their ``prompt_version``.
+    """
     pid = prompts.load(CONCEPT_PROMPT).id
     out: list[DocConcepts] = []
     rejects: list[Reject] = []
     for r in results:
         doc: Doc = r.call.tag
+        raw: list[tuple[str, list[str]]] = []
         if not r.ok:
             rejects.append(Reject(2, "concepts", "generator_error", [doc.id], r.error or "", r.call.seed, pid))
-            continue
-        try:
-            raw = parse_topics(r.text)
-        except MalformedOutput as e:
-            rejects.append(Reject(2, "concepts", e.reason, [doc.id], r.text[:500], r.call.seed, pid))
-            continue
+        else:
+            try:
+                raw = parse_topics(r.text)
+            except MalformedOutput as e:
+                rejects.append(Reject(2, "concepts", e.reason, [doc.id], r.text[:500], r.call.seed, pid))
         words = _doc_words(doc.text) if grounded else set()
         display: dict[str, str] = {}
         topics: list[tuple[str, list[str]]] = []
@@ -98,11 +110,28 @@ def collect_concepts(results: list[Result], grounded: bool = True) -> tuple[list
                 display.setdefault(t, tname.strip())
                 topics.append((t, list(dict.fromkeys(cs))))
         dc = DocConcepts(doc.id, topics, display)
-        if len(dc.concepts) < MIN_CONCEPTS:
+        if raw and len(dc.concepts) < max(MIN_CONCEPTS, min_concepts):
             rejects.append(Reject(2, "concepts", "too_few_grounded_concepts", [doc.id], r.text[:500],
                                   r.call.seed, pid))
-        out.append(dc)  # kept even when short: Level-3 can still use its concepts
+        if len(dc.concepts) < min_concepts:
+            _top_up(dc, doc, min_concepts)
+        if dc.concepts:
+            out.append(dc)  # kept even when short: Level-3 can still use its concepts
     return out, rejects
+
+
+def _top_up(dc: DocConcepts, doc: Doc, n: int) -> None:
+    """Add the document's key terms to its first topic until it has ``n`` concepts."""
+    have = set(dc.concepts)
+    extra = [t for t in key_terms(doc.text, k=n + len(have)) if t not in have][: n - len(have)]
+    if not extra:
+        return
+    if not dc.topics:
+        t = normalize(title_of(doc.text)) or "untitled"
+        dc.display.setdefault(t, title_of(doc.text))
+        dc.topics.append((t, []))
+    dc.topics[0][1].extend(extra)
+    dc.source = "model+keyterms" if have else "keyterms"
 
 
 def question_calls(docs: dict[str, Doc], concepts: list[DocConcepts], quota: dict[str, int], seed: int,
@@ -128,12 +157,19 @@ def question_calls(docs: dict[str, Doc], concepts: list[DocConcepts], quota: dic
     return out
 
 
+def concept_prompt_id(source: str) -> str:
+    """Provenance of a document's concepts: the extraction prompt, ``~keyterms`` if topped up."""
+    cid = prompts.load(CONCEPT_PROMPT).id
+    return {"model": cid, "model+keyterms": f"{cid}~keyterms", "keyterms": "keyterms"}[source]
+
+
 def collect_questions(results: list[Result]) -> tuple[list[QARecord], list[Reject]]:
-    pid = prompts.load(PROMPT).id
+    qid = prompts.load(PROMPT).id
     recs: list[QARecord] = []
     rejects: list[Reject] = []
     for r in results:
         dc, picked, n = r.call.tag
+        pid = f"{concept_prompt_id(dc.source)}+{qid}"
         if not r.ok:
             rejects.append(Reject(2, "question", "generator_error", [dc.doc_id], r.error or "", r.call.seed, pid))
             continue

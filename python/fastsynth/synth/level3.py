@@ -94,7 +94,8 @@ def calls(walks: list[tuple[Walk, list[tuple[str, float]], int]], graph: Concept
 
 
 def collect(results: list[Result], graph: ConceptGraph) -> tuple[list[QARecord], list[Reject]]:
-    pid = prompts.load(PROMPT).id
+    # Level-3 concepts come from the graph over every document, whatever each one's source.
+    pid = f"{prompts.load('concepts').id}+{prompts.load(PROMPT).id}"
     recs: list[QARecord] = []
     rejects: list[Reject] = []
     for r in results:

@@ -134,7 +134,8 @@ class _Run:
         concepts: list[DocConcepts] = []
         if 2 in cfg.levels or 3 in cfg.levels:
             res = self.q_driver.run(level2.concept_calls(batch, cfg.seed, cfg.concept_max_tokens))
-            concepts, rj = level2.collect_concepts(res, grounded=cfg.grounded_concepts)
+            concepts, rj = level2.collect_concepts(res, grounded=cfg.grounded_concepts,
+                                                   min_concepts=cfg.min_concepts)
             rejects.extend(rj)
         if 1 in cfg.levels:
             res = self.q_driver.run(level1.calls(batch, q1, cfg.seed, cfg.question_max_tokens, cfg.temperature))

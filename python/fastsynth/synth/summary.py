@@ -27,18 +27,19 @@ CONCEPT_SCHEMA = pa.schema([
     ("doc_id", pa.string()),
     ("topics", pa.list_(pa.struct([("topic", pa.string()), ("concepts", pa.list_(pa.string()))]))),
     ("display", pa.map_(pa.string(), pa.string())),
+    ("source", pa.string()),
 ])
 
 
 def concepts_table(concepts: list[DocConcepts]) -> pa.Table:
     rows = [{"doc_id": dc.doc_id, "topics": [{"topic": t, "concepts": cs} for t, cs in dc.topics],
-             "display": list(dc.display.items())} for dc in concepts]
+             "display": list(dc.display.items()), "source": dc.source} for dc in concepts]
     return pa.Table.from_pylist(rows, schema=CONCEPT_SCHEMA)
 
 
 def read_concepts(table: pa.Table) -> list[DocConcepts]:
-    return [DocConcepts(r["doc_id"], [(t["topic"], list(t["concepts"])) for t in r["topics"]], dict(r["display"]))
-            for r in table.to_pylist()]
+    return [DocConcepts(r["doc_id"], [(t["topic"], list(t["concepts"])) for t in r["topics"]], dict(r["display"]),
+                        r["source"] or "model") for r in table.to_pylist()]
 
 
 def mentioned(question: str, vocab: set[str], max_words: int = 4) -> list[str]:
@@ -97,7 +98,8 @@ def summarize(rd: RunDir, docs: list[Doc], skipped: list[tuple[str, str]], quota
             calls[k] += v
         gen_seconds += info.get("seconds", 0.0)
     summary = {
-        "documents": {"units": len(docs), "skipped": dict(Counter(r for _, r in skipped))},
+        "documents": {"units": len(docs), "skipped": dict(Counter(r for _, r in skipped)),
+                      "concept_source": dict(Counter(dc.source for dc in concepts))},
         "requested_questions": {f"level{lv}": quota[lv] for lv in (1, 2, 3)},
         "yield": {f"level{lv}": len(rows) for lv, rows in by_level.items()},
         "total": len(qa_rows),
