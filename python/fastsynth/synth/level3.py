@@ -46,7 +46,7 @@ def build_graph(concepts: list[DocConcepts], merge_threshold: float = 0.85,
 
 
 def sample_walks(graph: ConceptGraph, n_walks: int, seed: int, temperature: float = 1.0,
-                 max_tries: int = 4) -> tuple[list[tuple[Walk, list[tuple[str, float]], int]], int]:
+                 max_tries: int = 10) -> tuple[list[tuple[Walk, list[tuple[str, float]], int]], int]:
     """Up to ``n_walks`` distinct walks grounded in two documents: ``[(walk, top2, walk_seed)]``,
     and the number of walks rejected as ungrounded. At most ``max_tries * n_walks`` walks."""
     out = []
