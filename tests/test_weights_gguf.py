@@ -218,3 +218,22 @@ def test_unsupported_architecture_is_named(tmp_path):
     write_gguf(Llama(cfg).reset_parameters(seed=0), path, arch="falcon")
     with pytest.raises(ConfigError, match="falcon"):
         load(path)
+
+
+def test_hf_export_of_the_embedded_model_round_trips(ours, tmp_path):
+    """save_hf writes safetensors + tokenizer files that fastsynth and transformers both read."""
+    transformers = pytest.importorskip("transformers")
+    from fastsynth.model import save_hf
+    model, tok = ours
+    save_hf(model, tmp_path, tokenizer=tok)
+    again, tok2 = load(tmp_path)
+    chat = [{"role": "user", "content": "Name three rivers."}]
+    text = tok.apply_chat_template(chat)
+    assert tok2.apply_chat_template(chat) == text and tok2.stop_ids == tok.stop_ids
+    ids = tok.encode(text)
+    assert tok2.encode(text) == ids
+    assert transformers.AutoTokenizer.from_pretrained(tmp_path).encode(
+        text, add_special_tokens=False) == ids
+    x = torch.tensor([ids])
+    with torch.inference_mode():
+        assert torch.equal(again(x), model(x))
