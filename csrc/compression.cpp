@@ -4,6 +4,7 @@
 #include <zlib.h>
 
 #include <cmath>
+#include <cstdint>
 #include <cstdlib>
 #include <limits>
 #include <memory>
@@ -20,16 +21,27 @@ constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 // Documents are claimed in chunks of this many: small enough to balance a corpus whose
 // lengths vary 1000x, large enough that the atomic counter is not contended.
 constexpr size_t kChunk = 16;
-// Output never needs to be kept, only counted, so deflate writes into a small reused
-// buffer; 64 KiB keeps the number of deflate() calls per MB of input low.
-constexpr size_t kScratch = 64 * 1024;
+// Output is only counted, never kept, so deflate writes into a reused scratch buffer.
+// At levels >= 1 the deflate stream does not depend on how much output space each
+// call gets, but at level 0 (stored blocks) zlib sizes each block by avail_out. To be
+// bit-identical there too, the buffer is offered in CPython's (3.10+) growth schedule
+// for zlib.compress: 32 KiB, 64 KiB, 256 KiB, 1 MiB, 4, 8, 16, 16, 32 MiB, ...
+constexpr size_t kKiB = 1024, kMiB = 1024 * 1024;
+constexpr size_t kCPythonBlocks[] = {32 * kKiB, 64 * kKiB, 256 * kKiB, 1 * kMiB, 4 * kMiB,
+                                     8 * kMiB, 16 * kMiB, 16 * kMiB, 32 * kMiB, 32 * kMiB,
+                                     32 * kMiB, 32 * kMiB, 64 * kMiB, 64 * kMiB, 128 * kMiB,
+                                     128 * kMiB, 256 * kMiB};
+inline size_t cpython_block(size_t k) {
+  constexpr size_t n = sizeof(kCPythonBlocks) / sizeof(kCPythonBlocks[0]);
+  return kCPythonBlocks[k < n ? k : n - 1];
+}
 
 // One z_stream per thread, initialised once and reset per document: deflateInit2
 // allocates ~256 KiB and clears the hash table, which would dominate short documents.
 // deflateReset restores the identical initial state, so the output is unchanged.
 class ZlibCounter {
  public:
-  explicit ZlibCounter(int level) : scratch_(kScratch) {
+  explicit ZlibCounter(int level) : scratch_(kCPythonBlocks[0]) {
     stream_.zalloc = Z_NULL;
     stream_.zfree = Z_NULL;
     stream_.opaque = Z_NULL;
@@ -46,18 +58,26 @@ class ZlibCounter {
     if (deflateReset(&stream_) != Z_OK) throw std::runtime_error("zlib deflateReset failed");
     stream_.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(text.data()));
     // Feed in pieces that fit uInt (32-bit) so texts over 4 GiB are still correct.
+    // CPython hands zlib input in pieces of at most UINT_MAX bytes and output in the
+    // block schedule above; both are mirrored here.
     size_t remaining = text.size();
+    size_t block = 0;
+    stream_.avail_out = 0;
     for (;;) {
-      uInt piece = static_cast<uInt>(std::min<size_t>(remaining, 1u << 30));
+      uInt piece = static_cast<uInt>(std::min<size_t>(remaining, UINT32_MAX));
       stream_.avail_in = piece;
       remaining -= piece;
       int flush = remaining == 0 ? Z_FINISH : Z_NO_FLUSH;
       for (;;) {
-        stream_.next_out = scratch_.data();
-        stream_.avail_out = static_cast<uInt>(scratch_.size());
+        if (stream_.avail_out == 0) {
+          size_t size = cpython_block(block++);
+          if (scratch_.size() < size) scratch_.resize(size);
+          stream_.next_out = scratch_.data();
+          stream_.avail_out = static_cast<uInt>(size);
+        }
         int rc = deflate(&stream_, flush);
         if (rc == Z_STREAM_ERROR) throw std::runtime_error("zlib deflate failed");
-        if (flush == Z_FINISH ? rc == Z_STREAM_END : stream_.avail_out != 0) break;
+        if (flush == Z_FINISH ? rc == Z_STREAM_END : (stream_.avail_in == 0 && stream_.avail_out != 0)) break;
       }
       if (remaining == 0) break;
     }

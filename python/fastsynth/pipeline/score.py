@@ -1,0 +1,242 @@
+"""The scoring job: read a corpus, compute gzip ratio and Gopher heuristics natively,
+apply the quality filter, and write per-document scores plus a summary.
+
+Files written in ``out_dir`` (each atomically: temp file + rename):
+
+- ``scores.parquet``: ``id``, ``gzip_ratio``, every heuristic, ``keep`` (bool),
+  ``reasons`` (list of failed rule names), ``first_reason``.
+- ``kept.parquet`` (with ``write_kept``): ``id`` and ``text`` of the kept documents.
+- ``rejects.jsonl`` (with ``on_error="skip"``): input records that could not be read,
+  with their reason.
+- ``summary.json`` / ``summary.md``: counts (every input record is accounted for as
+  kept, rejected by a rule, or rejected at input), rule failure counts, percentiles.
+- ``gzip_ratio_hist.png``: histogram of gzip_ratio with the filter's band shaded.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from fastsynth import __version__, corpus
+from fastsynth.errors import DependencyError
+from fastsynth.progress import progress
+from fastsynth.quality import HEURISTIC_NAMES, QualityFilter, gzip_ratio, heuristics, zlib_version
+
+PERCENTILES = (1, 5, 25, 50, 75, 95, 99)
+SUMMARY_METRICS = ("gzip_ratio", "n_chars", "n_words", "mean_word_length", "frac_words_alpha",
+                   "dup_line_frac", "top_2gram_char_frac", "dup_5gram_char_frac")
+GZIP_CONVENTION = "gzip_ratio = len(zlib.compress(utf8, level)) / len(utf8): compressed/original, lower = more compressible"
+
+
+class _AtomicParquet:
+    """A ParquetWriter on a temp file, renamed into place on commit()."""
+
+    def __init__(self, path: Path, schema: pa.Schema):
+        self.path = path
+        self.tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        self.writer = pq.ParquetWriter(self.tmp, schema, compression="zstd")
+
+    def write(self, table: pa.Table) -> None:
+        self.writer.write_table(table)
+
+    def commit(self) -> None:
+        self.writer.close()
+        os.replace(self.tmp, self.path)
+
+    def abort(self) -> None:
+        self.writer.close()
+        self.tmp.unlink(missing_ok=True)
+
+
+def _scores_schema() -> pa.Schema:
+    fields = [pa.field("id", pa.string()), pa.field("gzip_ratio", pa.float64())]
+    fields += [pa.field(name, pa.float64()) for name in HEURISTIC_NAMES]
+    fields += [pa.field("keep", pa.bool_()), pa.field("reasons", pa.list_(pa.string())),
+               pa.field("first_reason", pa.string())]
+    return pa.schema(fields)
+
+
+def score_batch(batch: pa.RecordBatch, quality_filter: QualityFilter, *, level: int = 6,
+                backend: str = "zlib", threads: int | None = None) -> pa.Table:
+    """Scores for one ``RecordBatch`` with ``id`` and ``text`` columns."""
+    texts = batch.column("text")
+    metrics: dict[str, np.ndarray] = {"gzip_ratio": gzip_ratio(texts, level=level, threads=threads, backend=backend)}
+    metrics.update(heuristics(texts, threads=threads))
+    result = quality_filter.apply(metrics)
+    columns: dict[str, Any] = {"id": batch.column("id")}
+    columns.update(metrics)
+    columns["keep"] = result.keep
+    columns["reasons"] = pa.array(result.reasons(), type=pa.list_(pa.string()))
+    columns["first_reason"] = pa.array(result.first_reason().tolist(), type=pa.string())
+    return pa.table(columns, schema=_scores_schema())
+
+
+def run_score(source: Any, out_dir: str | Path, *, text_field: str = "text", id_field: str = "id",
+              on_error: str = "raise", level: int = 6, backend: str = "zlib",
+              threads: int | None = None, quality_filter: QualityFilter | None = None,
+              batch_size: int = 4096, write_kept: bool = False, histogram: bool = True,
+              show_progress: bool | None = None) -> dict[str, Any]:
+    """Score ``source`` into ``out_dir``; returns the summary (also written as JSON)."""
+    quality_filter = quality_filter or QualityFilter()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rejects_path = out / "rejects.jsonl"
+    reader = corpus.read_batches(source, batch_size=batch_size, text_field=text_field, id_field=id_field,
+                                 on_error=on_error, rejects=str(rejects_path) if on_error == "skip" else None)
+    scores = _AtomicParquet(out / "scores.parquet", _scores_schema())
+    kept = _AtomicParquet(out / "kept.parquet", pa.schema([("id", pa.string()), ("text", pa.large_string())])) \
+        if write_kept else None
+    started = time.perf_counter()
+    n_scored = n_kept = n_bytes = 0
+    try:
+        with progress(desc="score", unit="doc", enabled=show_progress) as bar:
+            for batch in reader:
+                table = score_batch(batch, quality_filter, level=level, backend=backend, threads=threads)
+                scores.write(table)
+                keep = table.column("keep").combine_chunks()
+                if kept is not None:
+                    kept.write(pa.Table.from_batches([batch.select(["id", "text"]).filter(keep)]))
+                n_scored += batch.num_rows
+                n_kept += int(np.count_nonzero(keep.to_numpy(zero_copy_only=False)))
+                n_bytes += int(pa.compute.sum(pa.compute.binary_length(batch.column("text"))).as_py() or 0)
+                bar.update(batch.num_rows)
+    except BaseException:
+        scores.abort()
+        if kept is not None:
+            kept.abort()
+        raise
+    scores.commit()
+    if kept is not None:
+        kept.commit()
+    elapsed = time.perf_counter() - started
+
+    summary = _summarize(out / "scores.parquet", quality_filter, reader.stats, n_scored, n_kept, n_bytes, elapsed)
+    summary["settings"] = {"source": str(source), "level": level, "backend": backend, "threads": threads,
+                           "text_field": text_field, "on_error": on_error, "filter": _filter_settings(quality_filter)}
+    summary["files"] = {"scores": "scores.parquet", "summary": "summary.json"}
+    if kept is not None:
+        summary["files"]["kept"] = "kept.parquet"
+    if on_error == "skip":
+        summary["files"]["rejects"] = "rejects.jsonl"
+    if histogram:
+        summary["files"]["histogram"] = _histogram(out, quality_filter, summary)
+    _write_text(out / "summary.json", json.dumps(summary, indent=2, default=_json_default) + "\n")
+    _write_text(out / "summary.md", render_markdown(summary))
+    return summary
+
+
+def _filter_settings(f: QualityFilter) -> dict[str, Any]:
+    return {k: v for k, v in asdict(f).items()}
+
+
+def _summarize(scores_path: Path, quality_filter: QualityFilter, stats: Any, n_scored: int,
+               n_kept: int, n_bytes: int, elapsed: float) -> dict[str, Any]:
+    table = pq.read_table(scores_path, columns=list(SUMMARY_METRICS) + ["reasons", "first_reason"])
+    rules = quality_filter.rules()
+    reason_lists = table.column("reasons").combine_chunks()
+    flat = pa.compute.value_counts(reason_lists.flatten()).to_pylist() if n_scored else []
+    fails = {d["values"]: d["counts"] for d in flat}
+    first = pa.compute.value_counts(table.column("first_reason").combine_chunks()).to_pylist() if n_scored else []
+    first_counts = {d["values"]: d["counts"] for d in first if d["values"]}
+    stats = dict(stats) if stats is not None else {}
+    rejected_input = int(stats.get("rejected", 0))
+    percentiles = {}
+    for name in SUMMARY_METRICS:
+        values = table.column(name).to_numpy()
+        values = values[np.isfinite(values)]
+        percentiles[name] = {f"p{p}": float(np.percentile(values, p)) for p in PERCENTILES} if values.size else {}
+    return {
+        "fastsynth_version": __version__,
+        "machine": {"python": platform.python_version(), "platform": platform.platform(),
+                    "cpus": os.cpu_count(), "zlib": zlib_version()},
+        "gzip_ratio_convention": GZIP_CONVENTION,
+        "counts": {
+            "input_records": n_scored + rejected_input,
+            "rejected_at_input": rejected_input,
+            "rejected_at_input_by_reason": dict(stats.get("rejected_by_reason", {})),
+            "scored": n_scored,
+            "kept": n_kept,
+            "rejected_by_filter": n_scored - n_kept,
+        },
+        "rejected_by_first_rule": {r.name: int(first_counts.get(r.name, 0)) for r in rules},
+        "rule_failures": {r.name: {"rule": r.describe(), "failed": int(fails.get(r.name, 0))} for r in rules},
+        "percentiles": percentiles,
+        "throughput": {"seconds": elapsed, "docs_per_s": n_scored / elapsed if elapsed else None,
+                       "mb_per_s": n_bytes / 1e6 / elapsed if elapsed else None, "text_bytes": n_bytes},
+    }
+
+
+def _histogram(out: Path, quality_filter: QualityFilter, summary: dict[str, Any]) -> str | None:
+    from fastsynth.report.histogram import histogram_png
+
+    values = pq.read_table(out / "scores.parquet", columns=["gzip_ratio"]).column("gzip_ratio").to_numpy()
+    c = summary["counts"]
+    try:
+        histogram_png(values, out / "gzip_ratio_hist.png",
+                      title=f"gzip ratio of {c['scored']:,} documents ({c['kept']:,} kept)",
+                      xlabel="gzip ratio = compressed / original (zlib), lower = more compressible",
+                      band=quality_filter.gzip_band, band_label="filter band")
+    except DependencyError as e:
+        summary["histogram_skipped"] = str(e)
+        return None
+    return "gzip_ratio_hist.png"
+
+
+def render_markdown(summary: dict[str, Any]) -> str:
+    c = summary["counts"]
+    lines = ["# fastsynth score summary", "",
+             f"Source: `{summary['settings']['source']}` · fastsynth {summary['fastsynth_version']} · "
+             f"zlib {summary['machine']['zlib']} · {summary['machine']['cpus']} CPUs", "",
+             f"Convention: {summary['gzip_ratio_convention']}.", "",
+             "## Counts", "",
+             "| input records | rejected at input | scored | kept | rejected by filter |",
+             "|---:|---:|---:|---:|---:|",
+             f"| {c['input_records']:,} | {c['rejected_at_input']:,} | {c['scored']:,} | {c['kept']:,} | "
+             f"{c['rejected_by_filter']:,} |", ""]
+    if c["rejected_at_input_by_reason"]:
+        lines += ["Rejected at input (see rejects.jsonl): " + ", ".join(
+            f"{k}: {v:,}" for k, v in sorted(c["rejected_at_input_by_reason"].items())), ""]
+    lines += ["## Filter rules", "",
+              "| rule | condition | failed (any) | rejected (first failed rule) |", "|---|---|---:|---:|"]
+    for name, info in summary["rule_failures"].items():
+        lines.append(f"| {name} | `{info['rule']}` | {info['failed']:,} | "
+                     f"{summary['rejected_by_first_rule'].get(name, 0):,} |")
+    lines += ["", "## Percentiles", "", "| metric | " + " | ".join(f"p{p}" for p in PERCENTILES) + " |",
+              "|---|" + "---:|" * len(PERCENTILES)]
+    for name, pct in summary["percentiles"].items():
+        cells = " | ".join(f"{pct[f'p{p}']:.4g}" if pct else "–" for p in PERCENTILES)
+        lines.append(f"| {name} | {cells} |")
+    t = summary["throughput"]
+    if t["docs_per_s"]:
+        lines += ["", f"Throughput: {t['docs_per_s']:,.0f} docs/s, {t['mb_per_s']:.1f} MB/s "
+                      f"({t['seconds']:.2f} s, including reading and writing)."]
+    if summary.get("histogram_skipped"):
+        lines += ["", f"Histogram skipped: {summary['histogram_skipped']}"]
+    elif summary["files"].get("histogram"):
+        lines += ["", f"![gzip ratio histogram]({summary['files']['histogram']})"]
+    return "\n".join(lines) + "\n"
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, tuple):
+        return list(o)
+    return str(o)
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)

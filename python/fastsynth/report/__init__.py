@@ -1,0 +1,1 @@
+"""Reports: plots and summaries written next to a stage's outputs."""

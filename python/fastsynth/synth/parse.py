@@ -1,0 +1,182 @@
+"""Parse model output into questions, topics/concepts and answers, robustly.
+
+Small models wander from the requested format: numbered lists instead of ``Q:``, markdown
+bold, a preamble ("Sure! Here are..."), a repeated line, a truncated last line. These
+parsers accept the common variants and raise :class:`MalformedOutput` with a short
+machine-readable ``reason`` when nothing usable is left; callers count the reason and
+record the raw text as a reject. Nothing here raises anything else on any input string.
+"""
+from __future__ import annotations
+
+import re
+
+from fastsynth.errors import FastsynthError
+
+# A question needs a few words to be a question at all; 3 rejects "Why?" / "What is it?".
+MIN_QUESTION_WORDS = 4
+# Longer than this is a run-on (a model looping inside one line), not a question.
+MAX_QUESTION_WORDS = 80
+
+_WH = ("what", "why", "how", "which", "who", "whom", "whose", "when", "where", "is", "are",
+       "does", "do", "did", "can", "could", "should", "would", "will", "explain", "describe",
+       "compare", "list", "name", "give", "in what", "to what")
+_PREFIX = re.compile(
+    r"^\s*(?:[-*\u2022>]+\s*)?(?:\*\*)?\s*"
+    r"(?:(?:q(?:uestion)?\s*\d*\s*(?:\((?:original|new)\))?\s*[:.)\-]|\d+\s*[.):\-]|\(\d+\))\s*)?"
+    r"(?:\*\*)?\s*",
+    re.IGNORECASE,
+)
+_TAG = re.compile(r"\s*[\[(](?:original|new|newly created)[\])]\s*", re.IGNORECASE)
+_NONE_REPLY = re.compile(r"^\W*(none|unsuitable|not suitable|n/?a)\b", re.IGNORECASE)
+_PREAMBLE = re.compile(r"^(sure|here (are|is)|certainly|okay|ok)\b", re.IGNORECASE)
+_REFUSAL = re.compile(
+    r"\b(i(?:'m| am) sorry|i cannot|i can't|i can not|as an ai|i'm unable|i am unable|"
+    r"cannot (?:answer|help)|unable to (?:answer|provide))\b",
+    re.IGNORECASE,
+)
+
+
+class MalformedOutput(FastsynthError):
+    """Model output without the expected structure; ``reason`` is a short slug."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+
+
+def is_none_reply(text: str) -> bool:
+    """True when the model declared the document unsuitable (a reply starting with NONE)."""
+    return bool(_NONE_REPLY.match(text.strip().strip('"*')))
+
+
+def is_refusal(text: str) -> bool:
+    return bool(_REFUSAL.search(text))
+
+
+def clean_question(line: str) -> str | None:
+    """One line -> a question, or ``None`` when it is not one."""
+    s = _PREFIX.sub("", line, count=1)
+    s = _TAG.sub(" ", s).strip().strip('"\u201c\u201d*').strip()
+    if not s or _PREAMBLE.match(s) or is_refusal(s):
+        return None
+    if "?" in s:  # keep through the first question mark: drop trailing chatter
+        s = s[: s.index("?") + 1]
+    elif s.lower().startswith(_WH):
+        s = s.rstrip(" .:;,") + "?"
+    else:
+        return None
+    s = re.sub(r"\s+", " ", s)
+    n_words = len(s.split())
+    if not MIN_QUESTION_WORDS <= n_words <= MAX_QUESTION_WORDS:
+        return None
+    return s
+
+
+def parse_questions(text: str, limit: int = 5) -> list[str]:
+    """Distinct questions from a list-style reply, in order, at most ``limit``.
+
+    Lines starting ``Q:``/``Question 2:``/``1.``/``-`` or ending with ``?`` count; tags
+    like ``(original)`` are dropped. Raises ``MalformedOutput("no_questions")`` if none.
+    """
+    if not text or not text.strip():
+        raise MalformedOutput("empty_output")
+    out: list[str] = []
+    seen: set[str] = set()
+    # Some replies put several "Q:" items on one line.
+    for line in re.split(r"\n|(?=\bQ\d*\s*:)", text):
+        q = clean_question(line)
+        if q is None:
+            continue
+        key = q.lower()
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append(q)
+        if len(out) >= limit:
+            break
+    if not out:
+        raise MalformedOutput("no_questions", text[:80])
+    return out
+
+
+_TOPIC = re.compile(r"^\W*(?:\d+\s*[.)]\s*)?topic\s*\d*\s*[:\-]\s*(.+)$", re.IGNORECASE)
+_CONCEPTS = re.compile(r"^\W*(?:key\s+)?concepts?\s*[:\-]\s*(.*)$", re.IGNORECASE)
+_BULLET = re.compile(r"^\s*(?:[-*\u2022]|\d+\s*[.)])\s+(.+)$")
+
+
+def _split_concepts(s: str) -> list[str]:
+    parts = re.split(r"[,;]|\band\b(?=\s)", s)
+    out = []
+    for p in parts:
+        p = p.strip().strip(".:\"'*`()[]").strip()
+        if p and len(p) <= 60 and len(p.split()) <= 6:
+            out.append(p)
+    return out
+
+
+def parse_topics(text: str, max_topics: int = 5, max_concepts: int = 20) -> list[tuple[str, list[str]]]:
+    """``Topic: ... / Concepts: a, b, c`` blocks -> ``[(topic, [concept, ...]), ...]``.
+
+    Concept lists may also come as bullets under the topic. Topics with no concept are
+    dropped; at most ``max_topics`` topics and ``max_concepts`` concepts per topic are
+    kept (SynthLLM asks for 1-5 topics x 5-20 concepts). Raises ``MalformedOutput``
+    (``no_topics``) when no topic with a concept remains.
+    """
+    if not text or not text.strip():
+        raise MalformedOutput("empty_output")
+    topics: list[tuple[str, list[str]]] = []
+    current: tuple[str, list[str]] | None = None
+    for raw in text.splitlines():
+        line = raw.replace("**", "").strip()
+        if not line:
+            continue
+        m = _TOPIC.match(line)
+        if m:
+            name = m.group(1).strip().strip(".:\"'`").strip()
+            # "Topic: X, Concepts: a, b" on one line
+            inline = re.split(r"\bconcepts?\s*[:\-]", name, maxsplit=1, flags=re.IGNORECASE)
+            current = (inline[0].strip(" ,;-"), [])
+            topics.append(current)
+            if len(inline) == 2:
+                current[1].extend(_split_concepts(inline[1]))
+            continue
+        if current is None:
+            continue
+        m = _CONCEPTS.match(line)
+        if m:
+            current[1].extend(_split_concepts(m.group(1)))
+            continue
+        m = _BULLET.match(line)
+        if m:
+            current[1].extend(_split_concepts(m.group(1)))
+    result = []
+    for name, concepts in topics:
+        if not name or not concepts:
+            continue
+        uniq = list(dict.fromkeys(c for c in concepts if c.lower() != name.lower()))
+        if uniq:
+            result.append((name, uniq[:max_concepts]))
+        if len(result) >= max_topics:
+            break
+    if not result:
+        raise MalformedOutput("no_topics", text[:80])
+    return result
+
+
+_ANSWER_PREFIX = re.compile(r"^\s*(?:\*\*)?\s*(?:a|answer)\s*[:.)\-]\s*(?:\*\*)?\s*", re.IGNORECASE)
+
+
+def parse_answer(text: str, max_words: int = 200) -> str:
+    """The answer text: prefix ``A:``/``Answer:`` removed, whitespace collapsed.
+
+    Raises ``MalformedOutput`` with ``empty_answer``, ``refusal`` or ``too_long``.
+    """
+    s = _ANSWER_PREFIX.sub("", (text or "").strip(), count=1)
+    s = re.sub(r"\s+", " ", s).strip()
+    if not s or not re.search(r"\w", s):
+        raise MalformedOutput("empty_answer")
+    if is_refusal(s[:200]):
+        raise MalformedOutput("refusal", s[:80])
+    if len(s.split()) > max_words:
+        raise MalformedOutput("too_long")
+    return s
