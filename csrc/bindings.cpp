@@ -324,10 +324,13 @@ PYBIND11_MODULE(_native, m) {
       },
       py::arg("values"), py::arg("offsets"), py::arg("u"), py::arg("v"), py::arg("threads") = 0);
   m.def(
-      "components",
-      [](int64_t n, const I64Array& u, const I64Array& v, const py::object& keep) {
-        if (n < 0) throw py::value_error("n must be >= 0");
-        check_pairs(u, v, static_cast<size_t>(n));
+      "union_pairs",
+      [](py::array_t<int64_t, py::array::c_style> parent, const I64Array& u, const I64Array& v, const py::object& keep) {
+        const size_t n = static_cast<size_t>(parent.size());
+        auto pp = parent.unchecked<1>();
+        for (size_t i = 0; i < n; ++i)
+          if (pp(i) < 0 || static_cast<size_t>(pp(i)) > i) throw py::value_error("parent is not a valid union-find array");
+        check_pairs(u, v, n);
         py::array_t<uint8_t, py::array::c_style | py::array::forcecast> k;
         const uint8_t* kp = nullptr;
         if (!keep.is_none()) {
@@ -335,10 +338,16 @@ PYBIND11_MODULE(_native, m) {
           if (k.size() != u.size()) throw py::value_error("keep must have one flag per pair");
           kp = k.data();
         }
-        py::array_t<int64_t> out(static_cast<py::ssize_t>(n));
-        int64_t* ptr = out.mutable_data();
-        without_gil([&] { components(static_cast<size_t>(n), u.data(), v.data(), kp, static_cast<size_t>(u.size()), ptr); });
-        return out;
+        int64_t* ptr = parent.mutable_data();
+        without_gil([&] { union_pairs(ptr, n, u.data(), v.data(), kp, static_cast<size_t>(u.size())); });
       },
-      py::arg("n"), py::arg("u"), py::arg("v"), py::arg("keep") = py::none());
+      py::arg("parent"), py::arg("u"), py::arg("v"), py::arg("keep") = py::none());
+  m.def(
+      "resolve_roots",
+      [](py::array_t<int64_t, py::array::c_style> parent) {
+        int64_t* ptr = parent.mutable_data();
+        const size_t n = static_cast<size_t>(parent.size());
+        without_gil([&] { resolve_roots(ptr, n); });
+      },
+      py::arg("parent"));
 }

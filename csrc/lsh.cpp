@@ -1,6 +1,5 @@
 #include "lsh.h"
 
-#include <numeric>
 
 #include "minhash.h"
 #include "parallel.h"
@@ -58,25 +57,29 @@ void pair_jaccard(const uint64_t* values, const int64_t* offsets, const int64_t*
   });
 }
 
-void components(size_t n, const int64_t* u, const int64_t* v, const uint8_t* keep, size_t m, int64_t* label) {
-  std::vector<int64_t> parent(n);
-  std::iota(parent.begin(), parent.end(), int64_t{0});
-  auto find = [&](int64_t x) {
-    while (parent[x] != x) {
-      parent[x] = parent[parent[x]];  // path halving
-      x = parent[x];
-    }
-    return x;
-  };
+namespace {
+inline int64_t find_root(int64_t* parent, int64_t x) {
+  while (parent[x] != x) {
+    parent[x] = parent[parent[x]];  // path halving
+    x = parent[x];
+  }
+  return x;
+}
+}  // namespace
+
+void union_pairs(int64_t* parent, size_t n, const int64_t* u, const int64_t* v, const uint8_t* keep, size_t m) {
   for (size_t k = 0; k < m; ++k) {
     if (keep && !keep[k]) continue;
-    int64_t ru = find(u[k]), rv = find(v[k]);
+    int64_t ru = find_root(parent, u[k]), rv = find_root(parent, v[k]);
     if (ru == rv) continue;
-    // The smaller index becomes the root, so a root is its component's minimum.
     if (ru < rv) parent[rv] = ru;
     else parent[ru] = rv;
   }
-  for (size_t i = 0; i < n; ++i) label[i] = find(static_cast<int64_t>(i));
+}
+
+void resolve_roots(int64_t* parent, size_t n) {
+  // Roots are smaller than their members, so one ascending pass resolves everything.
+  for (size_t i = 0; i < n; ++i) parent[i] = parent[parent[i]];
 }
 
 }  // namespace fastsynth

@@ -23,8 +23,12 @@ void bucket_pairs(const uint64_t* keys, const int64_t* ids, size_t m, size_t max
 void pair_jaccard(const uint64_t* values, const int64_t* offsets, const int64_t* u, const int64_t* v, size_t m,
                   int threads, double* out);
 
-// Connected components over n nodes; label[i] = the smallest node index in i's
-// component. Edges with keep[k] == 0 are ignored (keep may be null).
-void components(size_t n, const int64_t* u, const int64_t* v, const uint8_t* keep, size_t m, int64_t* label);
+// Union-find over parent (n entries, parent[i] == i for a root), updated in place:
+// joins u[k] and v[k] for every k with keep[k] != 0 (keep may be null). The smaller
+// root becomes the new root, so a root is always its component's smallest index.
+void union_pairs(int64_t* parent, size_t n, const int64_t* u, const int64_t* v, const uint8_t* keep, size_t m);
+
+// Points every entry straight at its root: afterwards parent[i] is i's component label.
+void resolve_roots(int64_t* parent, size_t n);
 
 }  // namespace fastsynth
