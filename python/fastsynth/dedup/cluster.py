@@ -22,7 +22,7 @@ from fastsynth import _native
 from fastsynth._texts import resolve_threads
 from fastsynth.dedup.lsh import band_keys
 from fastsynth.dedup.minhash import (check_ngram, check_num_perm, check_seed, check_shingle, is_empty, minhash,
-                                     scheme_of)
+                                     scheme_of, shingle_sets)
 from fastsynth.dedup.params import check_threshold, optimal_params
 from fastsynth.dedup.spill import BAND_DTYPE, SpillParams, SpillWriter, read_bands, read_sets
 from fastsynth.errors import ConfigError
@@ -96,6 +96,7 @@ class _Store:
         self.sets_values: list[np.ndarray] = []
         self.sets_offsets = [np.zeros(1, dtype=np.int64)]
         self.n_values = 0
+        self.partitions = 0  # band partitions processed from disk
         if spill_dir is not None:
             self.band_writers = [SpillWriter(spill_dir / f"band{j:03d}.fsdd", b"BAND", params, j)
                                  for j in range(params.bands)]
@@ -149,6 +150,7 @@ class _Store:
         parts = 1
         while budget and parts < 4096 and 2 * nbytes / parts > budget:
             parts *= 2
+        self.partitions += parts
         if parts == 1:
             yield np.array(entries)
         else:
@@ -239,7 +241,7 @@ def dedup(texts: Any, threshold: float = 0.8, num_perm: int = 128, ngram: int = 
             ids = np.arange(n, n + m, dtype=np.int64)
             live = ~is_empty(sigs)
             keys = band_keys(sigs[live], bands, rows, nthreads)
-            sets = _native.shingle_sets(chunk, ngram, shingle, nthreads) if verify else None
+            sets = shingle_sets(chunk, ngram, shingle, nthreads) if verify else None
             store.add(ids[live], keys, sets)
             if keep == "score" and isinstance(scores, str):
                 if batch is None:
@@ -256,6 +258,8 @@ def dedup(texts: Any, threshold: float = 0.8, num_perm: int = 128, ngram: int = 
             for part in store.band_parts(j, memory_budget):
                 _merge_part(part, parent, values, offsets, t, verify, nthreads, stats)
         _native.resolve_roots(parent)
+        stats["spill_partitions"] = store.partitions
+        stats["docs"] = n
         score_arr = None
         if keep == "score":
             score_arr = np.concatenate(score_parts) if isinstance(scores, str) else np.asarray(scores, np.float64)

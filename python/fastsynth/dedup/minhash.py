@@ -161,3 +161,21 @@ def minhash(texts: Any, num_perm: int = 128, ngram: int = 5, seed: int = 1, comp
 def is_empty(sigs: np.ndarray) -> np.ndarray:
     """bool ``(n,)``: rows that are the empty signature (documents without shingles)."""
     return np.all(sigs == EMPTY_HASH, axis=1)
+
+
+def shingle_sets(texts: Any, ngram: int = 5, shingle: str = "word",
+                 threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Each document's sorted, de-duplicated shingle set as hash64 values, in CSR layout:
+    (values uint64, offsets int64 ``(n + 1,)``). Used for exact-Jaccard verification; two
+    different shingles share a 64-bit hash with probability ~2**-64 per pair."""
+    ngram = check_ngram(ngram)
+    check_shingle(shingle)
+    nthreads = resolve_threads(threads)
+    values, offsets = [], [np.zeros(1, dtype=np.int64)]
+    base = 0
+    for chunk in native_chunks(texts):
+        v, o = _native.shingle_sets(chunk, ngram, shingle, nthreads)
+        values.append(v)
+        offsets.append(o[1:] + base)
+        base += v.size
+    return (np.concatenate(values) if values else np.empty(0, np.uint64)), np.concatenate(offsets)
