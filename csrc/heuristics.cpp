@@ -196,6 +196,7 @@ struct Workspace {
   std::vector<uint64_t> word_hash;
   std::vector<uint64_t> char_prefix;  // char_prefix[i] = characters in words [0, i)
   std::vector<uint64_t> gram;         // n-gram hashes starting at each word
+  std::vector<uint8_t> repeats;       // the n-gram at each word occurs more than once
   HashCounter counter;
   HashCounter lines;
   HashCounter paras;
@@ -337,24 +338,39 @@ void score_document(std::string_view text, Workspace& ws, Row& row) {
   v[15] = ratio(static_cast<double>(dup_para_chars), static_cast<double>(para_chars));
   v[25] = static_cast<double>(n_paras);
 
-  // Word n-grams, n = 2..10, hashes extended one word at a time.
+  // Word n-grams, n = 2..10, hashes extended one word at a time. An n-gram can only
+  // repeat if both (n-1)-grams inside it repeat, so each level hashes and counts only
+  // those candidates: in natural text repeats thin out fast with n, and levels 4..10
+  // touch a small fraction of positions. Counting order over the candidates is the
+  // order over all positions, so the tie rule for the top n-gram is unchanged.
+  if (n_words == 0) {
+    for (size_t n = 2; n <= 10; ++n) v[16 + (n - 2)] = kNaN;
+    return;
+  }
   ws.gram.assign(ws.word_hash.begin(), ws.word_hash.end());
+  ws.counter.reset(n_words);
+  for (size_t k = 0; k < n_words; ++k) ws.counter.add(ws.gram[k]);
+  ws.repeats.resize(n_words);
+  for (size_t k = 0; k < n_words; ++k) ws.repeats[k] = ws.counter.count(ws.gram[k]) >= 2;
   for (size_t n = 2; n <= 10; ++n) {
     double& out = v[16 + (n - 2)];
-    if (n_words == 0) {
-      out = kNaN;
-      continue;
-    }
     if (n_words < n) {
       out = 0.0;
       continue;
     }
     const size_t n_grams = n_words - n + 1;
-    for (size_t k = 0; k < n_grams; ++k) ws.gram[k] = combine(ws.gram[k], ws.word_hash[k + n - 1]);
-    ws.counter.reset(n_grams);
+    auto& rep = ws.repeats;
+    size_t candidates = 0;
+    for (size_t k = 0; k < n_grams; ++k) {  // ascending: rep[k + 1] is still level n-1
+      ws.gram[k] = combine(ws.gram[k], ws.word_hash[k + n - 1]);
+      rep[k] = rep[k] && rep[k + 1];
+      candidates += rep[k];
+    }
+    ws.counter.reset(candidates);
     uint32_t top = 0;
     size_t top_at = 0;
     for (size_t k = 0; k < n_grams; ++k) {
+      if (!rep[k]) continue;
       uint32_t c = ws.counter.add(ws.gram[k]);
       uint64_t chars = ws.char_prefix[k + n] - ws.char_prefix[k];
       uint64_t top_chars = ws.char_prefix[top_at + n] - ws.char_prefix[top_at];
@@ -363,16 +379,17 @@ void score_document(std::string_view text, Workspace& ws, Row& row) {
         top_at = k;
       }
     }
+    for (size_t k = 0; k < n_grams; ++k) rep[k] = rep[k] && ws.counter.count(ws.gram[k]) >= 2;
     uint64_t covered = 0;
     if (n <= 4) {
       // Most frequent n-gram (ties: the longest in characters); 0 if none repeats.
       if (top >= 2) {
         uint64_t key = ws.gram[top_at];
-        covered = covered_chars(ws, n_grams, n, [&](size_t k) { return ws.gram[k] == key; });
+        covered = covered_chars(ws, n_grams, n, [&](size_t k) { return rep[k] && ws.gram[k] == key; });
       }
     } else {
       // All n-grams that occur more than once.
-      covered = covered_chars(ws, n_grams, n, [&](size_t k) { return ws.counter.count(ws.gram[k]) >= 2; });
+      covered = covered_chars(ws, n_grams, n, [&](size_t k) { return rep[k] != 0; });
     }
     out = static_cast<double>(covered) / word_chars;
   }

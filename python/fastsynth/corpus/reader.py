@@ -67,7 +67,7 @@ class CorpusReader:
         self.close()
 
 
-def read(source: Any, text_field: str = "text", id_field: str = "id",
+def read(source: Any, text_field: str = "text", *, id_field: str = "id",
          on_error: str = "raise", rejects: Any = None) -> CorpusReader:
     """Stream the records of ``source`` as dicts ``{"id", "text", **other_fields}``.
 
@@ -78,13 +78,14 @@ def read(source: Any, text_field: str = "text", id_field: str = "id",
     1-based, and ``"<file>:<row>"`` for Parquet, 0-based). ``on_error``: ``"raise"``
     (``InputError`` naming file and line/row) or ``"skip"`` (reject entry to ``rejects``,
     a path or an object with ``append``; counted in ``.stats``).
-    Memory is constant in corpus size.
+    Memory is constant in corpus size. Arguments after ``text_field`` are keyword-only
+    (DESIGN.md's contract has ``on_error`` third; ``id_field`` came later).
     """
     files, policy = _prepare(source, text_field, id_field, on_error, rejects)
     return CorpusReader(_records(files, text_field, id_field, policy), policy)
 
 
-def read_batches(source: Any, batch_size: int = 4096, text_field: str = "text",
+def read_batches(source: Any, batch_size: int = 4096, text_field: str = "text", *,
                  id_field: str = "id", on_error: str = "raise",
                  rejects: Any = None) -> CorpusReader:
     """Stream ``source`` as ``pyarrow.RecordBatch`` es of ``id`` (string), ``text`` (large_string).
@@ -135,10 +136,9 @@ def _records(files: list[SourceFile], text_field: str, id_field: str,
         for sf in files:
             stats.files += 1
             if sf.kind == "parquet":
-                for ids, texts, batch in iter_parquet(sf, text_field, id_field, policy,
-                                                      _RECORD_BATCH_ROWS, all_columns=True):
-                    rows = batch.to_pylist()
-                    for ident, row in zip(ids.to_pylist(), rows):
+                for ids, _, batch in iter_parquet(sf, text_field, id_field, policy,
+                                                  _RECORD_BATCH_ROWS, all_columns=True):
+                    for ident, row in zip(ids.to_pylist(), batch.to_pylist(), strict=True):
                         rec = {"id": ident, "text": row[text_field]}
                         rec.update(_extras(row, text_field, id_field))
                         stats.read += 1

@@ -8,8 +8,8 @@ Accepted sources:
 * a directory: every file with one of those suffixes below it, recursively, sorted by
   relative path (hidden files and folders, whose names start with ``.``, are skipped;
   other suffixes are ignored);
-* a glob pattern (``*``, ``?``, ``[``; ``**`` recurses): its matches, sorted, with the
-  same suffix rules as a directory;
+* a glob pattern given as a ``str`` (``*``, ``?``, ``[``; ``**`` recurses) that names no
+  existing path: its matches, sorted, with the same suffix rules as a directory;
 * ``"builtin:python-docs"`` (see :mod:`fastsynth.corpus.builtin`);
 * a list or tuple of any of these, read in order.
 

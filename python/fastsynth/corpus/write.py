@@ -1,8 +1,9 @@
 """``write``: stream records to JSONL or Parquet, atomically.
 
 The format follows the suffix: ``.jsonl``/``.ndjson`` (UTF-8, one object per line,
-``ensure_ascii=False``), ``.jsonl.gz`` (gzip, mtime 0 so equal input gives equal bytes),
-``.jsonl.zst`` (Zstandard via pyarrow) or ``.parquet`` (written in row chunks with
+``ensure_ascii=False``; dates and times as ISO 8601 strings, decimals as strings),
+``.jsonl.gz`` (gzip, mtime 0 so equal input gives equal bytes), ``.jsonl.zst``
+(Zstandard via pyarrow) or ``.parquet`` (written in row chunks with
 ``pyarrow.parquet.ParquetWriter``). Output goes to ``<path>.tmp-<pid>`` in the same folder
 and is renamed over ``path`` only once complete; on any exception the temporary file is
 removed and ``path`` is left as it was.
@@ -13,6 +14,8 @@ the schema lacks raises ``InputError`` rather than silently dropping the field.
 """
 from __future__ import annotations
 
+import datetime
+import decimal
 import gzip
 import io
 import json
@@ -114,26 +117,40 @@ def _write_jsonl(chunks: Iterable[Any], tmp: Path, fmt: str) -> int:
         with sink:
             for chunk in chunks:
                 rows = chunk if isinstance(chunk, list) else chunk.to_pylist()
-                sink.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+                sink.write("".join(json.dumps(r, ensure_ascii=False, default=_json_value) + "\n"
+                                   for r in rows))
                 n += len(rows)
     return n
 
 
+def _json_value(v: Any) -> Any:
+    """JSON for values Arrow hands back from Parquet that json cannot encode itself."""
+    if isinstance(v, (datetime.datetime, datetime.date, datetime.time)):
+        return v.isoformat()
+    if isinstance(v, (decimal.Decimal, datetime.timedelta)):
+        return str(v)
+    if hasattr(v, "item") and hasattr(v, "dtype"):  # numpy scalars
+        return v.item()
+    raise TypeError(f"cannot write a {type(v).__name__} value as JSON")
+
+
 def _write_parquet(chunks: Iterable[Any], tmp: Path, path: Path) -> int:
     writer: pq.ParquetWriter | None = None
+    schema: pa.Schema | None = None
     n = 0
     try:
         for chunk in chunks:
             if isinstance(chunk, list):
-                table = pa.Table.from_pylist(chunk)
+                table = _table_from_dicts(chunk)
             elif isinstance(chunk, pa.RecordBatch):
                 table = pa.Table.from_batches([chunk])
             else:
                 table = chunk
             if writer is None:
-                writer = pq.ParquetWriter(str(tmp), table.schema)
-            elif table.schema != writer.schema_arrow:
-                table = _conform(table, writer.schema_arrow, path, n)
+                schema = table.schema
+                writer = pq.ParquetWriter(str(tmp), schema)
+            elif table.schema != schema:
+                table = _conform(table, schema, path, n)
             writer.write_table(table)
             n += table.num_rows
         if writer is None:  # no records: an empty file with an empty schema
@@ -142,6 +159,19 @@ def _write_parquet(chunks: Iterable[Any], tmp: Path, path: Path) -> int:
         if writer is not None:
             writer.close()
     return n
+
+
+def _table_from_dicts(rows: list[dict]) -> pa.Table:
+    """Columns = the union of the rows' keys in first-seen order; absent keys are null.
+
+    (``pa.Table.from_pylist`` takes its columns from the first row only and silently
+    drops keys that appear later.)
+    """
+    keys: dict[str, None] = {}
+    for r in rows:
+        for k in r:
+            keys.setdefault(k, None)
+    return pa.Table.from_pydict({k: [r.get(k) for r in rows] for k in keys})
 
 
 def _conform(table: pa.Table, schema: pa.Schema, path: Path, row0: int) -> pa.Table:

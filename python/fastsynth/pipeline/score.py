@@ -27,9 +27,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from fastsynth import __version__, corpus
+from fastsynth._texts import resolve_threads
 from fastsynth.errors import DependencyError
 from fastsynth.progress import progress
 from fastsynth.quality import HEURISTIC_NAMES, QualityFilter, gzip_ratio, heuristics, zlib_version
+from fastsynth.quality.compression import check_gzip_settings
 
 PERCENTILES = (1, 5, 25, 50, 75, 95, 99)
 SUMMARY_METRICS = ("gzip_ratio", "n_chars", "n_words", "mean_word_length", "frac_words_alpha",
@@ -75,7 +77,7 @@ def score_batch(batch: pa.RecordBatch, quality_filter: QualityFilter, *, level: 
     columns: dict[str, Any] = {"id": batch.column("id")}
     columns.update(metrics)
     columns["keep"] = result.keep
-    columns["reasons"] = pa.array(result.reasons(), type=pa.list_(pa.string()))
+    columns["reasons"] = result.reasons_arrow()
     columns["first_reason"] = pa.array(result.first_reason().tolist(), type=pa.string())
     return pa.table(columns, schema=_scores_schema())
 
@@ -87,6 +89,8 @@ def run_score(source: Any, out_dir: str | Path, *, text_field: str = "text", id_
               show_progress: bool | None = None) -> dict[str, Any]:
     """Score ``source`` into ``out_dir``; returns the summary (also written as JSON)."""
     quality_filter = quality_filter or QualityFilter()
+    check_gzip_settings(level, backend)
+    resolve_threads(threads)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rejects_path = out / "rejects.jsonl"
@@ -147,7 +151,7 @@ def _summarize(scores_path: Path, quality_filter: QualityFilter, stats: Any, n_s
     fails = {d["values"]: d["counts"] for d in flat}
     first = pa.compute.value_counts(table.column("first_reason").combine_chunks()).to_pylist() if n_scored else []
     first_counts = {d["values"]: d["counts"] for d in first if d["values"]}
-    stats = dict(stats) if stats is not None else {}
+    stats = stats.as_dict() if stats is not None else {}
     rejected_input = int(stats.get("rejected", 0))
     percentiles = {}
     for name in SUMMARY_METRICS:

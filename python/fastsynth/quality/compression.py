@@ -40,6 +40,17 @@ def gzip_ratio(texts: Any, level: int = 6, threads: int | None = None,
         (zlib still emits 8 bytes) and gets ``NaN``, as do null entries of an Arrow
         array.
     """
+    check_gzip_settings(level, backend)
+    n_threads = resolve_threads(threads)
+    parts = [_native.gzip_ratio(chunk, int(level), n_threads, backend) for chunk in native_chunks(texts)]
+    if not parts:
+        return np.empty(0, dtype=np.float64)
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+def check_gzip_settings(level: int, backend: str) -> None:
+    """Raise ConfigError unless ``level`` and ``backend`` are valid for gzip_ratio (lets a
+    job fail before it reads any input)."""
     if backend not in ("zlib", "libdeflate"):
         raise ConfigError(f"backend must be 'zlib' or 'libdeflate', got {backend!r}")
     if isinstance(level, bool) or not isinstance(level, (int, np.integer)):
@@ -47,11 +58,6 @@ def gzip_ratio(texts: Any, level: int = 6, threads: int | None = None,
     lo, hi = (-1, 9) if backend == "zlib" else (0, 12)
     if not lo <= level <= hi:
         raise ConfigError(f"level must be in [{lo}, {hi}] for the {backend} backend, got {level}")
-    n_threads = resolve_threads(threads)
-    parts = [_native.gzip_ratio(chunk, int(level), n_threads, backend) for chunk in native_chunks(texts)]
-    if not parts:
-        return np.empty(0, dtype=np.float64)
-    return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 def zlib_version() -> str:

@@ -5,7 +5,9 @@ characters only), the way GPT-3 and Llama reports check benchmark contamination 
 used 13-grams on documents; questions are short, so the default here is 8). A text is
 contaminated when at least ``min_overlap`` of its n-grams occur in the evaluation set
 (default: any one). A text shorter than ``n`` words is treated as one n-gram of all its
-words, matched against evaluation texts' n-grams and their whole (short) texts.
+words, matched against evaluation texts' n-grams and their whole (short) texts; an
+evaluation text shorter than ``n`` words found whole inside a generated text makes that
+text's overlap 1.0 (a short benchmark question copied into a longer generated text).
 """
 from __future__ import annotations
 
@@ -51,6 +53,7 @@ class Decontaminator:
     min_overlap: float = 1e-9
     _grams: set[str] = field(default_factory=set, init=False, repr=False)
     _short: set[str] = field(default_factory=set, init=False, repr=False)
+    _short_eval: dict[int, set[str]] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.n < 1:
@@ -64,6 +67,8 @@ class Decontaminator:
             self._grams |= ngrams(t, self.n)
             # short generated texts (< n words) must also match inside longer eval texts
             self._short |= _sub_grams(w, self.n)
+            if 0 < len(w) < self.n:
+                self._short_eval.setdefault(len(w), set()).add(" ".join(w))
 
     def overlap(self, texts: Sequence[str]) -> np.ndarray:
         """float64 (len(texts),): the fraction of each text's n-grams found in the eval set."""
@@ -72,10 +77,14 @@ class Decontaminator:
             g = ngrams(t, self.n)
             if not g:
                 continue
-            if len(_words(t)) < self.n:
+            w = _words(t)
+            if len(w) < self.n:
                 out[i] = 1.0 if (g & self._short or g & self._grams) else 0.0
             else:
                 out[i] = len(g & self._grams) / len(g)
+            if out[i] < 1.0 and any(" ".join(w[j:j + k]) in evs for k, evs in self._short_eval.items()
+                                    for j in range(len(w) - k + 1)):
+                out[i] = 1.0
         return out
 
     def contaminated(self, texts: Sequence[str]) -> np.ndarray:

@@ -22,11 +22,14 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from fastsynth.errors import ConfigError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 
 @dataclass(frozen=True)
@@ -150,6 +153,18 @@ class FilterResult:
         names = [r.name for r in self.rules]
         failed = ~self.passed
         return [[names[k] for k in np.flatnonzero(failed[:, i])] for i in range(failed.shape[1])]
+
+    def reasons_arrow(self) -> "pa.ListArray":
+        """:meth:`reasons` as a pyarrow ``list<string>`` array, built without a
+        per-document Python loop (for large batches)."""
+        import pyarrow as pa
+
+        failed_t = ~self.passed.T                        # (docs, rules)
+        doc_idx, rule_idx = np.nonzero(failed_t)         # row-major: grouped by document
+        offsets = np.zeros(failed_t.shape[0] + 1, dtype=np.int32)
+        np.cumsum(failed_t.sum(axis=1), out=offsets[1:])
+        names = pa.array([r.name for r in self.rules], type=pa.string())
+        return pa.ListArray.from_arrays(pa.array(offsets), names.take(pa.array(rule_idx)))
 
     def first_reason(self) -> np.ndarray:
         """The first failed rule's name per document (``""`` when kept): counts of

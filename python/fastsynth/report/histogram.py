@@ -34,7 +34,7 @@ def histogram_png(values: np.ndarray, path: str | Path, *, title: str, xlabel: s
             ax.text(0.5, 0.5, "no finite values", ha="center", va="center", transform=ax.transAxes)
         if band is not None:
             inside = int(((finite >= band[0]) & (finite <= band[1])).sum())
-            ax.axvspan(band[0], band[1], color="#e8a33d", alpha=0.25,
+            ax.axvspan(band[0], band[1], color="#e8a33d", alpha=0.25, zorder=0,
                        label=f"{band_label} [{band[0]:g}, {band[1]:g}]: {inside:,} of {finite.size:,}")
             ax.legend(loc="upper right", fontsize=8)
         ax.set_title(title)

@@ -55,8 +55,13 @@ def is_refusal(text: str) -> bool:
 
 def clean_question(line: str) -> str | None:
     """One line -> a question, or ``None`` when it is not one."""
-    s = _PREFIX.sub("", line, count=1)
-    s = _TAG.sub(" ", s).strip().strip('"\u201c\u201d*').strip()
+    s = line
+    for _ in range(3):  # "2) Q2 (original): ..." carries two prefixes
+        t = _PREFIX.sub("", _TAG.sub(" ", s), count=1).strip()
+        if t == s:
+            break
+        s = t
+    s = s.strip().strip('"\u201c\u201d*').strip()
     if not s or _PREAMBLE.match(s) or is_refusal(s):
         return None
     if "?" in s:  # keep through the first question mark: drop trailing chatter
@@ -100,6 +105,9 @@ def parse_questions(text: str, limit: int = 5) -> list[str]:
 
 
 _TOPIC = re.compile(r"^\W*(?:\d+\s*[.)]\s*)?topic\s*\d*\s*[:\-]\s*(.+)$", re.IGNORECASE)
+# Markdown-style topic headers small models write instead: "1. **Lists**:", "## Lists", "Lists:"
+_HEADER = re.compile(r"^(?:\d+\s*[.)]\s*)?(?:\*\*(?P<b>[^*]{2,60})\*\*\s*:?|#{1,4}\s+(?P<h>.{2,60})|"
+                     r"(?P<c>[A-Za-z][^:*]{1,58}):)\s*(?P<rest>.*)$")
 _CONCEPTS = re.compile(r"^\W*(?:key\s+)?concepts?\s*[:\-]\s*(.*)$", re.IGNORECASE)
 _BULLET = re.compile(r"^\s*(?:[-*\u2022]|\d+\s*[.)])\s+(.+)$")
 
@@ -129,6 +137,14 @@ def parse_topics(text: str, max_topics: int = 5, max_concepts: int = 20) -> list
     for raw in text.splitlines():
         line = raw.replace("**", "").strip()
         if not line:
+            continue
+        h = None if raw[:1].isspace() or _CONCEPTS.match(line) else _HEADER.match(raw.strip())
+        if h and not _TOPIC.match(line) and (h.group("b") or h.group("h") or not _BULLET.match(raw)):
+            name = (h.group("b") or h.group("h") or h.group("c")).strip().strip(".:\"'`").strip()
+            current = (name, [])
+            topics.append(current)
+            if h.group("rest"):
+                current[1].extend(_split_concepts(h.group("rest")))
             continue
         m = _TOPIC.match(line)
         if m:

@@ -1,0 +1,32 @@
+"""Shared benchmark inputs. Every suite compares fastsynth with its anchor in the same
+run; benchmarks/gate.py turns the medians into ratios and checks floors.toml."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+
+
+@pytest.fixture(scope="session")
+def python_docs() -> list[str]:
+    """The built-in corpus (real text: Python's own reference documentation)."""
+    from fastsynth import corpus
+
+    return [r["text"] for r in corpus.read("builtin:python-docs")]
+
+
+@pytest.fixture(scope="session")
+def python_docs_50mb(python_docs) -> list[str]:
+    """The built-in corpus tiled to at least 50 MB of UTF-8. Each document is scored on
+    its own, so repeating documents changes the amount of work, not its nature."""
+    size = sum(len(t.encode("utf-8")) for t in python_docs)
+    target = int(float(os.environ.get("FASTSYNTH_BENCH_MB", "50")) * 1e6)
+    reps = -(-target // size)
+    return python_docs * reps
+
+
+def fresh_strings(texts: list[str]) -> list[str]:
+    """New str objects with the same content: CPython caches a str's UTF-8 form on first
+    use by C code, which would favour the native side in repeated rounds."""
+    return [t.encode("utf-8").decode("utf-8") for t in texts]

@@ -1,0 +1,125 @@
+"""fastsynth synth: SynthLLM question-answer synthesis from a corpus (see fastsynth.synth)."""
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+
+from fastsynth.errors import ConfigError
+
+
+def _ints(s: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in s.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {s!r}") from None
+
+
+def _floats(s: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(x) for x in s.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {s!r}") from None
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("synth", help="synthesize question-answer data (SynthLLM levels 1-3)",
+                       description="Generate grounded question-answer pairs from INPUT into the run "
+                                   "directory OUT (resumable: re-run the same command to continue).")
+    p.add_argument("input", help="corpus: .jsonl/.parquet/.txt file, folder, or builtin:python-docs")
+    p.add_argument("-o", "--output", required=True, help="run directory")
+    p.add_argument("--levels", type=_ints, default=(1, 2, 3), help="levels to run (default 1,2,3)")
+    p.add_argument("--shares", type=_floats, default=(30, 40, 30),
+                   help="Level-1,2,3 shares of the question budget (default 30,40,30)")
+    p.add_argument("--questions-per-doc", type=float, default=2.0, help="question budget per document")
+    p.add_argument("--limit", type=int, default=None, help="use only the first N documents")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--backend", default="local", help="generator backend: local, openai, vllm")
+    p.add_argument("--model", default=None, help="model path (local/vllm) or name (openai)")
+    p.add_argument("--base-url", default=None, help="server URL for the openai backend")
+    p.add_argument("--answer-backend", default=None, help="backend of a separate answer model")
+    p.add_argument("--answer-model", default=None)
+    p.add_argument("--answer-base-url", default=None)
+    p.add_argument("--cache-dir", default=None, help="response cache folder (re-runs reuse responses)")
+    p.add_argument("--batch-docs", type=int, default=8, help="documents per resumable part")
+    p.add_argument("--max-doc-chars", type=int, default=2000, help="document characters per prompt")
+    p.add_argument("--on-long", choices=("chunk", "skip"), default="chunk")
+    p.add_argument("--answer-samples", type=int, default=1, help="k > 1: self-consistency over k answers")
+    p.add_argument("--evolve", type=float, default=0.0, metavar="FRACTION",
+                   help="share of questions to evolve (Evol-Instruct)")
+    p.add_argument("--judge-threshold", type=float, default=None, help="enable the LLM judge (1-10)")
+    p.add_argument("--eval-set", default=None, help="corpus of evaluation texts to decontaminate against")
+    p.add_argument("--dedup", choices=("auto", "exact"), default="auto")
+    p.add_argument("--no-embeddings", action="store_true", help="skip the embedding diversity measure")
+    p.add_argument("--overwrite", action="store_true", help="discard an existing run in OUT")
+    p.add_argument("--max-tokens", type=int, default=None, help="cap new tokens of every request")
+    p.set_defaults(func=run)
+
+
+def _gen(backend: str, model: str | None, base_url: str | None, cache_dir: str | None):
+    from fastsynth.llm import generator
+
+    opts = {}
+    if model:
+        opts["model"] = model
+    if base_url:
+        if backend != "openai":
+            raise ConfigError("--base-url is only for the openai backend")
+        opts["base_url"] = base_url
+    return generator(backend, cache_dir=cache_dir, **opts)
+
+
+def run(args: argparse.Namespace) -> int:
+    from fastsynth.synth.config import SynthConfig
+    from fastsynth.synth.pipeline import synthesize
+
+    if args.limit is not None and args.limit < 0:
+        raise ConfigError(f"--limit must be >= 0, got {args.limit}")
+    kw = {}
+    if args.max_tokens is not None:
+        kw = {k: args.max_tokens for k in ("question_max_tokens", "concept_max_tokens", "answer_max_tokens",
+                                           "evolve_max_tokens")}
+    cfg = SynthConfig(levels=args.levels, shares=args.shares, questions_per_doc=args.questions_per_doc,
+                      seed=args.seed, batch_docs=args.batch_docs, max_doc_chars=args.max_doc_chars,
+                      on_long=args.on_long, answer_samples=args.answer_samples, evolve_fraction=args.evolve,
+                      judge_threshold=args.judge_threshold, dedup=args.dedup,
+                      diversity_embeddings=not args.no_embeddings, **kw)
+    gen = _gen(args.backend, args.model, args.base_url, args.cache_dir)
+    ans = (_gen(args.answer_backend, args.answer_model, args.answer_base_url, args.cache_dir)
+           if args.answer_backend else None)
+    from fastsynth.corpus import read
+
+    records = read(args.input)
+    if args.limit is not None:
+        records = itertools.islice(records, args.limit)
+    summary = synthesize(records, args.output, generator=gen, answer_generator=ans, config=cfg,
+                         eval_set=args.eval_set, overwrite=args.overwrite)
+    _print(summary, args.output)
+    return 0
+
+
+def _print(s: dict, out: str) -> None:
+    w = sys.stdout.write
+    if "message" in s:
+        w(s["message"] + "\n")
+    y = s["yield"]
+    req = s["requested_questions"]
+    w(f"{s['total']} QA pairs -> {out}/qa/ (level1 {y['level1']}/{req['level1']} requested, "
+      f"level2 {y['level2']}/{req['level2']}, level3 {y['level3']}/{req['level3']}; {s['evolved']} evolved)\n")
+    t = s["tokens"]
+    w(f"tokens: {t['prompt']} prompt, {t['completion']} completion, "
+      f"{t['completion_tokens_per_s']:.1f} completion tok/s, {t['generator_errors']} generator errors\n")
+    for key, reasons in s["rejections"].items():
+        w(f"rejected {key}: " + ", ".join(f"{r} {n}" for r, n in reasons.items()) + "\n")
+    d = s["diversity"]
+    for key in ("all", "level1", "level2", "level3"):
+        v = d[key]
+        w(f"diversity {key}: n={v['n']:.0f} concept coverage={_f(v['coverage'])} entropy={_f(v['entropy_bits'])} "
+          f"bits, mean pairwise sim={_f(v['mean_pairwise_similarity'])}, "
+          f"set gzip ratio={_f(v['set_gzip_ratio'])} (compressed/original)\n")
+    w(f"summary: {out}/summary.json\n")
+
+
+def _f(x) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
+
