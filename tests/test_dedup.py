@@ -154,3 +154,20 @@ def test_bounded_memory_spill_gives_identical_results(tmp_path):
 def test_bad_parameters_name_themselves(kwargs, name):
     with pytest.raises(ValueError, match=name):
         dedup(["a b c d e", "a b c d e"], **kwargs)
+
+
+def test_cluster_signatures_equals_unverified_dedup_and_reads_spilled_signatures(tmp_path):
+    from fastsynth.dedup import cluster_signatures
+    from fastsynth.dedup.spill import SpillParams, read_signatures, write_signatures
+
+    data = make_near_duplicates(80, seed=6)
+    sigs = minhash(data.texts)
+    ref = dedup(data.texts, verify=False)
+    got = cluster_signatures(sigs, 0.8, batch_size=64)
+    assert np.array_equal(got.cluster_id, ref.cluster_id) and got.n_removed == ref.n_removed > 0
+    write_signatures(tmp_path / "s.fsdd", sigs, SpillParams(128, 1))
+    mm = read_signatures(tmp_path / "s.fsdd", SpillParams(128, 1))
+    small = cluster_signatures(mm, 0.8, memory_budget=2048, batch_size=50)
+    assert np.array_equal(small.cluster_id, ref.cluster_id)
+    with pytest.raises(ValueError, match="num_perm"):
+        cluster_signatures(sigs, 0.8, num_perm=64)

@@ -212,16 +212,64 @@ def dedup(texts: Any, threshold: float = 0.8, num_perm: int = 128, ngram: int = 
         raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
     if memory_budget is not None and (not isinstance(memory_budget, int) or memory_budget < 1):
         raise ConfigError(f"memory_budget must be a positive number of bytes, got {memory_budget!r}")
-    if params is None:
-        if weights is None:
-            weights = VERIFIED_WEIGHTS if verify else UNVERIFIED_WEIGHTS
-        bands, rows = optimal_params(t, num_perm, weights)
-    else:
-        bands, rows = (int(v) for v in params)
-        if bands < 1 or rows < 1 or bands * rows > num_perm:
-            raise ConfigError(f"params (bands, rows) must satisfy bands*rows <= num_perm, got {params!r}")
+    if weights is None:
+        weights = VERIFIED_WEIGHTS if verify else UNVERIFIED_WEIGHTS
+    bands, rows = _bands_rows(t, num_perm, weights, params)
     sp = SpillParams(num_perm, seed, scheme, ngram, shingle, bands, rows)
 
+    def stream():
+        for chunk, batch in _text_batches(texts, batch_size):
+            sigs = minhash(chunk, num_perm, ngram, seed, compat, nthreads, shingle=shingle)
+            sets = shingle_sets(chunk, ngram, shingle, nthreads) if verify else None
+            col = None
+            if keep == "score" and isinstance(scores, str):
+                if batch is None:
+                    raise ConfigError("scores as a column name needs RecordBatch input")
+                col = np.asarray(batch.column(scores).to_numpy(zero_copy_only=False), dtype=np.float64)
+            yield sigs, sets, col
+
+    return _run(stream(), sp, t, verify, keep, scores, memory_budget, workdir, nthreads, progress)
+
+
+def cluster_signatures(sigs: Any, threshold: float = 0.8, *, num_perm: int | None = None, seed: int = 1,
+                       compat: str | None = None, keep: str = "first", scores: Any = None,
+                       weights: tuple[float, float] = UNVERIFIED_WEIGHTS, params: tuple[int, int] | None = None,
+                       batch_size: int = 65536, memory_budget: int | None = None,
+                       workdir: str | os.PathLike | None = None, threads: int | None = None) -> DedupResult:
+    """Cluster precomputed signatures (uint32 ``(n, num_perm)``, e.g. a memory-mapped SIGS
+    spill file) by LSH alone: no shingle sets, so no exact verification. Same result
+    fields and keep rules as :func:`dedup`; ``seed``/``compat`` only label spill files."""
+    if not hasattr(sigs, "shape") or len(sigs.shape) != 2:
+        raise ConfigError("sigs must be a 2-D (n, num_perm) uint32 array")
+    num_perm = check_num_perm(sigs.shape[1] if num_perm is None else num_perm)
+    if sigs.shape[1] != num_perm:
+        raise ConfigError(f"sigs has {sigs.shape[1]} columns but num_perm={num_perm}")
+    t = check_threshold(threshold)
+    if keep not in KEEP_RULES:
+        raise ConfigError(f"keep must be one of {KEEP_RULES}, got {keep!r}")
+    if keep == "score" and scores is None:
+        raise ConfigError("keep='score' needs scores (an array)")
+    bands, rows = _bands_rows(t, num_perm, weights, params)
+    sp = SpillParams(num_perm, check_seed(seed), scheme_of(compat), 0, "word", bands, rows)
+
+    def stream():
+        for i in range(0, sigs.shape[0], batch_size):
+            yield np.ascontiguousarray(sigs[i:i + batch_size], dtype=np.uint32), None, None
+
+    return _run(stream(), sp, t, False, keep, scores, memory_budget, workdir, resolve_threads(threads), None)
+
+
+def _bands_rows(t: float, num_perm: int, weights, params) -> tuple[int, int]:
+    if params is None:
+        return optimal_params(t, num_perm, weights)
+    bands, rows = (int(v) for v in params)
+    if bands < 1 or rows < 1 or bands * rows > num_perm:
+        raise ConfigError(f"params (bands, rows) must satisfy bands*rows <= num_perm, got {params!r}")
+    return bands, rows
+
+
+def _run(stream: Iterator, sp: SpillParams, t: float, verify: bool, keep: str, scores: Any,
+         memory_budget: int | None, workdir: Any, nthreads: int, progress: Any) -> DedupResult:
     tmp = None
     spill_dir = None
     if memory_budget is not None:
@@ -235,18 +283,14 @@ def dedup(texts: Any, threshold: float = 0.8, num_perm: int = 128, ngram: int = 
         store = _Store(sp, verify, spill_dir)
         n = 0
         score_parts: list[np.ndarray] = []
-        for chunk, batch in _text_batches(texts, batch_size):
-            sigs = minhash(chunk, num_perm, ngram, seed, compat, nthreads, shingle=shingle)
+        for sigs, sets, col in stream:
             m = sigs.shape[0]
             ids = np.arange(n, n + m, dtype=np.int64)
             live = ~is_empty(sigs)
-            keys = band_keys(sigs[live], bands, rows, nthreads)
-            sets = shingle_sets(chunk, ngram, shingle, nthreads) if verify else None
+            keys = band_keys(sigs[live], sp.bands, sp.rows, nthreads)
             store.add(ids[live], keys, sets)
-            if keep == "score" and isinstance(scores, str):
-                if batch is None:
-                    raise ConfigError("scores as a column name needs RecordBatch input")
-                score_parts.append(np.asarray(batch.column(scores).to_numpy(zero_copy_only=False), dtype=np.float64))
+            if col is not None:
+                score_parts.append(col)
             n += m
             if progress is not None:
                 progress(m)
@@ -254,7 +298,7 @@ def dedup(texts: Any, threshold: float = 0.8, num_perm: int = 128, ngram: int = 
         parent = np.arange(n, dtype=np.int64)
         values, offsets = store.sets() if verify else (None, None)
         stats = {"candidate_pairs": 0, "verified_pairs": 0, "matched_pairs": 0}
-        for j in range(bands):
+        for j in range(sp.bands):
             for part in store.band_parts(j, memory_budget):
                 _merge_part(part, parent, values, offsets, t, verify, nthreads, stats)
         _native.resolve_roots(parent)
@@ -265,7 +309,7 @@ def dedup(texts: Any, threshold: float = 0.8, num_perm: int = 128, ngram: int = 
             score_arr = np.concatenate(score_parts) if isinstance(scores, str) else np.asarray(scores, np.float64)
             if score_arr.shape != (n,):
                 raise ConfigError(f"scores must hold one value per document ({n}), got shape {score_arr.shape}")
-        return _result(parent, score_arr, bands, rows, stats)
+        return _result(parent, score_arr, sp.bands, sp.rows, stats)
     finally:
         if tmp is not None:
             tmp.cleanup()
