@@ -285,6 +285,12 @@ PYBIND11_MODULE(_native, m) {
   });
   m.def("fold_case", [](uint32_t cp) { return fold_case(cp); });
   m.def(
+      "shingle_hash64",
+      [](const py::bytes& shingle, const std::string& kind) {
+        return shingle_hash64(std::string_view(shingle), make_spec(1, kind).kind);
+      },
+      py::arg("shingle"), py::arg("shingle_kind") = "word");
+  m.def(
       "band_keys",
       [](const U32Array& sigs, int bands, int rows, int threads) {
         check_threads(threads);

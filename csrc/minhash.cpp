@@ -71,28 +71,90 @@ void permute_min(const uint32_t* x, size_t m, const uint32_t* a, const uint32_t*
   }
 }
 
-inline uint32_t prehash(const char* p, size_t len, Scheme scheme) {
-  if (scheme == Scheme::Datasketch) return fmix32(sha1_hash32(p, len));
-  return static_cast<uint32_t>(hash64(p, len) >> 32);
+// A word shingle's hash: the polynomial sum_j wh[j] * K^(k-1-j) mod 2^64 over its k
+// word hashes (Horner form), plus k*kP1, through fmix64. The polynomial rolls in O(1)
+// from one shingle to the next; fmix64 restores avalanche in the low bits.
+constexpr uint64_t kRoll = kP2;
+inline uint64_t finish_words(uint64_t poly, size_t k) { return fmix64(poly + static_cast<uint64_t>(k) * kP1); }
+
+inline uint64_t combine_words(const uint64_t* wh, size_t k) {
+  uint64_t h = 0;
+  for (size_t j = 0; j < k; ++j) h = h * kRoll + wh[j];
+  return finish_words(h, k);
 }
 
-// Thread-local scratch: the normalised text and the document's pre-hashes.
+// Thread-local scratch: the normalised text, word hashes and the document's pre-hashes.
 struct Scratch {
   Normalized norm;
+  std::vector<uint64_t> words;
   std::vector<uint32_t> x;
 };
+
+// fn(shingle_hash64) for every shingle of a normalised text, in order.
+template <class Fn>
+void for_each_shingle_hash(const ShingleSpec& spec, Scratch& s, Fn&& fn) {
+  const Normalized& t = s.norm;
+  if (spec.kind == ShingleKind::Char) {
+    for_each_shingle(t, spec.kind, spec.ngram, [&](const char* p, size_t len) { fn(hash64(p, len)); });
+    return;
+  }
+  const size_t w = t.n_words;
+  if (w == 0) return;
+  s.words.resize(w);
+  for (size_t i = 0; i < w; ++i)
+    s.words[i] = hash64_padded(t.text.data() + t.word_begin[i], t.word_end[i] - t.word_begin[i]);
+  const size_t n = static_cast<size_t>(spec.ngram);
+  if (w <= n) {
+    fn(combine_words(s.words.data(), w));
+    return;
+  }
+  const uint64_t* wh = s.words.data();
+  uint64_t top = 1;  // K^(n-1): the weight of the word leaving the window
+  for (size_t j = 1; j < n; ++j) top *= kRoll;
+  uint64_t h = 0;
+  for (size_t j = 0; j < n; ++j) h = h * kRoll + wh[j];
+  fn(finish_words(h, n));
+  for (size_t i = 1; i + n <= w; ++i) {
+    h = (h - wh[i - 1] * top) * kRoll + wh[i + n - 1];
+    fn(finish_words(h, n));
+  }
+}
 
 void prehash_doc(std::string_view text, const ShingleSpec& spec, Scheme scheme, Scratch& s) {
   s.x.clear();
   normalize(text, spec.kind, s.norm);
-  for_each_shingle(s.norm, spec.kind, spec.ngram,
-                   [&](const char* p, size_t len) { s.x.push_back(prehash(p, len, scheme)); });
+  if (scheme == Scheme::Datasketch) {
+    for_each_shingle(s.norm, spec.kind, spec.ngram,
+                     [&](const char* p, size_t len) { s.x.push_back(fmix32(sha1_hash32(p, len))); });
+  } else {
+    for_each_shingle_hash(spec, s, [&](uint64_t h) { s.x.push_back(static_cast<uint32_t>(h >> 32)); });
+  }
 }
 
 // Documents per work item: small enough to balance 2-64 threads over skewed lengths.
 constexpr size_t kChunk = 64;
 
 }  // namespace
+
+// hash64 for data followed by at least 8 readable bytes (the normalised buffer's
+// padding): the tail is one unaligned load with the excess bytes masked off, instead
+// of a variable-length memcpy.
+uint64_t hash64_padded(const char* p, size_t len) {
+  uint64_t h = kP0 ^ (static_cast<uint64_t>(len) * kP1);
+  size_t i = 0;
+  for (; i + 8 <= len; i += 8) {
+    uint64_t w;
+    std::memcpy(&w, p + i, 8);
+    h = fold_mul(h ^ w, kP2);
+  }
+  if (i < len) {
+    uint64_t w;
+    std::memcpy(&w, p + i, 8);
+    w &= ~uint64_t{0} >> (8 * (8 - (len - i)));  // little-endian: keep the low len-i bytes
+    h = fold_mul(h ^ w ^ kP0, kP2);
+  }
+  return fmix64(h);
+}
 
 uint64_t hash64(const void* data, size_t len) {
   const auto* p = static_cast<const unsigned char*>(data);
@@ -172,10 +234,23 @@ void shingle_sets(const TextBatch& batch, const ShingleSpec& spec, int threads, 
                   std::vector<int64_t>& offsets) {
   build_csr<uint64_t>(batch, threads, values, offsets, [&](std::string_view t, Scratch& s, std::vector<uint64_t>& out) {
     normalize(t, spec.kind, s.norm);
-    for_each_shingle(s.norm, spec.kind, spec.ngram, [&](const char* p, size_t len) { out.push_back(hash64(p, len)); });
+    for_each_shingle_hash(spec, s, [&](uint64_t h) { out.push_back(h); });
     std::sort(out.begin(), out.end());
     out.erase(std::unique(out.begin(), out.end()), out.end());
   });
+}
+
+uint64_t shingle_hash64(std::string_view shingle, ShingleKind kind) {
+  if (kind == ShingleKind::Char) return hash64(shingle.data(), shingle.size());
+  std::vector<uint64_t> wh;
+  size_t start = 0;
+  for (size_t i = 0; i <= shingle.size(); ++i) {
+    if (i == shingle.size() || shingle[i] == ' ') {
+      wh.push_back(hash64(shingle.data() + start, i - start));
+      start = i + 1;
+    }
+  }
+  return combine_words(wh.data(), wh.size());
 }
 
 std::vector<std::string> shingles_of(std::string_view text, const ShingleSpec& spec) {

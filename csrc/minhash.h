@@ -4,7 +4,7 @@
 // to a_k * x + b_k mod 2^32 (a_k odd, so a bijection) and the signature keeps the
 // minimum over the document's shingles, starting from 0xFFFFFFFF (so a document with
 // no shingles has the all-0xFFFFFFFF signature).
-//   Scheme::Fast:       x = high 32 bits of hash64(shingle bytes)
+//   Scheme::Fast:       x = high 32 bits of shingle_hash64(shingle)
 //   Scheme::Datasketch: x = fmix32(sha1_hash32(shingle bytes))   (datasketch 2.0, affine32)
 #pragma once
 
@@ -28,6 +28,14 @@ struct ShingleSpec {
 // The 64-bit non-cryptographic hash used by the fast scheme and for exact-Jaccard
 // shingle sets (written here; multiply-fold over 8-byte words, then a 64-bit finaliser).
 uint64_t hash64(const void* data, size_t len);
+// The same value, for data followed by at least 8 readable bytes (faster tail).
+uint64_t hash64_padded(const char* p, size_t len);
+
+// The 64-bit hash of one shingle (its UTF-8 bytes as shingles_of returns them). Word
+// shingles: the hash64 of each space-separated word, combined in order by a
+// multiply-fold chain and finalised (each word is hashed once per document, not once
+// per shingle it belongs to). Character shingles: hash64 of the bytes.
+uint64_t shingle_hash64(std::string_view shingle, ShingleKind kind);
 
 // MurmurHash3's 32-bit finaliser (a bijection), as datasketch applies it.
 inline uint32_t fmix32(uint32_t h) {

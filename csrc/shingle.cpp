@@ -1,5 +1,7 @@
 #include "shingle.h"
 
+#include <cstring>
+
 namespace fastsynth {
 namespace {
 
@@ -83,24 +85,6 @@ uint32_t decode(const unsigned char* p, size_t n, size_t& len) {
   return 0xFFFD;
 }
 
-void encode(uint32_t c, std::string& out) {
-  if (c < 0x80) {
-    out.push_back(static_cast<char>(c));
-  } else if (c < 0x800) {
-    out.push_back(static_cast<char>(0xC0 | (c >> 6)));
-    out.push_back(static_cast<char>(0x80 | (c & 0x3F)));
-  } else if (c < 0x10000) {
-    out.push_back(static_cast<char>(0xE0 | (c >> 12)));
-    out.push_back(static_cast<char>(0x80 | ((c >> 6) & 0x3F)));
-    out.push_back(static_cast<char>(0x80 | (c & 0x3F)));
-  } else {
-    out.push_back(static_cast<char>(0xF0 | (c >> 18)));
-    out.push_back(static_cast<char>(0x80 | ((c >> 12) & 0x3F)));
-    out.push_back(static_cast<char>(0x80 | ((c >> 6) & 0x3F)));
-    out.push_back(static_cast<char>(0x80 | (c & 0x3F)));
-  }
-}
-
 }  // namespace
 
 uint32_t fold_case(uint32_t c) {
@@ -145,47 +129,93 @@ uint32_t fold_case(uint32_t c) {
   return c;
 }
 
-void normalize(std::string_view raw, ShingleKind kind, Normalized& out) {
-  out.text.clear();
-  out.word_begin.clear();
-  out.word_end.clear();
-  out.char_begin.clear();
-  out.text.reserve(raw.size());
-  const auto* p = reinterpret_cast<const unsigned char*>(raw.data());
-  const size_t n = raw.size();
-  bool in_word = false;
-  for (size_t i = 0; i < n;) {
-    unsigned char b = p[i];
-    uint8_t cls;
-    uint32_t cp;
-    size_t len;
-    if (b < 0x80) {
-      cls = kAscii.cls[b];
-      cp = static_cast<uint32_t>(kAscii.lower[b]);
-      len = 1;
+// Slow path for one non-ASCII code point at p[i]: appends its folded UTF-8 form when
+// it is a word character and updates the word state. Returns the bytes consumed.
+static size_t normalize_non_ascii(const unsigned char* p, size_t left, char* dst, char*& w, bool& in_word,
+                                  uint32_t* wb, size_t& nb, uint32_t* we, size_t& ne) {
+  size_t len;
+  uint32_t cp = decode(p, left, len);
+  const uint8_t cls = classify(cp);
+  if (cls == kWord) {
+    if (!in_word) {
+      if (nb) *w++ = ' ';
+      wb[nb++] = static_cast<uint32_t>(w - dst);
+      in_word = true;
+    }
+    cp = fold_case(cp);
+    if (cp < 0x80) {  // U+017F folds to ASCII 's'
+      *w++ = static_cast<char>(cp);
+    } else if (cp < 0x800) {
+      *w++ = static_cast<char>(0xC0 | (cp >> 6));
+      *w++ = static_cast<char>(0x80 | (cp & 0x3F));
+    } else if (cp < 0x10000) {
+      *w++ = static_cast<char>(0xE0 | (cp >> 12));
+      *w++ = static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+      *w++ = static_cast<char>(0x80 | (cp & 0x3F));
     } else {
-      cp = decode(p + i, n - i, len);
-      cls = classify(cp);
-      cp = fold_case(cp);
+      *w++ = static_cast<char>(0xF0 | (cp >> 18));
+      *w++ = static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
+      *w++ = static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+      *w++ = static_cast<char>(0x80 | (cp & 0x3F));
     }
-    i += len;
-    if (cls == kWord) {
-      if (!in_word) {
-        if (!out.word_begin.empty()) out.text.push_back(' ');
-        out.word_begin.push_back(static_cast<uint32_t>(out.text.size()));
-        in_word = true;
-      }
-      encode(cp, out.text);
-    } else if (cls == kSep && in_word) {
-      out.word_end.push_back(static_cast<uint32_t>(out.text.size()));
-      in_word = false;
-    }
+  } else if (cls == kSep && in_word) {
+    we[ne++] = static_cast<uint32_t>(w - dst);
+    in_word = false;
   }
-  if (in_word) out.word_end.push_back(static_cast<uint32_t>(out.text.size()));
+  return len;
+}
+
+void normalize(std::string_view raw, ShingleKind kind, Normalized& out) {
+  const size_t n = raw.size();
+  // Output never exceeds 3x the input: folding never lengthens a character's UTF-8
+  // form, separators shrink to one space, and only an invalid byte grows (to U+FFFD).
+  // kPad spare bytes let hashing read whole 8-byte words past the end.
+  const size_t cap = 3 * n + 1 + kPad;
+  if (out.text.size() < cap) out.text.resize(cap);
+  // At most one word per two input bytes (a word and its separator), plus one.
+  const size_t max_words = n / 2 + 2;
+  if (out.word_begin.size() < max_words) {
+    out.word_begin.resize(max_words);
+    out.word_end.resize(max_words);
+  }
+  char* const dst = out.text.data();
+  uint32_t* wb = out.word_begin.data();
+  uint32_t* we = out.word_end.data();
+  char* w = dst;
+  size_t nb = 0, ne = 0;
+  bool in_word = false;
+  const auto* p = reinterpret_cast<const unsigned char*>(raw.data());
+  size_t i = 0;
+  while (i < n) {
+    // Branch-free ASCII loop: word boundaries come every few bytes, so branching on
+    // them mispredicts constantly; instead every step writes unconditionally and
+    // advances the cursors by 0 or 1.
+    while (i < n && p[i] < 0x80) {
+      const unsigned char b = p[i++];
+      const uint8_t cls = kAscii.cls[b];
+      const size_t is_word = cls == kWord;
+      const size_t start = is_word & !in_word;
+      const size_t stop = (cls == kSep) & in_word;
+      *w = ' ';
+      w += start & (nb != 0);
+      wb[nb] = static_cast<uint32_t>(w - dst);
+      nb += start;
+      we[ne] = static_cast<uint32_t>(w - dst);
+      ne += stop;
+      *w = kAscii.lower[b];
+      w += is_word;
+      in_word = is_word | (in_word & (cls == kDrop));
+    }
+    if (i < n) i += normalize_non_ascii(p + i, n - i, dst, w, in_word, wb, nb, we, ne);
+  }
+  if (in_word) we[ne++] = static_cast<uint32_t>(w - dst);
+  out.size = static_cast<size_t>(w - dst);
+  out.n_words = nb;
+  std::memset(w, 0, kPad);
   if (kind == ShingleKind::Char) {
-    const std::string& t = out.text;
-    for (size_t i = 0; i < t.size(); ++i)
-      if ((static_cast<unsigned char>(t[i]) & 0xC0) != 0x80) out.char_begin.push_back(static_cast<uint32_t>(i));
+    out.char_begin.clear();
+    for (size_t k = 0; k < out.size; ++k)
+      if ((static_cast<unsigned char>(dst[k]) & 0xC0) != 0x80) out.char_begin.push_back(static_cast<uint32_t>(k));
   }
 }
 

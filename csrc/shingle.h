@@ -23,9 +23,15 @@ namespace fastsynth {
 enum class ShingleKind : int { Word = 0, Char = 1 };
 
 // The normalised text and where its words start and end (byte offsets into text).
+// text is a reused buffer: only its first size bytes are the normalised text.
+// Zero bytes kept after the normalised text, so hashing may load 8 bytes at a time.
+constexpr size_t kPad = 8;
+
 struct Normalized {
   std::string text;
-  std::vector<uint32_t> word_begin;
+  size_t size = 0;
+  size_t n_words = 0;                 // word_begin/word_end are scratch: only the first
+  std::vector<uint32_t> word_begin;   // n_words entries are meaningful
   std::vector<uint32_t> word_end;
   std::vector<uint32_t> char_begin;  // filled only for ShingleKind::Char
 };
@@ -41,10 +47,10 @@ template <class Fn>
 void for_each_shingle(const Normalized& t, ShingleKind kind, int n, Fn&& fn) {
   const char* base = t.text.data();
   if (kind == ShingleKind::Word) {
-    const size_t w = t.word_begin.size();
+    const size_t w = t.n_words;
     if (w == 0) return;
     if (w <= static_cast<size_t>(n)) {
-      fn(base, t.text.size());
+      fn(base, t.size);
       return;
     }
     for (size_t i = 0; i + n <= w; ++i)
@@ -53,11 +59,11 @@ void for_each_shingle(const Normalized& t, ShingleKind kind, int n, Fn&& fn) {
     const size_t c = t.char_begin.size();
     if (c == 0) return;
     if (c <= static_cast<size_t>(n)) {
-      fn(base, t.text.size());
+      fn(base, t.size);
       return;
     }
     for (size_t i = 0; i + n <= c; ++i) {
-      size_t end = (i + n < c) ? t.char_begin[i + n] : t.text.size();
+      size_t end = (i + n < c) ? t.char_begin[i + n] : t.size;
       fn(base + t.char_begin[i], end - t.char_begin[i]);
     }
   }

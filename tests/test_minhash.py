@@ -226,3 +226,16 @@ def test_fast_scheme_estimates_jaccard_as_well_as_datasketch_scheme():
         assert abs(e.mean()) < 0.01, (compat, e.mean())
         assert np.abs(e).mean() < 1.1 * theory, (compat, np.abs(e).mean(), theory)
     assert np.abs(errs[None]).mean() < 1.15 * np.abs(errs["datasketch"]).mean()
+
+
+def test_fast_scheme_hashes_exactly_the_returned_shingles():
+    """The fast pre-hash of a document's shingles is computed from the shingle strings
+    that shingles() returns (word shingles: per-word hash64 combined; see minhash.h)."""
+    docs = _varied_docs(300, seed=21) + ["one", "two words", "exactly five words are here"]
+    for shingle, n in (("word", 5), ("word", 2), ("char", 4)):
+        values, offsets = _native.shingle_prehashes(docs, n, shingle, "fast", 0)
+        sets, set_off = _native.shingle_sets(docs, n, shingle, 0)
+        for k, d in enumerate(docs):
+            h = [_native.shingle_hash64(s.encode("utf-8"), shingle) for s in shingles(d, n, shingle=shingle)]
+            assert values[offsets[k]:offsets[k + 1]].tolist() == [x >> 32 for x in h]
+            assert sets[set_off[k]:set_off[k + 1]].tolist() == sorted(set(h))
