@@ -33,7 +33,6 @@ print(json.dumps({"signatures": int(sigs.shape[0]), "seconds": round(dt, 2), "bu
 
 
 def main(argv: list[str]) -> int:
-    import numpy as np
 
     sys.path.insert(0, str(Path(__file__).parent))
     from bench_dedup import planted_signatures

@@ -6,6 +6,8 @@ import tracemalloc
 import numpy as np
 import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import fastsynth as fs
 from fastsynth.dedup import dedup, minhash, shingles
@@ -171,3 +173,44 @@ def test_cluster_signatures_equals_unverified_dedup_and_reads_spilled_signatures
     assert np.array_equal(small.cluster_id, ref.cluster_id)
     with pytest.raises(ValueError, match="num_perm"):
         cluster_signatures(sigs, 0.8, num_perm=64)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 40).flatmap(lambda n: st.tuples(
+    st.just(n), st.lists(st.tuples(st.integers(0, n - 1), st.integers(0, n - 1)), max_size=60))))
+def test_union_find_matches_reference_components(case):
+    from fastsynth import _native
+
+    n, edges = case
+    u = np.array([e[0] for e in edges], dtype=np.int64)
+    v = np.array([e[1] for e in edges], dtype=np.int64)
+    parent = np.arange(n, dtype=np.int64)
+    half = len(edges) // 2  # two incremental calls, as dedup makes per band
+    _native.union_pairs(parent, u[:half], v[:half])
+    _native.union_pairs(parent, u[half:], v[half:])
+    _native.resolve_roots(parent)
+    ref = list(range(n))  # reference: repeated relabelling to the component minimum
+    changed = True
+    while changed:
+        changed = False
+        for a, b in edges:
+            m = min(ref[a], ref[b])
+            if ref[a] != m or ref[b] != m:
+                ref[a] = ref[b] = m
+                changed = True
+    assert parent.tolist() == ref
+
+
+def test_pair_jaccard_equals_exact_set_jaccard():
+    from fastsynth import _native
+    from fastsynth.dedup.minhash import shingle_sets
+
+    data = make_near_duplicates(20, seed=12)
+    values, offsets = shingle_sets(data.texts)
+    rng = np.random.RandomState(0)
+    u = rng.randint(0, len(data.texts), 200)
+    v = rng.randint(0, len(data.texts), 200)
+    got = _native.pair_jaccard(values, offsets, u.astype(np.int64), v.astype(np.int64), 0)
+    sets = [set(shingles(t)) for t in data.texts]
+    want = [jaccard(sets[a], sets[b]) for a, b in zip(u, v)]
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
