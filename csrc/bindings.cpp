@@ -265,14 +265,14 @@ PYBIND11_MODULE(_native, m) {
       py::arg("texts"), py::arg("ngram") = 5, py::arg("shingle") = "word", py::arg("threads") = 0);
   m.def(
       "shingles",
-      [](const py::handle& text, int ngram, const std::string& shingle) {
+      [](const py::handle& text, int ngram, const std::string& shingle, bool simd) {
         ShingleSpec spec = make_spec(ngram, shingle);
         py::list one;
         one.append(text);
         HeldBatch held = to_batch(one);
-        return shingles_of(held.batch.texts[0], spec);
+        return shingles_of(held.batch.texts[0], spec, simd);
       },
-      py::arg("text"), py::arg("ngram") = 5, py::arg("shingle") = "word");
+      py::arg("text"), py::arg("ngram") = 5, py::arg("shingle") = "word", py::arg("simd") = true);
   m.def("sha1", [](const py::bytes& data) {
     std::string_view s = data;
     uint8_t d[20];

@@ -253,9 +253,9 @@ uint64_t shingle_hash64(std::string_view shingle, ShingleKind kind) {
   return combine_words(wh.data(), wh.size());
 }
 
-std::vector<std::string> shingles_of(std::string_view text, const ShingleSpec& spec) {
+std::vector<std::string> shingles_of(std::string_view text, const ShingleSpec& spec, bool allow_simd) {
   Normalized norm;
-  normalize(text, spec.kind, norm);
+  normalize(text, spec.kind, norm, allow_simd);
   std::vector<std::string> out;
   for_each_shingle(norm, spec.kind, spec.ngram, [&](const char* p, size_t len) { out.emplace_back(p, len); });
   return out;

@@ -65,6 +65,7 @@ void shingle_sets(const TextBatch& batch, const ShingleSpec& spec, int threads, 
                   std::vector<int64_t>& offsets);
 
 // The normalised shingles of one text (what the hashes are computed over).
-std::vector<std::string> shingles_of(std::string_view text, const ShingleSpec& spec);
+// allow_simd=false uses the portable normalisation loop (tests compare the two).
+std::vector<std::string> shingles_of(std::string_view text, const ShingleSpec& spec, bool allow_simd = true);
 
 }  // namespace fastsynth

@@ -129,8 +129,11 @@ uint32_t fold_case(uint32_t c) {
   return c;
 }
 
-// Slow path for one non-ASCII code point at p[i]: appends its folded UTF-8 form when
-// it is a word character and updates the word state. Returns the bytes consumed.
+// Layout written by the loops below: each word's bytes, then one space when a separator
+// follows it; normalize() drops a final trailing space. word_begin/word_end index words.
+
+// Slow path for one non-ASCII code point at p: appends its folded UTF-8 form when it
+// is a word character and updates the word state. Returns the bytes consumed.
 static size_t normalize_non_ascii(const unsigned char* p, size_t left, char* dst, char*& w, bool& in_word,
                                   uint32_t* wb, size_t& nb, uint32_t* we, size_t& ne) {
   size_t len;
@@ -138,7 +141,6 @@ static size_t normalize_non_ascii(const unsigned char* p, size_t left, char* dst
   const uint8_t cls = classify(cp);
   if (cls == kWord) {
     if (!in_word) {
-      if (nb) *w++ = ' ';
       wb[nb++] = static_cast<uint32_t>(w - dst);
       in_word = true;
     }
@@ -160,16 +162,110 @@ static size_t normalize_non_ascii(const unsigned char* p, size_t left, char* dst
     }
   } else if (cls == kSep && in_word) {
     we[ne++] = static_cast<uint32_t>(w - dst);
+    *w++ = ' ';
     in_word = false;
   }
   return len;
 }
 
-void normalize(std::string_view raw, ShingleKind kind, Normalized& out) {
+#if defined(__x86_64__) && defined(__GNUC__)
+#define FS_HAVE_SIMD_NORMALIZE 1
+#include <immintrin.h>
+
+namespace {
+// kCompact[m]: pshufb indices moving the bytes selected by the 8-bit mask m to the
+// front (0x80 = zero the rest).
+struct CompactTable {
+  alignas(16) uint8_t idx[256][8];
+  CompactTable() {
+    for (int m = 0; m < 256; ++m) {
+      int k = 0;
+      for (int j = 0; j < 8; ++j)
+        if (m & (1 << j)) idx[m][k++] = static_cast<uint8_t>(j);
+      for (; k < 8; ++k) idx[m][k] = 0x80;
+    }
+  }
+};
+const CompactTable kCompact;
+
+// Eight ASCII bytes per step with SSSE3 (any x86-64-v2 CPU): classify, lower-case and
+// turn separators into spaces; compact away the deleted punctuation (pshufb); then keep
+// the word bytes and the first separator after each word (a second pshufb). Same
+// output as the scalar loop. Returns the bytes consumed: it stops before any 8-byte
+// chunk holding a non-ASCII byte, and leaves a tail shorter than 8 bytes.
+__attribute__((target("ssse3,popcnt")))
+size_t normalize_ascii_simd(const unsigned char* p, size_t n, char* dst, char*& w_ref, bool& in_word_ref,
+                            uint32_t* wb, size_t& nb_ref, uint32_t* we, size_t& ne_ref) {
+  // Work on local copies: stores through char* may alias anything, so the compiler
+  // would otherwise reload the referenced cursors after every store.
+  char* w = w_ref;
+  size_t nb = nb_ref, ne = ne_ref;
+  bool in_word = in_word_ref;
+  size_t i = 0;
+  const __m128i A1 = _mm_set1_epi8('A' - 1), Z1 = _mm_set1_epi8('Z' + 1);
+  const __m128i a1 = _mm_set1_epi8('a' - 1), z1 = _mm_set1_epi8('z' + 1);
+  const __m128i d1 = _mm_set1_epi8('0' - 1), d9 = _mm_set1_epi8('9' + 1);
+  const __m128i und = _mm_set1_epi8('_'), ctl = _mm_set1_epi8(0x21), del = _mm_set1_epi8(0x7F);
+  const __m128i bit5 = _mm_set1_epi8(0x20), space = _mm_set1_epi8(' ');
+  while (i + 8 <= n) {
+    const __m128i v = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p + i));
+    if (_mm_movemask_epi8(v) & 0xFF) break;  // a non-ASCII byte: scalar path
+    const __m128i up = _mm_and_si128(_mm_cmpgt_epi8(v, A1), _mm_cmplt_epi8(v, Z1));
+    const __m128i lo = _mm_and_si128(_mm_cmpgt_epi8(v, a1), _mm_cmplt_epi8(v, z1));
+    const __m128i dg = _mm_and_si128(_mm_cmpgt_epi8(v, d1), _mm_cmplt_epi8(v, d9));
+    const __m128i word = _mm_or_si128(_mm_or_si128(up, lo), _mm_or_si128(dg, _mm_cmpeq_epi8(v, und)));
+    const __m128i sep = _mm_or_si128(_mm_cmplt_epi8(v, ctl), _mm_cmpeq_epi8(v, del));
+    const unsigned keep = static_cast<unsigned>(_mm_movemask_epi8(_mm_or_si128(word, sep))) & 0xFFu;
+    __m128i bytes = _mm_or_si128(v, _mm_and_si128(up, bit5));
+    bytes = _mm_or_si128(_mm_and_si128(word, bytes), _mm_andnot_si128(word, space));
+    const __m128i sh = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(kCompact.idx[keep]));
+    const __m128i c = _mm_shuffle_epi8(bytes, sh);
+    const unsigned k = static_cast<unsigned>(__builtin_popcount(keep));
+    const unsigned kmask = (1u << k) - 1u;
+    const unsigned cw = static_cast<unsigned>(_mm_movemask_epi8(_mm_shuffle_epi8(word, sh))) & kmask;
+    const unsigned prev = (cw << 1) | static_cast<unsigned>(in_word);
+    unsigned starts = cw & ~prev;
+    unsigned ends = ~cw & prev & kmask;
+    const unsigned keep2 = cw | ends;
+    const __m128i sh2 = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(kCompact.idx[keep2]));
+    _mm_storel_epi64(reinterpret_cast<__m128i*>(w), _mm_shuffle_epi8(c, sh2));
+    const uint32_t base = static_cast<uint32_t>(w - dst);
+    // At most 4 word starts and 4 word ends fit in 8 bytes: unrolled without branches
+    // (the data-dependent trip counts of a while loop mispredict constantly).
+    for (int r = 0; r < 4; ++r) {
+      const unsigned js = static_cast<unsigned>(__builtin_ctz(starts | 0x100u));
+      wb[nb] = base + static_cast<uint32_t>(__builtin_popcount(keep2 & ((1u << js) - 1u)));
+      nb += starts != 0;
+      starts &= starts - 1;
+      const unsigned je = static_cast<unsigned>(__builtin_ctz(ends | 0x100u));
+      we[ne] = base + static_cast<uint32_t>(__builtin_popcount(keep2 & ((1u << je) - 1u)));
+      ne += ends != 0;
+      ends &= ends - 1;
+    }
+    w += __builtin_popcount(keep2);
+    if (k) in_word = (cw >> (k - 1)) & 1u;
+    i += 8;
+  }
+  w_ref = w;
+  nb_ref = nb;
+  ne_ref = ne;
+  in_word_ref = in_word;
+  return i;
+}
+
+// __builtin_cpu_init must run first: this initialiser may run before libgcc's own.
+const bool kSimdNormalize = [] {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("ssse3") && __builtin_cpu_supports("popcnt");
+}();
+}  // namespace
+#endif
+
+void normalize(std::string_view raw, ShingleKind kind, Normalized& out, bool allow_simd) {
   const size_t n = raw.size();
   // Output never exceeds 3x the input: folding never lengthens a character's UTF-8
-  // form, separators shrink to one space, and only an invalid byte grows (to U+FFFD).
-  // kPad spare bytes let hashing read whole 8-byte words past the end.
+  // form, a separator run shrinks to one space, and only an invalid byte grows (to
+  // U+FFFD). kPad spare bytes let 8-byte stores and hash loads run past the end.
   const size_t cap = 3 * n + 1 + kPad;
   if (out.text.size() < cap) out.text.resize(cap);
   // At most one word per two input bytes (a word and its separator), plus one.
@@ -185,33 +281,38 @@ void normalize(std::string_view raw, ShingleKind kind, Normalized& out) {
   size_t nb = 0, ne = 0;
   bool in_word = false;
   const auto* p = reinterpret_cast<const unsigned char*>(raw.data());
+#ifdef FS_HAVE_SIMD_NORMALIZE
+  const bool simd = allow_simd && kSimdNormalize;
+#endif
   size_t i = 0;
   while (i < n) {
-    // Branch-free ASCII loop: word boundaries come every few bytes, so branching on
-    // them mispredicts constantly; instead every step writes unconditionally and
-    // advances the cursors by 0 or 1.
-    while (i < n && p[i] < 0x80) {
+#ifdef FS_HAVE_SIMD_NORMALIZE
+    if (simd) i += normalize_ascii_simd(p + i, n - i, dst, w, in_word, wb, nb, we, ne);
+#endif
+    // Branch-free scalar ASCII loop (the SIMD tail, or everything without SIMD): word
+    // boundaries come every few bytes, so branching on them would mispredict; every
+    // step writes unconditionally and advances the cursors by 0 or 1.
+    const size_t chunk_end = (n - i > 8) ? i + 8 : n;
+    while (i < chunk_end && p[i] < 0x80) {
       const unsigned char b = p[i++];
       const uint8_t cls = kAscii.cls[b];
       const size_t is_word = cls == kWord;
       const size_t start = is_word & !in_word;
       const size_t stop = (cls == kSep) & in_word;
-      *w = ' ';
-      w += start & (nb != 0);
       wb[nb] = static_cast<uint32_t>(w - dst);
       nb += start;
       we[ne] = static_cast<uint32_t>(w - dst);
       ne += stop;
-      *w = kAscii.lower[b];
-      w += is_word;
+      *w = is_word ? kAscii.lower[b] : ' ';
+      w += is_word | stop;
       in_word = is_word | (in_word & (cls == kDrop));
     }
-    if (i < n) i += normalize_non_ascii(p + i, n - i, dst, w, in_word, wb, nb, we, ne);
+    if (i < n && p[i] >= 0x80) i += normalize_non_ascii(p + i, n - i, dst, w, in_word, wb, nb, we, ne);
   }
   if (in_word) we[ne++] = static_cast<uint32_t>(w - dst);
-  out.size = static_cast<size_t>(w - dst);
+  out.size = ne ? we[ne - 1] : 0;  // drops the space after the last word
   out.n_words = nb;
-  std::memset(w, 0, kPad);
+  std::memset(dst + out.size, 0, kPad);
   if (kind == ShingleKind::Char) {
     out.char_begin.clear();
     for (size_t k = 0; k < out.size; ++k)

@@ -25,7 +25,7 @@ enum class ShingleKind : int { Word = 0, Char = 1 };
 // The normalised text and where its words start and end (byte offsets into text).
 // text is a reused buffer: only its first size bytes are the normalised text.
 // Zero bytes kept after the normalised text, so hashing may load 8 bytes at a time.
-constexpr size_t kPad = 8;
+constexpr size_t kPad = 16;
 
 struct Normalized {
   std::string text;
@@ -36,8 +36,9 @@ struct Normalized {
   std::vector<uint32_t> char_begin;  // filled only for ShingleKind::Char
 };
 
-// Normalises raw UTF-8 into out (reusing its buffers).
-void normalize(std::string_view raw, ShingleKind kind, Normalized& out);
+// Normalises raw UTF-8 into out (reusing its buffers). allow_simd=false forces the
+// portable scalar loop (same output; used by tests to check the SIMD path).
+void normalize(std::string_view raw, ShingleKind kind, Normalized& out, bool allow_simd = true);
 
 // Calls fn(const char* p, size_t len) for each shingle of a normalised text:
 // word n-grams (n words joined by one space) or character n-grams (n code points of

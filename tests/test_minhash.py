@@ -238,3 +238,22 @@ def test_fast_scheme_hashes_exactly_the_returned_shingles():
             h = [_native.shingle_hash64(s.encode("utf-8"), shingle) for s in shingles(d, n, shingle=shingle)]
             assert values[offsets[k]:offsets[k + 1]].tolist() == [x >> 32 for x in h]
             assert sets[set_off[k]:set_off[k + 1]].tolist() == sorted(set(h))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list("abcXYZ019_ \t\n\r\x00\x0b\x1f\x7f.,;'()-!?\"") + ["é", "Ω", "日", "😀", "\u00a0"]),
+               max_size=120),
+       st.integers(1, 6))
+def test_simd_and_scalar_normalisation_agree(text, n):
+    assert _native.shingles(text, n, "word", True) == _native.shingles(text, n, "word", False)
+    assert _native.shingles(text, n, "char", True) == _native.shingles(text, n, "char", False)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=127), max_size=200), st.integers(1, 5))
+def test_ascii_normalisation_matches_reference(text, n):
+    cleaned = "".join(" " if (ord(c) < 0x21 or c == "\x7f") else c for c in text)
+    words = "".join(c for c in cleaned if c.isalnum() or c in "_ ").lower().split()
+    want = [] if not words else ([" ".join(words)] if len(words) <= n else
+                                 [" ".join(words[i:i + n]) for i in range(len(words) - n + 1)])
+    assert shingles(text, n) == want
