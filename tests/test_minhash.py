@@ -257,3 +257,16 @@ def test_ascii_normalisation_matches_reference(text, n):
     want = [] if not words else ([" ".join(words)] if len(words) <= n else
                                  [" ".join(words[i:i + n]) for i in range(len(words) - n + 1)])
     assert shingles(text, n) == want
+
+
+def test_device_choice_is_checked():
+    with pytest.raises(ValueError, match="device"):
+        minhash(["a b c"], device="tpu")
+    assert np.array_equal(minhash(["a b c d e f"], device="cpu"), minhash(["a b c d e f"]))
+    try:
+        import torch
+    except ImportError:
+        return
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="cuda"):
+            minhash(["a b c"], device="cuda")
