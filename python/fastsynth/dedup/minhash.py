@@ -17,8 +17,12 @@ Schemes (both use datasketch 2.0's "affine32" permutation family: permutation k 
 the minimum; ``a = randint(0, 2**31, n)*2 + 1`` then ``b = randint(0, 2**32, n)``, uint32,
 from ``numpy.random.RandomState(seed)``):
 
-* ``compat=None`` (fast): x = the high 32 bits of fastsynth's 64-bit hash of the shingle's
-  UTF-8 bytes (multiply-fold over 8-byte words plus a 64-bit finaliser).
+* ``compat=None`` (fast): x = the high 32 bits of fastsynth's 64-bit shingle hash
+  (``_native.shingle_hash64``): for word shingles, each space-separated word's hash64
+  (multiply-fold over 8-byte blocks, then MurmurHash3 fmix64) combined as a polynomial
+  mod 2**64 and finalised with fmix64, so each word is hashed once per document; for
+  character shingles, hash64 of the bytes. The same 64-bit values form the shingle sets
+  that ``dedup(verify=True)`` compares exactly.
 * ``compat="datasketch"``: x = MurmurHash3 fmix32 of ``sha1_hash32`` (first 4 bytes of
   SHA-1, little-endian) — bit-identical to ``datasketch.MinHash(num_perm, seed)``
   updated with the same shingles encoded as UTF-8.
