@@ -157,3 +157,11 @@ def test_rectified_law_and_prelearned_tokens():
 def test_bad_input_names_the_parameter(call, name):
     with pytest.raises(ValueError, match=name):
         call()
+
+
+def test_flops_per_token_from_the_real_llama_config():
+    from fastsynth.model.config import LlamaConfig
+
+    cfg = LlamaConfig.preset("llama-3.2-3b")
+    got = training_flops_per_token(cfg, seq_len=8192)
+    assert got == 6 * 3_212_749_824 + 12 * 28 * 24 * 128 * 8192

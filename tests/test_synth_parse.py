@@ -52,14 +52,14 @@ def test_topics_standard_and_variants():
             "**Topic 2:** Optimisation\n- optimization flag\n- bytecode\n")
     assert parse_topics(text) == [("Assert statements", ["assertion", "__debug__", "AssertionError", "expression"]),
                                   ("Optimisation", ["optimization flag", "bytecode"])]
-    assert parse_topics("Topic: Lists, Concepts: append, pop and sort") == [("Lists", ["append", "pop", "sort"])]
+    assert parse_topics("Topic: Lists, Concepts: append, pop, and sort") == [("Lists", ["append", "pop", "sort"])]
 
 
 def test_topics_limits_and_failures():
     text = "\n".join(f"Topic: t{i}\nConcepts: " + ", ".join(f"c{i}{j}" for j in range(30)) for i in range(8))
     out = parse_topics(text)
     assert len(out) == 5 and all(len(cs) == 20 for _, cs in out)
-    for bad in ("", "Concepts: a, b", "Topic: lonely"):
+    for bad in ("", "Topic: lonely", "The text is about lists.", "Topic: <topic>\nTerms: <term>, term"):
         with pytest.raises(MalformedOutput):
             parse_topics(bad)
 
@@ -91,3 +91,19 @@ def test_topics_as_markdown_headers():
             "   - chained comparison\n   - \"a op1 b\"\n2. **Identity**: is, is not, id\n## Membership\n- in operator\n")
     assert parse_topics(text) == [("Comparisons", ["chained comparison", "a op1 b"]),
                                   ("Identity", ["is", "is not", "id"]), ("Membership", ["in operator"])]
+
+
+def test_topics_in_the_shape_small_models_write():
+    text = ("The main topics of the text are:\n\n1. Identifiers\n2. Naming and binding\n\n"
+            "The key terms are:\n\n- identifier\n- \"continue\" statement\n- keyword\n")
+    terms = ["identifier", "continue statement", "keyword"]
+    assert parse_topics(text) == [("Identifiers", terms), ("Naming and binding", terms)]
+    assert parse_topics("The key terms are:\n- import\n- as\n- as") == [("", ["import", "as"])]
+    assert parse_topics("Concepts: a, b") == [("", ["a", "b"])]
+
+
+def test_question_cleanup_of_echoes_and_truncation():
+    text = ("A student could ask:\n* What questions could a student ask about the text above?\n"
+            "* Question: \"What if the input list is empty?\"\n2. What is the purpose of the")
+    assert parse_questions(text, truncated=True) == ["What if the input list is empty?"]
+    assert parse_questions(text) == ["What if the input list is empty?", "What is the purpose of the?"]

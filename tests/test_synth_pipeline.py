@@ -60,7 +60,7 @@ class RuleModel(Generator):
             pick = lambda k: " ".join(rng.choice(words) for _ in range(k))  # noqa: E731
             if "GARBLE" in p:
                 t = "lorem ipsum " * 5
-            elif "List the main topics" in p:
+            elif "main topics of the text" in p:
                 t = "".join(f"Topic: {pick(1)}\nConcepts: {', '.join(rng.sample(words, min(6, len(words))))}\n"
                             for _ in range(2))
             elif "Answer the question using" in p:  # same answer for every sample: agreement 1

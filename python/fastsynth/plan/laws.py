@@ -102,7 +102,7 @@ def training_flops_per_token(model: Any = None, *, seq_len: int, n_params: float
                                                                    "num_attention_heads")
         if head_dim is None:
             head_dim = _model_field(model, "head_dim")
-            dim = _model_field(model, "dim", "hidden_size", "d_model")
+            dim = _model_field(model, "dim", "hidden", "hidden_size", "d_model")
             if head_dim is None and dim is not None and n_heads:
                 head_dim = dim / n_heads
     for name, value in (("n_params", n_params), ("n_layers", n_layers), ("n_heads", n_heads),

@@ -61,7 +61,7 @@ def collect(results: list[Result]) -> tuple[list[QARecord], list[Reject]]:
             rejects.append(Reject(1, "question", "unsuitable", [doc.id], r.text[:500], r.call.seed, pid))
             continue
         try:
-            qs = parse_questions(r.text, limit=n)
+            qs = parse_questions(r.text, limit=n, truncated=r.finish_reason == "length")
         except MalformedOutput as e:
             rejects.append(Reject(1, "question", e.reason, [doc.id], r.text[:500], r.call.seed, pid))
             continue

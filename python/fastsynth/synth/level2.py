@@ -1,6 +1,7 @@
 """SynthLLM Level-2: topics and key concepts per document, then questions that combine
 2-3 sampled concepts of one document.
 
+When the model lists terms without naming a topic, the document's title line names it.
 Concept extraction is shared with Level-3 (the graph is built from the same lists).
 Names are normalised (:func:`fastsynth.synth.concepts.normalize`); with ``grounded``
 a concept is kept only when at least half of its words occur in the document, which
@@ -48,6 +49,15 @@ def concept_calls(docs: list[Doc], seed: int, max_tokens: int) -> list[Call]:
             for d in docs]
 
 
+def title_of(text: str) -> str:
+    """The document's first line with text (its title in most corpora), at most 60 characters."""
+    for line in text.splitlines():
+        line = line.strip().strip("#*=-").strip()
+        if re.search(r"\w", line):
+            return line[:60]
+    return "untitled"
+
+
 def _doc_words(text: str) -> set[str]:
     return {singular(w) for w in re.findall(r"\w+", text.lower())}
 
@@ -75,6 +85,7 @@ def collect_concepts(results: list[Result], grounded: bool = True) -> tuple[list
         display: dict[str, str] = {}
         topics: list[tuple[str, list[str]]] = []
         for tname, cnames in raw:
+            tname = tname or title_of(doc.text)  # the reply listed terms but named no topic
             t = normalize(tname)
             cs = []
             for c in cnames:
@@ -127,7 +138,7 @@ def collect_questions(results: list[Result]) -> tuple[list[QARecord], list[Rejec
             rejects.append(Reject(2, "question", "generator_error", [dc.doc_id], r.error or "", r.call.seed, pid))
             continue
         try:
-            qs = parse_questions(r.text, limit=n)
+            qs = parse_questions(r.text, limit=n, truncated=r.finish_reason == "length")
         except MalformedOutput as e:
             rejects.append(Reject(2, "question", e.reason, [dc.doc_id], r.text[:500], r.call.seed, pid))
             continue

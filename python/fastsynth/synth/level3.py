@@ -104,7 +104,7 @@ def collect(results: list[Result], graph: ConceptGraph) -> tuple[list[QARecord],
             rejects.append(Reject(3, "question", "generator_error", ids, r.error or "", r.call.seed, pid))
             continue
         try:
-            qs = parse_questions(r.text, limit=n)
+            qs = parse_questions(r.text, limit=n, truncated=r.finish_reason == "length")
         except MalformedOutput as e:
             rejects.append(Reject(3, "question", e.reason, ids, r.text[:500], r.call.seed, pid))
             continue

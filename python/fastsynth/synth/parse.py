@@ -26,6 +26,10 @@ _PREFIX = re.compile(
     r"(?:\*\*)?\s*",
     re.IGNORECASE,
 )
+_ASKER = re.compile(r"^(?:a\s+)?student\s+(?:could|might|would|may)?\s*(?:ask|asked)\s*[:,]?\s*", re.IGNORECASE)
+# Wording of our own prompts: a "question" containing it is the prompt echoed back.
+_ECHO = re.compile(r"text above|texts above|student (?:could|might|would)? ?ask|questions could|"
+                   r"write \d+ questions|using these terms", re.IGNORECASE)
 _TAG = re.compile(r"\s*[\[(](?:original|new|newly created)[\])]\s*", re.IGNORECASE)
 _NONE_REPLY = re.compile(r"^\W*(none|unsuitable|not suitable|n/?a)\b", re.IGNORECASE)
 _PREAMBLE = re.compile(r"^(sure|here (are|is)|certainly|okay|ok)\b", re.IGNORECASE)
@@ -61,8 +65,8 @@ def clean_question(line: str) -> str | None:
         if t == s:
             break
         s = t
-    s = s.strip().strip('"\u201c\u201d*').strip()
-    if not s or _PREAMBLE.match(s) or is_refusal(s):
+    s = _ASKER.sub("", s.strip().strip('"\u201c\u201d*').strip()).strip().strip('"\u201c\u201d*').strip()
+    if not s or _PREAMBLE.match(s) or is_refusal(s) or _ECHO.search(s):
         return None
     if "?" in s:  # keep through the first question mark: drop trailing chatter
         s = s[: s.index("?") + 1]
@@ -77,14 +81,20 @@ def clean_question(line: str) -> str | None:
     return s
 
 
-def parse_questions(text: str, limit: int = 5) -> list[str]:
+def parse_questions(text: str, limit: int = 5, truncated: bool = False) -> list[str]:
     """Distinct questions from a list-style reply, in order, at most ``limit``.
 
     Lines starting ``Q:``/``Question 2:``/``1.``/``-`` or ending with ``?`` count; tags
-    like ``(original)`` are dropped. Raises ``MalformedOutput("no_questions")`` if none.
+    like ``(original)`` and "A student might ask:" are dropped; lines echoing the prompt's
+    wording are not questions. With ``truncated`` (the reply hit ``max_tokens``) an
+    unfinished last line is dropped. Raises ``MalformedOutput("no_questions")`` if none.
     """
     if not text or not text.strip():
         raise MalformedOutput("empty_output")
+    if truncated:
+        lines = text.rstrip().split("\n")
+        if not lines[-1].rstrip().endswith("?"):
+            text = "\n".join(lines[:-1])
     out: list[str] = []
     seen: set[str] = set()
     # Some replies put several "Q:" items on one line.
@@ -108,66 +118,97 @@ _TOPIC = re.compile(r"^\W*(?:\d+\s*[.)]\s*)?topic\s*\d*\s*[:\-]\s*(.+)$", re.IGN
 # Markdown-style topic headers small models write instead: "1. **Lists**:", "## Lists", "Lists:"
 _HEADER = re.compile(r"^(?:\d+\s*[.)]\s*)?(?:\*\*(?P<b>[^*]{2,60})\*\*\s*:?|#{1,4}\s+(?P<h>.{2,60})|"
                      r"(?P<c>[A-Za-z][^:*]{1,58}):)\s*(?P<rest>.*)$")
-_CONCEPTS = re.compile(r"^\W*(?:key\s+)?concepts?\s*[:\-]\s*(.*)$", re.IGNORECASE)
+_CONCEPTS = re.compile(r"^\W*(?:key\s+)?(?:concepts?|terms?)\s*[:\-]\s*(.*)$", re.IGNORECASE)
+# Template placeholders a small model copies instead of filling in.
+_PLACEHOLDER = re.compile(r"[<>]|^(?:topic|term|concept|a few words|name of the topic)s?$", re.IGNORECASE)
 _BULLET = re.compile(r"^\s*(?:[-*\u2022]|\d+\s*[.)])\s+(.+)$")
 
 
 def _split_concepts(s: str) -> list[str]:
-    parts = re.split(r"[,;]|\band\b(?=\s)", s)
+    """A comma/semicolon list -> names ("a, b, and c" -> a, b, c; "naming and binding" stays whole)."""
     out = []
-    for p in parts:
-        p = p.strip().strip(".:\"'*`()[]").strip()
-        if p and len(p) <= 60 and len(p.split()) <= 6:
+    for p in re.split(r"[,;]", s):
+        p = re.sub(r"^\s*(?:and|or)\s+", "", p)
+        p = p.replace('"', "").strip().strip(".:'*`()[]").strip()
+        if p and len(p) <= 60 and len(p.split()) <= 6 and not _PLACEHOLDER.search(p):
             out.append(p)
     return out
 
 
 def parse_topics(text: str, max_topics: int = 5, max_concepts: int = 20) -> list[tuple[str, list[str]]]:
-    """``Topic: ... / Concepts: a, b, c`` blocks -> ``[(topic, [concept, ...]), ...]``.
+    """Topics and their concepts -> ``[(topic, [concept, ...]), ...]``.
 
-    Concept lists may also come as bullets under the topic. Topics with no concept are
-    dropped; at most ``max_topics`` topics and ``max_concepts`` concepts per topic are
-    kept (SynthLLM asks for 1-5 topics x 5-20 concepts). Raises ``MalformedOutput``
-    (``no_topics``) when no topic with a concept remains.
+    Accepted shapes: ``Topic: X`` / ``Concepts: a, b`` (or ``Terms:``) blocks; markdown
+    headers (``1. **X**:``, ``## X``, ``X:``) followed by bullets or an inline list; and the
+    shape small models write unprompted — a list under a header mentioning *topics*
+    ("The main topics are:") and a list under a header mentioning *terms* or *concepts*.
+    In that last shape the reply does not say which term belongs to which topic, so every
+    term is given to every listed topic; with terms but no topics (or topics but no terms)
+    the topic name is ``""`` and the caller names it (see ``level2.collect_concepts``).
+    Placeholders copied from a template (``<term>``, "a few words") are dropped. At most
+    ``max_topics`` topics and ``max_concepts`` concepts per topic are kept (SynthLLM asks
+    for 1-5 x 5-20). Raises ``MalformedOutput("no_topics")`` when no concept remains.
     """
     if not text or not text.strip():
         raise MalformedOutput("empty_output")
-    topics: list[tuple[str, list[str]]] = []
-    current: tuple[str, list[str]] | None = None
+    blocks: list[tuple[str, list[str]]] = []
+    topic_items: list[str] = []
+    term_items: list[str] = []
+    mode = None  # "block" | "topics" | "terms"
     for raw in text.splitlines():
         line = raw.replace("**", "").strip()
         if not line:
             continue
-        h = None if raw[:1].isspace() or _CONCEPTS.match(line) else _HEADER.match(raw.strip())
-        if h and not _TOPIC.match(line) and (h.group("b") or h.group("h") or not _BULLET.match(raw)):
-            name = (h.group("b") or h.group("h") or h.group("c")).strip().strip(".:\"'`").strip()
-            current = (name, [])
-            topics.append(current)
-            if h.group("rest"):
-                current[1].extend(_split_concepts(h.group("rest")))
-            continue
         m = _TOPIC.match(line)
         if m:
             name = m.group(1).strip().strip(".:\"'`").strip()
-            # "Topic: X, Concepts: a, b" on one line
-            inline = re.split(r"\bconcepts?\s*[:\-]", name, maxsplit=1, flags=re.IGNORECASE)
-            current = (inline[0].strip(" ,;-"), [])
-            topics.append(current)
-            if len(inline) == 2:
-                current[1].extend(_split_concepts(inline[1]))
-            continue
-        if current is None:
+            inline = re.split(r"\b(?:concepts?|terms?)\s*[:\-]", name, maxsplit=1, flags=re.IGNORECASE)
+            blocks.append((inline[0].strip(" ,;-"), _split_concepts(inline[1]) if len(inline) == 2 else []))
+            mode = "block"
             continue
         m = _CONCEPTS.match(line)
         if m:
-            current[1].extend(_split_concepts(m.group(1)))
+            items = _split_concepts(m.group(1))
+            if mode == "block" and blocks:
+                blocks[-1][1].extend(items)
+            else:
+                term_items.extend(items)
+                mode = "terms"
             continue
-        m = _BULLET.match(line)
-        if m:
-            current[1].extend(_split_concepts(m.group(1)))
+        bullet = _BULLET.match(line)
+        if line.endswith(":") and not bullet and not raw[:1].isspace():
+            low = line.lower()
+            if "term" in low or "concept" in low:
+                mode = "terms"
+                continue
+            if "topic" in low:
+                mode = "topics"
+                continue
+        h = None if raw[:1].isspace() else _HEADER.match(raw.strip())
+        if h and (h.group("b") or h.group("h") or (not bullet and mode not in ("topics", "terms"))):
+            name = (h.group("b") or h.group("h") or h.group("c")).strip().strip(".:\"'`").strip()
+            blocks.append((name, _split_concepts(h.group("rest")) if h.group("rest") else []))
+            mode = "block"
+            continue
+        if not bullet:
+            continue
+        item = bullet.group(1)
+        if mode == "topics":
+            topic_items.extend(_split_concepts(item)[:1])
+        elif mode == "terms":
+            term_items.extend(_split_concepts(item))
+        elif mode == "block" and blocks:
+            blocks[-1][1].extend(_split_concepts(item))
+    if any(cs for _, cs in blocks):
+        pairs = [(n, cs + term_items) for n, cs in blocks]
+    elif topic_items and term_items:
+        pairs = [(t, term_items) for t in topic_items]
+    else:
+        # several bare headers (a list of topic names): use the names as concepts
+        pairs = [("", term_items or topic_items or ([n for n, _ in blocks] if len(blocks) > 1 else []))]
     result = []
-    for name, concepts in topics:
-        if not name or not concepts:
+    for name, concepts in pairs:
+        if _PLACEHOLDER.search(name):
             continue
         uniq = list(dict.fromkeys(c for c in concepts if c.lower() != name.lower()))
         if uniq:

@@ -1,0 +1,128 @@
+"""Generation throughput: fastsynth's local backend vs transformers ``generate()``.
+
+Same model (the embedded SmolLM2-135M-Instruct, fp32; transformers loads the safetensors that
+``fastsynth.model.save_hf`` writes from the GGUF, whose logits equal transformers' own GGUF load
+— see tests/test_weights_gguf.py), same chat prompts, greedy decoding, at most ``NEW_TOKENS``
+new tokens per prompt, same thread count. Both stop a sequence at <|im_end|>; transformers keeps
+finished rows in the batch until the last one ends, fastsynth drops them — that difference is
+part of what is measured. Greedy outputs are compared so both sides do the same work.
+
+Groups: generate_b1 (one request at a time, 4 requests), generate_b16 (16 requests in one
+batch). The gate (floors.toml) compares medians: ratio = transformers time / fastsynth time =
+our tokens/s over theirs.
+"""
+from __future__ import annotations
+
+import os
+
+# Shared 2-core machines: sleeping OpenMP workers (not spinning ones) keep 2-thread matmuls
+# from collapsing when other processes hold the cores. Applies to both sides equally.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import pytest  # noqa: E402
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+NEW_TOKENS = 32   # enough decode steps to dominate prefill, short enough for CI
+QUESTIONS = [
+    "What is the capital of France?", "Write a haiku about autumn.",
+    "Explain photosynthesis in one sentence.", "Give me three tips for better sleep.",
+    "What is 17 times 23?", "Name the planets of the solar system.",
+    "Translate 'good morning' into Spanish.", "What does a CPU do?",
+    "Write a limerick about a cat.", "Why is the sea salty?",
+    "Suggest a name for a bakery.", "What is the boiling point of water?",
+    "Describe a rainbow to a child.", "List three uses of Python.",
+    "What causes the seasons?", "Summarise the plot of Cinderella.",
+]
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    from fastsynth.llm.local import LocalGenerator
+    from fastsynth.model import save_hf
+    threads = len(os.sched_getaffinity(0))
+    ours = LocalGenerator(threads=threads, batch_size=16)
+    folder = tmp_path_factory.mktemp("smollm2_hf")
+    save_hf(ours.model, folder, tokenizer=ours.tokenizer)
+    hf = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    torch.set_num_threads(threads)
+    chats = [[{"role": "user", "content": q}] for q in QUESTIONS]
+    prompts = [ours.prompt_ids(c) for c in chats]
+    return ours, hf, chats, prompts
+
+
+def hf_generate(hf, prompts, stop_ids):
+    """transformers generate() on left-padded prompts; returns new tokens per prompt."""
+    width = max(len(p) for p in prompts)
+    pad = stop_ids[0]
+    ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+    with torch.inference_mode():
+        out = hf.generate(input_ids=ids, attention_mask=mask, max_new_tokens=NEW_TOKENS,
+                          do_sample=False, eos_token_id=stop_ids, pad_token_id=pad,
+                          temperature=None, top_p=None, top_k=None)
+    result = []
+    for row in out[:, width:].tolist():
+        toks = []
+        for t in row:
+            if t in stop_ids:
+                break
+            toks.append(t)
+        result.append(toks)
+    return result
+
+
+def ours_generate(ours, prompts):
+    from fastsynth.model.generation import generate
+    return [g.tokens for g in generate(ours.model, ours.tokenizer, prompts,
+                                       max_new_tokens=NEW_TOKENS)]
+
+
+def _record(benchmark, tokens):
+    benchmark.extra_info["new_tokens"] = sum(len(t) for t in tokens)
+    benchmark.extra_info["threads"] = torch.get_num_threads()
+    benchmark.extra_info["load_avg_1min"] = os.getloadavg()[0]
+
+
+def _b1(fn, prompts):
+    return [fn([p])[0] for p in prompts[:4]]
+
+
+@pytest.mark.benchmark(group="generate_b1")
+def test_generate_b1_transformers(benchmark, models):
+    ours, hf, _, prompts = models
+    stop = ours.tokenizer.stop_ids
+    toks = benchmark.pedantic(_b1, args=(lambda ps: hf_generate(hf, ps, stop), prompts),
+                              rounds=3, iterations=1, warmup_rounds=0)
+    assert toks == _b1(lambda ps: ours_generate(ours, ps), prompts)   # same work
+    _record(benchmark, toks)
+
+
+@pytest.mark.benchmark(group="generate_b1")
+def test_generate_b1_fastsynth(benchmark, models):
+    ours, _, _, prompts = models
+    toks = benchmark.pedantic(_b1, args=(lambda ps: ours_generate(ours, ps), prompts),
+                              rounds=3, iterations=1, warmup_rounds=0)
+    _record(benchmark, toks)
+
+
+@pytest.mark.benchmark(group="generate_b16")
+def test_generate_b16_transformers(benchmark, models):
+    ours, hf, _, prompts = models
+    toks = benchmark.pedantic(hf_generate, args=(hf, prompts, ours.tokenizer.stop_ids),
+                              rounds=3, iterations=1, warmup_rounds=0)
+    mine = ours_generate(ours, prompts)
+    same = sum(a == b for a, b in zip(toks, mine))
+    benchmark.extra_info["rows_identical_to_fastsynth"] = same
+    # Batched float sums may flip a near-tie token; most rows must match exactly.
+    assert same >= 14 and abs(sum(map(len, toks)) - sum(map(len, mine))) <= 0.1 * sum(map(len, mine))
+    _record(benchmark, toks)
+
+
+@pytest.mark.benchmark(group="generate_b16")
+def test_generate_b16_fastsynth(benchmark, models):
+    ours, _, _, prompts = models
+    toks = benchmark.pedantic(ours_generate, args=(ours, prompts), rounds=3, iterations=1,
+                              warmup_rounds=0)
+    _record(benchmark, toks)

@@ -1,0 +1,151 @@
+"""Batched KV-cached generation on a tiny random model with a byte-level tokenizer: greedy
+equals an uncached argmax loop, batching does not change results, seeds reproduce, sampling
+follows the filtered softmax, stop strings and limits end sequences."""
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("tokenizers")
+
+from fastsynth.errors import ConfigError  # noqa: E402
+from fastsynth.model import Llama, LlamaConfig  # noqa: E402
+from fastsynth.model.generation import generate, sample_next  # noqa: E402
+from fastsynth.model.tokenizer import Tokenizer  # noqa: E402
+
+
+def byte_tokenizer() -> Tokenizer:
+    import tokenizers as tk
+    from tokenizers.pre_tokenizers import ByteLevel
+    vocab = {c: i for i, c in enumerate(sorted(ByteLevel.alphabet()))}
+    tok = tk.Tokenizer(tk.models.BPE(vocab=vocab, merges=[]))
+    tok.pre_tokenizer = ByteLevel(add_prefix_space=False)
+    tok.decoder = tk.decoders.ByteLevel()
+    tok.add_special_tokens(["<|im_start|>", "<|im_end|>"])
+    return Tokenizer(tok, chat_template=None, bos_token=None, eos_token="<|im_end|>")
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return byte_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def model(tok):
+    cfg = LlamaConfig.preset("tiny", vocab=tok.vocab_size)
+    # std 0.5 gives peaked, input-dependent next-token distributions (not near-uniform)
+    return Llama(cfg).reset_parameters(std=0.5, seed=7).eval()
+
+
+def prompts(tok, texts):
+    return [tok.encode(t) for t in texts]
+
+
+TEXTS = ["hello", "a much longer prompt with more bytes", "xy", "the quick brown fox"]
+
+
+def greedy_reference(model, ids, n, stop_ids):
+    """No cache, no batching: append argmax of a full forward, n times."""
+    ids, out = list(ids), []
+    with torch.no_grad():
+        for _ in range(n):
+            t = int(model(torch.tensor([ids]))[0, -1].argmax())
+            if t in stop_ids:
+                break
+            out.append(t)
+            ids.append(t)
+    return out
+
+
+def test_greedy_equals_uncached_reference_and_batching_changes_nothing(model, tok):
+    ps = prompts(tok, TEXTS)
+    batch = generate(model, tok, ps, max_new_tokens=12)
+    for p, g in zip(ps, batch):
+        assert g.tokens == greedy_reference(model, p, 12, set(tok.stop_ids))
+        assert g.finish_reason == ("length" if len(g.tokens) == 12 else "stop")
+        assert generate(model, tok, [p], max_new_tokens=12)[0].tokens == g.tokens
+
+
+def test_stop_token_ends_with_stop_reason(model, tok):
+    ps = prompts(tok, TEXTS[:2])
+    free = generate(model, tok, ps, max_new_tokens=10)
+    # make the 4th generated token of prompt 0 a stop token: it must end there, excluded
+    stop_tok = free[0].tokens[3]
+    out = generate(model, tok, ps, max_new_tokens=10, stop_ids=[stop_tok])
+    first = free[0].tokens.index(stop_tok)
+    assert out[0].tokens == free[0].tokens[:first] and out[0].finish_reason == "stop"
+
+
+def test_stop_string_is_cut(model, tok):
+    p = prompts(tok, ["the quick brown fox"])
+    free = generate(model, tok, p, max_new_tokens=16)[0]
+    text = free.text
+    assert len(text) >= 6
+    stop = text[3:5]
+    out = generate(model, tok, p, max_new_tokens=16, stop=[stop, "\x00never"])[0]
+    assert out.finish_reason == "stop"
+    assert out.text == text[:text.find(stop)]
+    assert stop not in out.text
+
+
+def test_per_row_limits(model, tok):
+    out = generate(model, tok, prompts(tok, TEXTS[:3]), max_new_tokens=[1, 5, 3],
+                   stop_ids=[])
+    assert [len(g.tokens) for g in out] == [1, 5, 3]
+    assert all(g.finish_reason == "length" for g in out)
+
+
+def test_same_seed_same_text_independent_of_batch(model, tok):
+    ps = prompts(tok, TEXTS)
+    kw = dict(max_new_tokens=10, temperature=1.0, top_p=0.95, top_k=50)
+    a = generate(model, tok, ps, seeds=[1, 2, 3, 4], **kw)
+    b = generate(model, tok, ps[::-1], seeds=[4, 3, 2, 1], **kw)[::-1]
+    c = [generate(model, tok, [p], seeds=[s], **kw)[0] for p, s in zip(ps, [1, 2, 3, 4])]
+    assert [g.tokens for g in a] == [g.tokens for g in b] == [g.tokens for g in c]
+    d = generate(model, tok, ps, seeds=[11, 12, 13, 14], **kw)
+    assert [g.tokens for g in a] != [g.tokens for g in d]
+
+
+def test_top_k_1_and_tiny_top_p_are_greedy(model, tok):
+    ps = prompts(tok, TEXTS)
+    greedy = [g.tokens for g in generate(model, tok, ps, max_new_tokens=8)]
+    k1 = generate(model, tok, ps, max_new_tokens=8, temperature=1.5, top_k=1, seeds=[0] * 4)
+    p0 = generate(model, tok, ps, max_new_tokens=8, temperature=1.5, top_p=1e-6, seeds=[0] * 4)
+    assert [g.tokens for g in k1] == greedy == [g.tokens for g in p0]
+
+
+@settings(max_examples=8, deadline=None)
+@given(temp=st.sampled_from([0.5, 1.0, 2.0]), top_k=st.sampled_from([None, 3]),
+       top_p=st.sampled_from([1.0, 0.8]), seed=st.integers(0, 1000))
+def test_sampling_frequencies_follow_filtered_softmax(temp, top_k, top_p, seed):
+    logits = torch.tensor([2.0, 1.5, 1.0, 0.2, -1.0, -3.0])
+    # float64 reference of the intended distribution
+    p = torch.softmax(logits.double() / temp, 0)
+    keep = torch.ones(6, dtype=torch.bool)
+    if top_k:
+        keep &= torch.arange(6) < top_k                 # logits are sorted descending
+    if top_p < 1.0:  # nucleus over the top-k-renormalised distribution (as HF and vLLM)
+        pk = torch.where(keep, p, 0.0) / torch.where(keep, p, 0.0).sum()
+        before = torch.cumsum(pk, 0) - pk               # mass ranked above each token
+        keep &= before < top_p
+    want = torch.where(keep, p, 0.0)
+    want /= want.sum()
+    n = 2000
+    g = torch.Generator().manual_seed(seed)
+    draws = torch.cat([sample_next(logits[None].repeat(200, 1), temperature=temp, top_k=top_k,
+                                   top_p=top_p, generators=[g] * 200) for _ in range(n // 200)])
+    freq = torch.bincount(draws, minlength=6).double() / n
+    assert (freq[~keep] == 0).all()
+    # 5 standard errors: fails for a wrong distribution, not for sampling noise
+    se = (want * (1 - want) / n).sqrt()
+    assert ((freq - want).abs() <= 5 * se + 1e-9).all(), (freq, want)
+
+
+def test_context_overflow_is_an_error(model, tok):
+    long = [5] * 250                                      # tiny context is 256 tokens
+    with pytest.raises(ConfigError, match="context of 256"):
+        generate(model, tok, [long], max_new_tokens=10)
+    with pytest.raises(ConfigError, match="max_new_tokens"):
+        generate(model, tok, [[1, 2]], max_new_tokens=0)

