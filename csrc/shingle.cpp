@@ -134,16 +134,12 @@ uint32_t fold_case(uint32_t c) {
 
 // Slow path for one non-ASCII code point at p: appends its folded UTF-8 form when it
 // is a word character and updates the word state. Returns the bytes consumed.
-static size_t normalize_non_ascii(const unsigned char* p, size_t left, char* dst, char*& w, bool& in_word,
-                                  uint32_t* wb, size_t& nb, uint32_t* we, size_t& ne) {
+static size_t normalize_non_ascii(const unsigned char* p, size_t left, char*& w, bool& in_word) {
   size_t len;
   uint32_t cp = decode(p, left, len);
   const uint8_t cls = classify(cp);
   if (cls == kWord) {
-    if (!in_word) {
-      wb[nb++] = static_cast<uint32_t>(w - dst);
-      in_word = true;
-    }
+    in_word = true;
     cp = fold_case(cp);
     if (cp < 0x80) {  // U+017F folds to ASCII 's'
       *w++ = static_cast<char>(cp);
@@ -161,7 +157,6 @@ static size_t normalize_non_ascii(const unsigned char* p, size_t left, char* dst
       *w++ = static_cast<char>(0x80 | (cp & 0x3F));
     }
   } else if (cls == kSep && in_word) {
-    we[ne++] = static_cast<uint32_t>(w - dst);
     *w++ = ' ';
     in_word = false;
   }
@@ -190,16 +185,14 @@ const CompactTable kCompact;
 
 // Eight ASCII bytes per step with SSSE3 (any x86-64-v2 CPU): classify, lower-case and
 // turn separators into spaces; compact away the deleted punctuation (pshufb); then keep
-// the word bytes and the first separator after each word (a second pshufb). Same
-// output as the scalar loop. Returns the bytes consumed: it stops before any 8-byte
+// the word bytes and the first separator after each word, as a space (a second
+// pshufb). Same output as the scalar loop. Returns the bytes consumed: it stops before any 8-byte
 // chunk holding a non-ASCII byte, and leaves a tail shorter than 8 bytes.
 __attribute__((target("ssse3,popcnt")))
-size_t normalize_ascii_simd(const unsigned char* p, size_t n, char* dst, char*& w_ref, bool& in_word_ref,
-                            uint32_t* wb, size_t& nb_ref, uint32_t* we, size_t& ne_ref) {
+size_t normalize_ascii_simd(const unsigned char* p, size_t n, char*& w_ref, bool& in_word_ref) {
   // Work on local copies: stores through char* may alias anything, so the compiler
   // would otherwise reload the referenced cursors after every store.
   char* w = w_ref;
-  size_t nb = nb_ref, ne = ne_ref;
   bool in_word = in_word_ref;
   size_t i = 0;
   const __m128i A1 = _mm_set1_epi8('A' - 1), Z1 = _mm_set1_epi8('Z' + 1);
@@ -224,31 +217,15 @@ size_t normalize_ascii_simd(const unsigned char* p, size_t n, char* dst, char*& 
     const unsigned kmask = (1u << k) - 1u;
     const unsigned cw = static_cast<unsigned>(_mm_movemask_epi8(_mm_shuffle_epi8(word, sh))) & kmask;
     const unsigned prev = (cw << 1) | static_cast<unsigned>(in_word);
-    unsigned starts = cw & ~prev;
-    unsigned ends = ~cw & prev & kmask;
+    const unsigned ends = ~cw & prev & kmask;
     const unsigned keep2 = cw | ends;
     const __m128i sh2 = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(kCompact.idx[keep2]));
     _mm_storel_epi64(reinterpret_cast<__m128i*>(w), _mm_shuffle_epi8(c, sh2));
-    const uint32_t base = static_cast<uint32_t>(w - dst);
-    // At most 4 word starts and 4 word ends fit in 8 bytes: unrolled without branches
-    // (the data-dependent trip counts of a while loop mispredict constantly).
-    for (int r = 0; r < 4; ++r) {
-      const unsigned js = static_cast<unsigned>(__builtin_ctz(starts | 0x100u));
-      wb[nb] = base + static_cast<uint32_t>(__builtin_popcount(keep2 & ((1u << js) - 1u)));
-      nb += starts != 0;
-      starts &= starts - 1;
-      const unsigned je = static_cast<unsigned>(__builtin_ctz(ends | 0x100u));
-      we[ne] = base + static_cast<uint32_t>(__builtin_popcount(keep2 & ((1u << je) - 1u)));
-      ne += ends != 0;
-      ends &= ends - 1;
-    }
     w += __builtin_popcount(keep2);
     if (k) in_word = (cw >> (k - 1)) & 1u;
     i += 8;
   }
   w_ref = w;
-  nb_ref = nb;
-  ne_ref = ne;
   in_word_ref = in_word;
   return i;
 }
@@ -261,11 +238,44 @@ const bool kSimdNormalize = [] {
 }  // namespace
 #endif
 
+// Word offsets of a normalised text: words are separated by exactly one space and
+// there is no leading or trailing space, so every space ends one word and begins the
+// next. On x86-64, 16 bytes at a time (SSE2 is part of x86-64); at most 8 spaces fit.
+static size_t find_words(const char* t, size_t size, uint32_t* wb, uint32_t* we) {
+  if (size == 0) return 0;
+  size_t k = 0;
+  wb[0] = 0;
+  size_t j0 = 0;
+#ifdef FS_HAVE_SIMD_NORMALIZE
+  const __m128i space = _mm_set1_epi8(' ');
+  for (; j0 < size; j0 += 16) {  // reads up to 15 bytes past size: inside the padding
+    const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(t + j0));
+    unsigned m = static_cast<unsigned>(_mm_movemask_epi8(_mm_cmpeq_epi8(v, space)));
+    if (size - j0 < 16) m &= (1u << (size - j0)) - 1u;
+    for (int r = 0; r < 8; ++r) {  // branch-free: the space count varies per block
+      const uint32_t j = static_cast<uint32_t>(j0) + static_cast<uint32_t>(__builtin_ctz(m | 0x10000u));
+      we[k] = j;
+      wb[k + 1] = j + 1;
+      k += m != 0;
+      m &= m - 1;
+    }
+  }
+#else
+  for (; j0 < size; ++j0)
+    if (t[j0] == ' ') {
+      we[k] = static_cast<uint32_t>(j0);
+      wb[++k] = static_cast<uint32_t>(j0 + 1);
+    }
+#endif
+  we[k] = static_cast<uint32_t>(size);
+  return k + 1;
+}
+
 void normalize(std::string_view raw, ShingleKind kind, Normalized& out, bool allow_simd) {
   const size_t n = raw.size();
   // Output never exceeds 3x the input: folding never lengthens a character's UTF-8
   // form, a separator run shrinks to one space, and only an invalid byte grows (to
-  // U+FFFD). kPad spare bytes let 8-byte stores and hash loads run past the end.
+  // U+FFFD). kPad spare bytes let 8/16-byte stores and loads run past the end.
   const size_t cap = 3 * n + 1 + kPad;
   if (out.text.size() < cap) out.text.resize(cap);
   // At most one word per two input bytes (a word and its separator), plus one.
@@ -275,10 +285,7 @@ void normalize(std::string_view raw, ShingleKind kind, Normalized& out, bool all
     out.word_end.resize(max_words);
   }
   char* const dst = out.text.data();
-  uint32_t* wb = out.word_begin.data();
-  uint32_t* we = out.word_end.data();
   char* w = dst;
-  size_t nb = 0, ne = 0;
   bool in_word = false;
   const auto* p = reinterpret_cast<const unsigned char*>(raw.data());
 #ifdef FS_HAVE_SIMD_NORMALIZE
@@ -287,32 +294,28 @@ void normalize(std::string_view raw, ShingleKind kind, Normalized& out, bool all
   size_t i = 0;
   while (i < n) {
 #ifdef FS_HAVE_SIMD_NORMALIZE
-    if (simd) i += normalize_ascii_simd(p + i, n - i, dst, w, in_word, wb, nb, we, ne);
+    if (simd) i += normalize_ascii_simd(p + i, n - i, w, in_word);
 #endif
     // Branch-free scalar ASCII loop (the SIMD tail, or everything without SIMD): word
     // boundaries come every few bytes, so branching on them would mispredict; every
-    // step writes unconditionally and advances the cursors by 0 or 1.
+    // step writes unconditionally and advances the cursor by 0 or 1.
     const size_t chunk_end = (n - i > 8) ? i + 8 : n;
     while (i < chunk_end && p[i] < 0x80) {
       const unsigned char b = p[i++];
       const uint8_t cls = kAscii.cls[b];
       const size_t is_word = cls == kWord;
-      const size_t start = is_word & !in_word;
       const size_t stop = (cls == kSep) & in_word;
-      wb[nb] = static_cast<uint32_t>(w - dst);
-      nb += start;
-      we[ne] = static_cast<uint32_t>(w - dst);
-      ne += stop;
       *w = is_word ? kAscii.lower[b] : ' ';
       w += is_word | stop;
       in_word = is_word | (in_word & (cls == kDrop));
     }
-    if (i < n && p[i] >= 0x80) i += normalize_non_ascii(p + i, n - i, dst, w, in_word, wb, nb, we, ne);
+    if (i < n && p[i] >= 0x80) i += normalize_non_ascii(p + i, n - i, w, in_word);
   }
-  if (in_word) we[ne++] = static_cast<uint32_t>(w - dst);
-  out.size = ne ? we[ne - 1] : 0;  // drops the space after the last word
-  out.n_words = nb;
-  std::memset(dst + out.size, 0, kPad);
+  size_t size = static_cast<size_t>(w - dst);
+  if (size && dst[size - 1] == ' ') --size;  // the space after the last word
+  out.size = size;
+  std::memset(dst + size, 0, kPad);
+  out.n_words = find_words(dst, size, out.word_begin.data(), out.word_end.data());
   if (kind == ShingleKind::Char) {
     out.char_begin.clear();
     for (size_t k = 0; k < out.size; ++k)
