@@ -10,6 +10,9 @@
 
 #include "compression.h"
 #include "heuristics.h"
+#include "lsh.h"
+#include "minhash.h"
+#include "sha1.h"
 #include "text_batch.h"
 
 namespace py = pybind11;
@@ -102,6 +105,58 @@ void without_gil(Fn&& fn) {
   }
 }
 
+
+// ---- dedup (MinHash, LSH) helpers ----------------------------------------------
+using U32Array = py::array_t<uint32_t, py::array::c_style | py::array::forcecast>;
+using U64Array = py::array_t<uint64_t, py::array::c_style | py::array::forcecast>;
+using I64Array = py::array_t<int64_t, py::array::c_style | py::array::forcecast>;
+
+// Hands a vector's memory to numpy without copying it.
+template <class T>
+py::array_t<T> vector_to_numpy(std::vector<T>&& v) {
+  auto* heap = new std::vector<T>(std::move(v));
+  py::capsule owner(heap, [](void* p) { delete static_cast<std::vector<T>*>(p); });
+  return py::array_t<T>(static_cast<py::ssize_t>(heap->size()), heap->data(), owner);
+}
+
+ShingleSpec make_spec(int ngram, const std::string& kind) {
+  if (ngram < 1) throw py::value_error("ngram must be >= 1, got " + std::to_string(ngram));
+  ShingleSpec spec;
+  spec.ngram = ngram;
+  if (kind == "word") spec.kind = ShingleKind::Word;
+  else if (kind == "char") spec.kind = ShingleKind::Char;
+  else throw py::value_error("shingle must be 'word' or 'char', got '" + kind + "'");
+  return spec;
+}
+
+Scheme make_scheme(const std::string& scheme) {
+  if (scheme == "fast") return Scheme::Fast;
+  if (scheme == "datasketch") return Scheme::Datasketch;
+  throw py::value_error("scheme must be 'fast' or 'datasketch', got '" + scheme + "'");
+}
+
+void check_perms(const U32Array& a, const U32Array& b) {
+  if (a.ndim() != 1 || b.ndim() != 1 || a.size() != b.size() || a.size() < 1)
+    throw py::value_error("permutations: a and b must be 1-D uint32 arrays of equal, non-zero length");
+}
+
+void check_csr(const I64Array& offsets, size_t n_values, const char* what) {
+  auto o = offsets.unchecked<1>();
+  if (o.shape(0) < 1 || o(0) != 0 || static_cast<size_t>(o(o.shape(0) - 1)) != n_values)
+    throw py::value_error(std::string(what) + ": offsets must start at 0 and end at the number of values");
+  for (py::ssize_t i = 1; i < o.shape(0); ++i)
+    if (o(i) < o(i - 1)) throw py::value_error(std::string(what) + ": offsets must be non-decreasing");
+}
+
+void check_pairs(const I64Array& u, const I64Array& v, size_t n) {
+  if (u.size() != v.size()) throw py::value_error("pairs: u and v differ in length");
+  auto uu = u.unchecked<1>();
+  auto vv = v.unchecked<1>();
+  for (py::ssize_t k = 0; k < uu.shape(0); ++k)
+    if (uu(k) < 0 || vv(k) < 0 || static_cast<size_t>(uu(k)) >= n || static_cast<size_t>(vv(k)) >= n)
+      throw py::value_error("pairs: index out of range at position " + std::to_string(k));
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_native, m) {
@@ -148,4 +203,157 @@ PYBIND11_MODULE(_native, m) {
     bool ok = libdeflate_available(&why);
     return py::make_tuple(ok, why);
   });
+
+  // ---- dedup (MinHash, LSH): fastsynth.dedup is the documented API ----------------
+  m.def(
+      "minhash",
+      [](const py::handle& texts, const U32Array& a, const U32Array& b, int ngram, const std::string& shingle,
+         const std::string& scheme, int threads) {
+        check_perms(a, b);
+        check_threads(threads);
+        ShingleSpec spec = make_spec(ngram, shingle);
+        Scheme sc = make_scheme(scheme);
+        HeldBatch held = to_batch(texts);
+        const size_t p = static_cast<size_t>(a.size());
+        py::array_t<uint32_t> out({static_cast<py::ssize_t>(held.batch.size()), static_cast<py::ssize_t>(p)});
+        uint32_t* ptr = out.mutable_data();
+        without_gil([&] { minhash_signatures(held.batch, spec, sc, a.data(), b.data(), p, threads, ptr); });
+        return out;
+      },
+      py::arg("texts"), py::arg("a"), py::arg("b"), py::arg("ngram") = 5, py::arg("shingle") = "word",
+      py::arg("scheme") = "fast", py::arg("threads") = 0);
+  m.def(
+      "shingle_prehashes",
+      [](const py::handle& texts, int ngram, const std::string& shingle, const std::string& scheme, int threads) {
+        check_threads(threads);
+        ShingleSpec spec = make_spec(ngram, shingle);
+        Scheme sc = make_scheme(scheme);
+        HeldBatch held = to_batch(texts);
+        std::vector<uint32_t> values;
+        std::vector<int64_t> offsets;
+        without_gil([&] { shingle_prehashes(held.batch, spec, sc, threads, values, offsets); });
+        return py::make_tuple(vector_to_numpy(std::move(values)), vector_to_numpy(std::move(offsets)));
+      },
+      py::arg("texts"), py::arg("ngram") = 5, py::arg("shingle") = "word", py::arg("scheme") = "fast",
+      py::arg("threads") = 0);
+  m.def(
+      "minhash_from_prehash",
+      [](const U32Array& values, const I64Array& offsets, const U32Array& a, const U32Array& b, int threads) {
+        check_perms(a, b);
+        check_threads(threads);
+        check_csr(offsets, static_cast<size_t>(values.size()), "prehash");
+        const size_t n = static_cast<size_t>(offsets.size() - 1), p = static_cast<size_t>(a.size());
+        py::array_t<uint32_t> out({static_cast<py::ssize_t>(n), static_cast<py::ssize_t>(p)});
+        uint32_t* ptr = out.mutable_data();
+        without_gil([&] {
+          minhash_from_prehash(values.data(), offsets.data(), n, a.data(), b.data(), p, threads, ptr);
+        });
+        return out;
+      },
+      py::arg("values"), py::arg("offsets"), py::arg("a"), py::arg("b"), py::arg("threads") = 0);
+  m.def(
+      "shingle_sets",
+      [](const py::handle& texts, int ngram, const std::string& shingle, int threads) {
+        check_threads(threads);
+        ShingleSpec spec = make_spec(ngram, shingle);
+        HeldBatch held = to_batch(texts);
+        std::vector<uint64_t> values;
+        std::vector<int64_t> offsets;
+        without_gil([&] { shingle_sets(held.batch, spec, threads, values, offsets); });
+        return py::make_tuple(vector_to_numpy(std::move(values)), vector_to_numpy(std::move(offsets)));
+      },
+      py::arg("texts"), py::arg("ngram") = 5, py::arg("shingle") = "word", py::arg("threads") = 0);
+  m.def(
+      "shingles",
+      [](const py::handle& text, int ngram, const std::string& shingle, bool simd) {
+        ShingleSpec spec = make_spec(ngram, shingle);
+        py::list one;
+        one.append(text);
+        HeldBatch held = to_batch(one);
+        return shingles_of(held.batch.texts[0], spec, simd);
+      },
+      py::arg("text"), py::arg("ngram") = 5, py::arg("shingle") = "word", py::arg("simd") = true);
+  m.def("sha1", [](const py::bytes& data) {
+    std::string_view s = data;
+    uint8_t d[20];
+    sha1(s.data(), s.size(), d);
+    return py::bytes(reinterpret_cast<const char*>(d), 20);
+  });
+  m.def("hash64", [](const py::bytes& data) {
+    std::string_view s = data;
+    return hash64(s.data(), s.size());
+  });
+  m.def("fold_case", [](uint32_t cp) { return fold_case(cp); });
+  m.def(
+      "shingle_hash64",
+      [](const py::bytes& shingle, const std::string& kind) {
+        return shingle_hash64(std::string_view(shingle), make_spec(1, kind).kind);
+      },
+      py::arg("shingle"), py::arg("shingle_kind") = "word");
+  m.def(
+      "band_keys",
+      [](const U32Array& sigs, int bands, int rows, int threads) {
+        check_threads(threads);
+        if (sigs.ndim() != 2) throw py::value_error("sigs must be a 2-D (n, num_perm) uint32 array");
+        const size_t n = static_cast<size_t>(sigs.shape(0)), p = static_cast<size_t>(sigs.shape(1));
+        if (bands < 1 || rows < 1 || static_cast<size_t>(bands) * static_cast<size_t>(rows) > p)
+          throw py::value_error("bands * rows must be between 1 and num_perm (" + std::to_string(p) + ")");
+        py::array_t<uint64_t> out({static_cast<py::ssize_t>(n), static_cast<py::ssize_t>(bands)});
+        uint64_t* ptr = out.mutable_data();
+        without_gil([&] { band_keys(sigs.data(), n, p, bands, rows, threads, ptr); });
+        return out;
+      },
+      py::arg("sigs"), py::arg("bands"), py::arg("rows"), py::arg("threads") = 0);
+  m.def(
+      "bucket_pairs",
+      [](const U64Array& keys, const I64Array& ids, int64_t max_all) {
+        if (keys.size() != ids.size()) throw py::value_error("keys and ids differ in length");
+        std::vector<int64_t> u, v;
+        without_gil([&] {
+          bucket_pairs(keys.data(), ids.data(), static_cast<size_t>(keys.size()), static_cast<size_t>(max_all), u, v);
+        });
+        return py::make_tuple(vector_to_numpy(std::move(u)), vector_to_numpy(std::move(v)));
+      },
+      py::arg("keys"), py::arg("ids"), py::arg("max_all") = 32);
+  m.def(
+      "pair_jaccard",
+      [](const U64Array& values, const I64Array& offsets, const I64Array& u, const I64Array& v, int threads) {
+        check_threads(threads);
+        check_csr(offsets, static_cast<size_t>(values.size()), "shingle sets");
+        check_pairs(u, v, static_cast<size_t>(offsets.size() - 1));
+        py::array_t<double> out(u.size());
+        double* ptr = out.mutable_data();
+        without_gil([&] {
+          pair_jaccard(values.data(), offsets.data(), u.data(), v.data(), static_cast<size_t>(u.size()), threads, ptr);
+        });
+        return out;
+      },
+      py::arg("values"), py::arg("offsets"), py::arg("u"), py::arg("v"), py::arg("threads") = 0);
+  m.def(
+      "union_pairs",
+      [](py::array_t<int64_t, py::array::c_style> parent, const I64Array& u, const I64Array& v, const py::object& keep) {
+        const size_t n = static_cast<size_t>(parent.size());
+        auto pp = parent.unchecked<1>();
+        for (size_t i = 0; i < n; ++i)
+          if (pp(i) < 0 || static_cast<size_t>(pp(i)) > i) throw py::value_error("parent is not a valid union-find array");
+        check_pairs(u, v, n);
+        py::array_t<uint8_t, py::array::c_style | py::array::forcecast> k;
+        const uint8_t* kp = nullptr;
+        if (!keep.is_none()) {
+          k = keep.cast<py::array_t<uint8_t, py::array::c_style | py::array::forcecast>>();
+          if (k.size() != u.size()) throw py::value_error("keep must have one flag per pair");
+          kp = k.data();
+        }
+        int64_t* ptr = parent.mutable_data();
+        without_gil([&] { union_pairs(ptr, n, u.data(), v.data(), kp, static_cast<size_t>(u.size())); });
+      },
+      py::arg("parent"), py::arg("u"), py::arg("v"), py::arg("keep") = py::none());
+  m.def(
+      "resolve_roots",
+      [](py::array_t<int64_t, py::array::c_style> parent) {
+        int64_t* ptr = parent.mutable_data();
+        const size_t n = static_cast<size_t>(parent.size());
+        without_gil([&] { resolve_roots(ptr, n); });
+      },
+      py::arg("parent"));
 }
