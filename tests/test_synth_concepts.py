@@ -47,3 +47,9 @@ def test_merge_is_a_canonical_mapping(names):
     # normalize is idempotent
     for n in names:
         assert normalize(n) == n
+
+
+def test_normalize_identifiers():
+    assert normalize("__debug__") == "debug"
+    assert normalize("target_list") == "target_list"
+    assert normalize("**Key Terms**") == "key term"

@@ -44,9 +44,9 @@ def singular(word: str) -> str:
 def normalize(name: str) -> str:
     """Canonical form of a concept or topic name ("" when nothing is left)."""
     s = unicodedata.normalize("NFKC", name).lower()
-    s = re.sub(r"[`\"'\u2018\u2019\u201c\u201d*_]", "", s)
+    s = re.sub(r"[`\"'\u2018\u2019\u201c\u201d*]", "", s)
     s = re.sub(r"[^\w+#./-]+", " ", s)  # keep c++, c#, os.path, utf-8
-    words = [w.strip(".-/") for w in s.split()]
+    words = [w.strip(".-/_") for w in s.split()]  # "__debug__" -> "debug"; "target_list" stays
     words = [w for w in words if w]
     while words and words[0] in _ARTICLES:
         words = words[1:]

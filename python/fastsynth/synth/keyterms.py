@@ -47,7 +47,10 @@ def _phrases(text: str) -> list[list[str]]:
 
 
 def key_terms(text: str, k: int = 8) -> list[str]:
-    """Up to ``k`` normalised key phrases of ``text``, best first (ties: first occurrence)."""
+    """Up to ``k`` normalised key terms of ``text``: the best RAKE phrases (at most half of
+    ``k``, ties by first occurrence), then the most frequent single content words. The
+    single words ("tuple", "method") are what documents share, so they are what links
+    documents in the Level-3 graph; the phrases are what makes each document specific."""
     phrases = _phrases(text)
     freq: Counter[str] = Counter()
     degree: Counter[str] = Counter()
@@ -66,9 +69,15 @@ def key_terms(text: str, k: int = 8) -> list[str]:
     ranked = sorted(score, key=lambda n: (-score[n], first[n]))
     out: list[str] = []
     for n in ranked:
-        if any(n in o.split() or o in n.split() for o in out):  # "list" vs "list slice": keep one
-            continue
-        out.append(n)
-        if len(out) == k:
+        if len(out) >= (k + 1) // 2:
             break
+        if " " in n and not any(n in o or o in n for o in out):
+            out.append(n)
+    order = {w: i for i, w in reversed(list(enumerate(w for p in phrases for w in p)))}
+    for w in sorted(freq, key=lambda w: (-freq[w], order[w])):
+        if len(out) >= k:
+            break
+        n = normalize(w)
+        if n and n not in out and len(n) >= 4:
+            out.append(n)
     return out
