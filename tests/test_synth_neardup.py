@@ -29,6 +29,8 @@ def test_minhash_filter_catches_near_duplicates():
     assert isinstance(f, MinHashFilter) and f.kind == "minhash-lsh"
     base = "How does the garbage collector in CPython detect reference cycles between container objects?"
     assert f.add("a", base) is None
-    assert f.add("b", base.replace("CPython", "CPython 3")) == "a"  # one inserted word
+    near = base.replace("objects?", "objects in memory?")  # word-3-gram Jaccard 11/13 = 0.85
+    assert f.add("b", near) == "a"
+    assert f.add("e", base.replace("CPython", "CPython 3")) is None  # 3 of 11 trigrams change: J = 0.64
     assert f.add("c", "Which module provides functions for working with dates and times in Python?") is None
     assert f.add("d", base.upper()) == "a"
