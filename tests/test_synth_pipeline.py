@@ -232,3 +232,13 @@ def test_thin_concept_lists_are_topped_up_with_key_terms(tmp_path):
     assert len(dcs[1].concepts) == 4
     dcs, _ = collect_concepts(res, min_concepts=0)  # fallback off: the thin list stays thin
     assert [dc.concepts for dc in dcs] == [["append"]]
+
+
+def test_cli_on_an_empty_corpus(tmp_path, capsys):
+    from fastsynth.cli import main
+    src = tmp_path / "empty.jsonl"
+    src.write_text("")
+    assert main(["synth", str(src), "-o", str(tmp_path / "out"), "--no-embeddings"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("empty corpus: no usable documents, no records") and "0 QA pairs" in out
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["total"] == 0
