@@ -41,8 +41,9 @@ class SynthConfig:
     decontam_ngram: int = 8
     grounded_concepts: bool = True
     # Top a document's concept list up to this many with its own key terms (RAKE) when the
-    # model returns fewer; 0 turns the fallback off. 5 = SynthLLM's lower bound per topic.
-    min_concepts: int = 5
+    # model returns fewer; 0 turns the fallback off. 8: SynthLLM asks for 5-20 per topic, and
+    # a few more than 5 leave room for the shared single words that link documents (keyterms).
+    min_concepts: int = 8
     walk_temperature: float = 1.0
     retries: int = 2
     gen_batch_size: int = 8

@@ -47,8 +47,8 @@ def _phrases(text: str) -> list[list[str]]:
 
 
 def key_terms(text: str, k: int = 8) -> list[str]:
-    """Up to ``k`` normalised key terms of ``text``: the best RAKE phrases (at most half of
-    ``k``, ties by first occurrence), then the most frequent single content words. The
+    """Up to ``k`` normalised key terms of ``text``, alternating the most frequent single
+    content words and the best RAKE phrases (ties by first occurrence), a word first. The
     single words ("tuple", "method") are what documents share, so they are what links
     documents in the Level-3 graph; the phrases are what makes each document specific."""
     phrases = _phrases(text)
@@ -66,18 +66,17 @@ def key_terms(text: str, k: int = 8) -> list[str]:
             continue
         first[name] = i
         score[name] = sum(degree[w] / freq[w] for w in p)
-    ranked = sorted(score, key=lambda n: (-score[n], first[n]))
+    multi = [n for n in sorted(score, key=lambda n: (-score[n], first[n])) if " " in n]
+    order: dict[str, int] = {}
+    for i, w in enumerate(w for p in phrases for w in p):
+        order.setdefault(w, i)
+    single = [normalize(w) for w in sorted(freq, key=lambda w: (-freq[w], order[w]))]
+    single = [w for w in dict.fromkeys(single) if len(w) >= 4]
     out: list[str] = []
-    for n in ranked:
-        if len(out) >= (k + 1) // 2:
-            break
-        if " " in n and not any(n in o or o in n for o in out):
-            out.append(n)
-    order = {w: i for i, w in reversed(list(enumerate(w for p in phrases for w in p)))}
-    for w in sorted(freq, key=lambda w: (-freq[w], order[w])):
-        if len(out) >= k:
-            break
-        n = normalize(w)
-        if n and n not in out and len(n) >= 4:
-            out.append(n)
+    while len(out) < k and (single or multi):
+        for pool in (single, multi):
+            while pool and pool[0] in out:
+                pool.pop(0)
+            if pool and len(out) < k:
+                out.append(pool.pop(0))
     return out
