@@ -134,6 +134,8 @@ def test_records_provenance_and_accounting(tmp_path):
     assert sum(sum(v.values()) for v in s["rejections"].values()) == len(rej)
     assert all(r["reason"] for r in rej)
     assert json.loads((out / "summary.json").read_text())["total"] == len(qa)
+    loaded = fs.synth.load_records(out).select(["id", "question", "answer"]).to_pylist()
+    assert loaded == [{k: r[k] for k in ("id", "question", "answer")} for r in qa]  # public API, same records
 
 
 def test_resume_after_crash_gives_the_same_records(tmp_path):
