@@ -32,11 +32,14 @@ class LocalGenerator(Generator):
     ``threads``: torch intra-op threads (default: every core this process may use).
     ``batch_size``: requests decoded together. ``device``: torch device (default ``"cpu"``).
     ``name``: the model name reported in completions (default: the file or folder stem).
+    ``packed``: on CPU in float32, run the projections with oneDNN-prepacked weights
+    (:mod:`fastsynth.model.cpu_linear`; ~1.6x faster batched decoding here, logits equal to the
+    plain path up to float32 rounding, ~2e-4). ``False`` keeps the plain torch matmuls.
     """
 
     def __init__(self, model: str | os.PathLike | None = None, *, dtype: str = "float32",
                  threads: int | None = None, batch_size: int = 16, device: str = "cpu",
-                 name: str | None = None):
+                 name: str | None = None, packed: bool = True):
         import torch
 
         from fastsynth.model.loading import default_model_path, load
@@ -53,6 +56,9 @@ class LocalGenerator(Generator):
         path = os.fspath(model) if model is not None else default_model_path()
         self.model, self.tokenizer = load(path, dtype=getattr(torch, _DTYPES[dtype]))
         self.model.to(device)
+        if packed and device == "cpu" and _DTYPES[dtype] == "float32":
+            from fastsynth.model.cpu_linear import pack_linears
+            pack_linears(self.model)
         self.path = path
         self.model_name = name or _model_name(path)
         self.context_length = self.model.config.max_seq_len

@@ -19,10 +19,10 @@ from fastsynth.model.rope import apply_rope, inverse_frequencies, rope_cos_sin
 class RMSNorm(nn.Module):
     """``weight * x / sqrt(mean(x^2) + eps)``, statistics in float32."""
 
-    def __init__(self, dim: int, eps: float):
+    def __init__(self, dim: int, eps: float, device: torch.device | str | None = None):
         super().__init__()
         self.eps = eps
-        self.weight = nn.Parameter(torch.ones(dim))
+        self.weight = nn.Parameter(torch.ones(dim, device=device))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dtype == torch.float32:  # one fused op; bit-identical to the float32 formula
@@ -58,13 +58,13 @@ class KVCache:
 
 
 class Attention(nn.Module):
-    def __init__(self, config: LlamaConfig):
+    def __init__(self, config: LlamaConfig, device: torch.device | str | None = None):
         super().__init__()
         self.n_heads, self.n_kv, self.hd = config.n_heads, config.n_kv_heads, config.head_dim
         q_out, kv_out = self.n_heads * self.hd, self.n_kv * self.hd
         self.splits = (q_out, kv_out, kv_out)
-        self.wqkv = nn.Linear(config.hidden, q_out + 2 * kv_out, bias=False)
-        self.wo = nn.Linear(q_out, config.hidden, bias=False)
+        self.wqkv = nn.Linear(config.hidden, q_out + 2 * kv_out, bias=False, device=device)
+        self.wo = nn.Linear(q_out, config.hidden, bias=False, device=device)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, *,
                 cu_seqlens: torch.Tensor | None, max_seqlen: int | None,
@@ -92,11 +92,11 @@ class Attention(nn.Module):
 class MLP(nn.Module):
     """SwiGLU: ``w_down(silu(gate(x)) * up(x))``."""
 
-    def __init__(self, config: LlamaConfig):
+    def __init__(self, config: LlamaConfig, device: torch.device | str | None = None):
         super().__init__()
         self.ffn = config.ffn
-        self.w_gate_up = nn.Linear(config.hidden, 2 * config.ffn, bias=False)
-        self.w_down = nn.Linear(config.ffn, config.hidden, bias=False)
+        self.w_gate_up = nn.Linear(config.hidden, 2 * config.ffn, bias=False, device=device)
+        self.w_down = nn.Linear(config.ffn, config.hidden, bias=False, device=device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate, up = self.w_gate_up(x).split(self.ffn, dim=-1)
@@ -104,27 +104,36 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, config: LlamaConfig):
+    def __init__(self, config: LlamaConfig, device: torch.device | str | None = None):
         super().__init__()
-        self.attn_norm = RMSNorm(config.hidden, config.norm_eps)
-        self.attn = Attention(config)
-        self.mlp_norm = RMSNorm(config.hidden, config.norm_eps)
-        self.mlp = MLP(config)
+        self.attn_norm = RMSNorm(config.hidden, config.norm_eps, device)
+        self.attn = Attention(config, device)
+        self.mlp_norm = RMSNorm(config.hidden, config.norm_eps, device)
+        self.mlp = MLP(config, device)
 
 
 class Llama(nn.Module):
-    """Llama decoder. ``forward`` returns logits (float of the model's dtype)."""
+    """Llama decoder. ``forward`` returns logits (float of the model's dtype).
 
-    def __init__(self, config: LlamaConfig):
+    ``device="meta"`` builds the structure without memory (weights assigned later). Pass the
+    device here rather than using ``with torch.device("meta")``: the context manager routes
+    initialisation through torch._dynamo, which imports triton (~1 s, ~100 MB of memory).
+    """
+
+    def __init__(self, config: LlamaConfig, device: torch.device | str | None = None):
         super().__init__()
         self.config = config
-        self.embed = nn.Embedding(config.vocab, config.hidden)
-        self.layers = nn.ModuleList(Block(config) for _ in range(config.n_layers))
-        self.norm = RMSNorm(config.hidden, config.norm_eps)
-        self.lm_head = nn.Linear(config.hidden, config.vocab, bias=False)
+        # _weight skips nn.Embedding's normal_ init, which on "meta" also imports torch._dynamo
+        self.embed = nn.Embedding(config.vocab, config.hidden, _weight=torch.empty(
+            config.vocab, config.hidden, device=device).normal_() if device != "meta" else
+            torch.empty(config.vocab, config.hidden, device=device))
+        self.layers = nn.ModuleList(Block(config, device) for _ in range(config.n_layers))
+        self.norm = RMSNorm(config.hidden, config.norm_eps, device)
+        self.lm_head = nn.Linear(config.hidden, config.vocab, bias=False, device=device)
         if config.tied:
             self.lm_head.weight = self.embed.weight
-        self.register_buffer("inv_freq", inverse_frequencies(config), persistent=False)
+        self.register_buffer("inv_freq", inverse_frequencies(config).to(device),
+                             persistent=False)
 
     def reset_parameters(self, std: float = 0.02, seed: int | None = None) -> "Llama":
         """Normal(0, std) for matrices, ones for norms (random init for tests and training)."""

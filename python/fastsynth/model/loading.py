@@ -56,9 +56,7 @@ def load(path: str | os.PathLike | None = None, *, dtype: torch.dtype = torch.fl
         state = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in
                  load_gguf_state(reader, config, path).items()}
         del reader
-    with torch.device("meta"):
-        model = Llama(config)
-    model = model.to_empty(device="cpu")
+    model = Llama(config, device="meta").to_empty(device="cpu")
     from fastsynth.model.rope import inverse_frequencies
     model.inv_freq.copy_(inverse_frequencies(config))
     missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
