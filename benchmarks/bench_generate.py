@@ -8,7 +8,7 @@ finished rows in the batch until the last one ends, fastsynth drops them — tha
 part of what is measured. Greedy outputs are compared so both sides do the same work.
 
 Groups: generate_b1 (one request at a time, 4 requests), generate_b16 (16 requests in one
-batch). The gate (floors.toml) compares medians: ratio = transformers time / fastsynth time =
+batch; also fastsynth with plain torch matmuls, to show what the oneDNN prepacking adds). The gate (floors.toml) compares medians: ratio = transformers time / fastsynth time =
 our tokens/s over theirs.
 """
 from __future__ import annotations
@@ -40,15 +40,17 @@ QUESTIONS = [
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     from fastsynth.llm.local import LocalGenerator
-    from fastsynth.model import save_hf
+    from fastsynth.model import load, save_hf
     threads = len(os.sched_getaffinity(0))
-    ours = LocalGenerator(threads=threads, batch_size=16)
+    ours = LocalGenerator(threads=threads, batch_size=16)      # default: prepacked projections
+    plain, tok = load()                                        # plain torch matmuls
     folder = tmp_path_factory.mktemp("smollm2_hf")
-    save_hf(ours.model, folder, tokenizer=ours.tokenizer)
+    save_hf(plain, folder, tokenizer=tok)
     hf = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
     torch.set_num_threads(threads)
     chats = [[{"role": "user", "content": q}] for q in QUESTIONS]
     prompts = [ours.prompt_ids(c) for c in chats]
+    ours.plain_model = plain
     return ours, hf, chats, prompts
 
 
@@ -73,9 +75,9 @@ def hf_generate(hf, prompts, stop_ids):
     return result
 
 
-def ours_generate(ours, prompts):
+def ours_generate(ours, prompts, model=None):
     from fastsynth.model.generation import generate
-    return [g.tokens for g in generate(ours.model, ours.tokenizer, prompts,
+    return [g.tokens for g in generate(model or ours.model, ours.tokenizer, prompts,
                                        max_new_tokens=NEW_TOKENS)]
 
 
@@ -125,4 +127,13 @@ def test_generate_b16_fastsynth(benchmark, models):
     ours, _, _, prompts = models
     toks = benchmark.pedantic(ours_generate, args=(ours, prompts), rounds=3, iterations=1,
                               warmup_rounds=0)
+    _record(benchmark, toks)
+
+
+@pytest.mark.benchmark(group="generate_b16")
+def test_generate_b16_fastsynth_plain_matmul(benchmark, models):
+    """Same generation loop with torch's default matmuls (no oneDNN prepacking), for reference."""
+    ours, _, _, prompts = models
+    toks = benchmark.pedantic(ours_generate, args=(ours, prompts, ours.plain_model), rounds=3,
+                              iterations=1, warmup_rounds=0)
     _record(benchmark, toks)
