@@ -80,7 +80,6 @@ class OpenAIGenerator(Generator):
                         if r.status not in RETRY_STATUS:
                             raise ConfigError(f"{self.base_url}/models answered HTTP {r.status}")
                 except (aiohttp.ClientError, asyncio.TimeoutError) as e:
-                    err = e
                     if attempt == self.max_retries:
                         raise ConfigError(f"cannot reach {self.base_url}/models: {e}") from e
                 await asyncio.sleep(self._delay(attempt, None))
@@ -152,7 +151,10 @@ class OpenAIGenerator(Generator):
 
     def _generate(self, chats: list[list[dict[str, str]]], params: SamplingParams,
                   seeds: list[int | None]) -> list[Completion]:
-        _ = self.model_name  # resolve before the batch so each request names it
+        try:
+            self.model_name  # resolve before the batch so each request names it
+        except ConfigError as e:  # server down or listing no model: every request fails
+            return [Completion.failed(f"cannot determine the model: {e}") for _ in chats]
         return _run(self.agenerate(chats, params, seeds))
 
 
