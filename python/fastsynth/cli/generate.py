@@ -33,6 +33,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stop", action="append", default=None, help="stop string (repeatable)")
     p.add_argument("--batch-size", type=int, default=16, help="local backend: batch size")
     p.add_argument("--threads", type=int, default=None, help="local backend: CPU threads")
+    p.add_argument("--plain-matmul", action="store_true",
+                   help="local backend: torch's default matmuls instead of oneDNN-prepacked "
+                        "weights")
     p.add_argument("--cache-dir", default=None, help="response cache folder (re-runs reuse it)")
     p.set_defaults(func=run)
 
@@ -80,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     seeds = [s if s is not None else args.seed for s in seeds]
     if args.backend == "local":
         opts: dict[str, Any] = {"model": args.model, "batch_size": args.batch_size,
-                                "threads": args.threads}
+                                "threads": args.threads, "packed": not args.plain_matmul}
         chunk = args.batch_size
     elif args.backend == "openai":
         opts = {"model": args.model, "base_url": args.base_url, "concurrency": args.concurrency}

@@ -22,6 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
     p.add_argument("--dtype", default="float32", help="float32 (default), bfloat16, float16")
     p.add_argument("--name", default=None, help="model id to report (default: file stem)")
+    p.add_argument("--plain-matmul", action="store_true",
+                   help="use torch's default matmuls instead of oneDNN-prepacked weights")
     p.set_defaults(func=run)
 
 
@@ -35,7 +37,8 @@ def run(args: argparse.Namespace) -> int:
     from fastsynth.llm.server import BatchingServer
 
     gen = LocalGenerator(args.model, dtype=args.dtype, threads=args.threads,
-                         batch_size=args.batch_size, name=args.name)
+                         batch_size=args.batch_size, name=args.name,
+                         packed=not args.plain_matmul)
     server = BatchingServer(gen, max_batch=args.batch_size, batch_window=args.batch_window)
 
     app = server.app()
