@@ -5,7 +5,9 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh test,llm,plan,report || { echo "set-up failed"; exit 1; }
 
-.venv/bin/python -m pytest tests -q -p no:cacheprovider "$@"
+# OpenMP threads that spin while waiting steal the cores from each other when tests
+# start subprocesses (servers, CLIs) beside torch; passive waiting avoids ~10x slowdowns.
+OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}" .venv/bin/python -m pytest tests -q -p no:cacheprovider "$@"
 status=$?
 if [ "$status" -eq 5 ]; then
   echo "pytest collected no tests: treating this as a failure (the suite must not be empty)"
