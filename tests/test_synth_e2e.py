@@ -39,7 +39,6 @@ CFG = dict(questions_per_doc=2, question_max_tokens=40, concept_max_tokens=48, a
 
 
 def check_run(out, summary, model_name):
-    from fastsynth.synth.rundir import RunDir  # noqa: F401  (module under test writes these files)
     import pyarrow.parquet as pq
 
     manifest = json.loads((out / "manifest.json").read_text())
@@ -71,7 +70,6 @@ def test_local_smollm2_end_to_end(tmp_path):
     s = synthesize(DOCS, tmp_path / "run", generator=gen, config=SynthConfig(**CFG))
     check_run(tmp_path / "run", s, gen.model_name)
     # the finished run resumes to the same summary without generating anything
-    before = gen.generate  # noqa: F841
     again = synthesize(DOCS, tmp_path / "run", generator=gen, config=SynthConfig(**CFG))
     assert again["total"] == s["total"] and again["tokens"] == s["tokens"]
 

@@ -15,7 +15,6 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from fastsynth.errors import ConfigError
 from fastsynth.quality.decontam import Decontaminator
 from fastsynth.quality.judge import Judge
 from fastsynth.synth import answers, evolve, level1, level2, level3, prompts, qa
