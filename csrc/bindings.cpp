@@ -12,6 +12,7 @@
 #include "heuristics.h"
 #include "lsh.h"
 #include "minhash.h"
+#include "quant_matvec.h"
 #include "sha1.h"
 #include "text_batch.h"
 
@@ -155,6 +156,17 @@ void check_pairs(const I64Array& u, const I64Array& v, size_t n) {
   for (py::ssize_t k = 0; k < uu.shape(0); ++k)
     if (uu(k) < 0 || vv(k) < 0 || static_cast<size_t>(uu(k)) >= n || static_cast<size_t>(vv(k)) >= n)
       throw py::value_error("pairs: index out of range at position " + std::to_string(k));
+}
+
+// ---- quantised matmul helpers ---------------------------------------------------
+// A C-contiguous array of dtype T, or ValueError naming the parameter.
+template <class T>
+void check_contiguous(const py::array& a, const char* name, const char* dtype) {
+  if (!py::isinstance<py::array_t<T>>(a))
+    throw py::value_error(std::string(name) + " must be a " + dtype + " array, got dtype " +
+                          std::string(py::str(a.dtype())));
+  if (!(a.flags() & py::array::c_style))
+    throw py::value_error(std::string(name) + " must be C-contiguous");
 }
 
 }  // namespace
@@ -356,4 +368,49 @@ PYBIND11_MODULE(_native, m) {
         without_gil([&] { resolve_roots(ptr, n); });
       },
       py::arg("parent"));
+
+  // ---- quantised weights (GGML blocks): fastsynth.model.quant_linear is the API ------
+  m.def("quant_simd_available", &quant_simd_available);
+  m.def(
+      "quant_matmul",
+      [](const py::array& blocks, const std::string& fmt, py::ssize_t out_features, const py::array& x,
+         py::object out, int threads, bool simd) {
+        QuantFormat f;
+        if (fmt == "q4_1" || fmt == "Q4_1") f = QuantFormat::Q4_1;
+        else if (fmt == "q8_0" || fmt == "Q8_0") f = QuantFormat::Q8_0;
+        else throw py::value_error("fmt must be 'q4_1' or 'q8_0', got '" + fmt + "'");
+        check_threads(threads);
+        if (out_features < 1) throw py::value_error("out_features must be >= 1, got " + std::to_string(out_features));
+        check_contiguous<float>(x, "x", "float32");
+        if (x.ndim() != 2) throw py::value_error("x must be 2-D (batch, in_features), got " + std::to_string(x.ndim()) + "-D");
+        const size_t batch = static_cast<size_t>(x.shape(0)), in = static_cast<size_t>(x.shape(1));
+        if (in == 0 || in % kQuantBlock != 0)
+          throw py::value_error("x: in_features must be a positive multiple of 32 (the block size), got " + std::to_string(in));
+        check_contiguous<uint8_t>(blocks, "blocks", "uint8");
+        const size_t want = static_cast<size_t>(out_features) * (in / kQuantBlock) * quant_block_bytes(f);
+        if (static_cast<size_t>(blocks.nbytes()) != want)
+          throw py::value_error("blocks: expected " + std::to_string(want) + " bytes for " + std::to_string(out_features) +
+                                " x " + std::to_string(in) + " " + fmt + " weights, got " + std::to_string(blocks.nbytes()));
+        py::array_t<float> y;
+        if (out.is_none()) {
+          y = py::array_t<float>({static_cast<py::ssize_t>(batch), out_features});
+        } else {
+          if (!py::isinstance<py::array>(out)) throw py::value_error("out must be a float32 numpy array or None");
+          py::array o = out.cast<py::array>();
+          check_contiguous<float>(o, "out", "float32");
+          if (o.ndim() != 2 || static_cast<size_t>(o.shape(0)) != batch || o.shape(1) != out_features)
+            throw py::value_error("out must have shape (" + std::to_string(batch) + ", " + std::to_string(out_features) + ")");
+          if (!o.writeable()) throw py::value_error("out must be writeable");
+          y = o.cast<py::array_t<float>>();
+          const char *xb = static_cast<const char*>(x.data()), *yb = reinterpret_cast<const char*>(y.data());
+          if (yb < xb + x.nbytes() && xb < yb + y.nbytes()) throw py::value_error("out must not overlap x");
+        }
+        const uint8_t* bp = static_cast<const uint8_t*>(blocks.data());
+        const float* xp = static_cast<const float*>(x.data());
+        float* yp = y.mutable_data();
+        without_gil([&] { quant_matmul(bp, f, static_cast<size_t>(out_features), in, xp, batch, yp, threads, simd); });
+        return y;
+      },
+      py::arg("blocks"), py::arg("fmt"), py::arg("out_features"), py::arg("x"), py::arg("out") = py::none(),
+      py::arg("threads") = 0, py::arg("simd") = true);
 }

@@ -141,6 +141,14 @@ class GGUFFile:
             arr = arr.astype(np.float32, copy=False)
         return arr.reshape(t.shape)
 
+    def blocks(self, name: str) -> np.ndarray:
+        """Tensor ``name``'s stored bytes, uint8 ``(rows, bytes_per_row)`` (a read-only view of
+        the memory-mapped file; ``rows`` = the first row-major dimension). For block formats
+        each row is ``in_features / block_size`` whole blocks, so rows can be reordered."""
+        t = self.tensors[name]
+        rows = t.shape[0] if len(t.shape) > 1 else 1
+        return np.asarray(self._mm[t.offset:t.offset + t.n_bytes]).reshape(rows, -1)
+
 
 @dataclass(frozen=True)
 class TensorInfo:

@@ -1,0 +1,238 @@
+// Small-batch products with GGML-block weights (see quant_matvec.h). Two paths with the same
+// arithmetic: each weight is formed as float32 d*q exactly as the GGUF dequantiser does, and
+// Q4_1's "+ m" is applied once per block through sum_i (d*q_i + m)*x_i = sum_i (d*q_i)*x_i +
+// m*sum_i x_i, with the block sums of x computed once per call. Only the summation order
+// differs between the paths.
+#include "quant_matvec.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "parallel.h"
+
+namespace fastsynth {
+namespace {
+
+constexpr size_t kQ41Bytes = 4 + kQuantBlock / 2;  // fp16 d, fp16 m, 16 nibble bytes
+constexpr size_t kQ80Bytes = 2 + kQuantBlock;      // fp16 d, 32 int8
+// Output rows a thread claims at a time: small enough to balance a 576-row product over two
+// threads (36 chunks), large enough that the atomic counter is touched rarely.
+constexpr size_t kRowChunk = 16;
+
+// IEEE binary16 -> binary32, exact for every input (subnormals, infinities, NaN).
+float half_to_float(uint16_t h) {
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
+  const uint32_t exp = (h >> 10) & 0x1fu, mant = h & 0x3ffu;
+  uint32_t bits;
+  if (exp == 0) {
+    if (mant == 0) {
+      bits = sign;
+    } else {  // subnormal: mant * 2^-24
+      float f = std::ldexp(static_cast<float>(mant), -24);
+      std::memcpy(&bits, &f, 4);
+      bits |= sign;
+    }
+  } else if (exp == 31) {
+    bits = sign | 0x7f800000u | (mant << 13);
+  } else {
+    bits = sign | ((exp + 112) << 23) | (mant << 13);  // rebias 15 -> 127
+  }
+  float out;
+  std::memcpy(&out, &bits, 4);
+  return out;
+}
+
+inline uint16_t load_u16(const uint8_t* p) {  // GGUF is little-endian, as is every x86 host
+  uint16_t v;
+  std::memcpy(&v, p, 2);
+  return v;
+}
+
+struct Problem {
+  const uint8_t* blocks;
+  QuantFormat fmt;
+  size_t out, in, nblk, batch;
+  const float* x;
+  const float* xsum;  // (batch, nblk) block sums of x; Q4_1 only
+  float* y;
+};
+
+// ---- portable scalar path -----------------------------------------------------------------
+void rows_scalar(const Problem& p, size_t r0, size_t r1) {
+  const size_t bb = quant_block_bytes(p.fmt);
+  float w[kQuantBlock];
+  for (size_t o = r0; o < r1; ++o) {
+    const uint8_t* row = p.blocks + o * p.nblk * bb;
+    for (size_t b = 0; b < p.batch; ++b) {
+      const float* xb = p.x + b * p.in;
+      float acc = 0.0f;
+      for (size_t j = 0; j < p.nblk; ++j) {
+        const uint8_t* blk = row + j * bb;
+        const float d = half_to_float(load_u16(blk));
+        float m = 0.0f;
+        if (p.fmt == QuantFormat::Q4_1) {
+          m = half_to_float(load_u16(blk + 2));
+          for (size_t k = 0; k < kQuantBlock / 2; ++k) {
+            w[k] = d * static_cast<float>(blk[4 + k] & 0x0f);
+            w[k + kQuantBlock / 2] = d * static_cast<float>(blk[4 + k] >> 4);
+          }
+        } else {
+          for (size_t k = 0; k < kQuantBlock; ++k)
+            w[k] = d * static_cast<float>(static_cast<int8_t>(blk[2 + k]));
+        }
+        float s = 0.0f;
+        for (size_t k = 0; k < kQuantBlock; ++k) s += w[k] * xb[j * kQuantBlock + k];
+        if (p.fmt == QuantFormat::Q4_1) s += m * p.xsum[b * p.nblk + j];
+        acc += s;
+      }
+      p.y[b * p.out + o] = acc;
+    }
+  }
+}
+
+// ---- AVX2 + FMA + F16C path -----------------------------------------------------------------
+#if defined(__x86_64__) || defined(__i386__)
+#define FASTSYNTH_QUANT_SIMD 1
+
+__attribute__((target("avx2,fma,f16c"))) inline float hsum256(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+// Rows [r0, r1) for batch rows [b0, b0 + NB). Each block is unpacked once into four 8-lane
+// float vectors of d*q and used for all NB activation rows. C independent accumulators per
+// row hide the FMA latency (4 at NB <= 2; 2 above, to stay within 16 vector registers).
+template <int NB, bool Q41>
+__attribute__((target("avx2,fma,f16c"))) void rows_avx2(const Problem& p, size_t b0, size_t r0,
+                                                          size_t r1) {
+  constexpr int C = NB <= 2 ? 4 : 2;
+  const size_t bb = Q41 ? kQ41Bytes : kQ80Bytes;
+  const __m128i low4 = _mm_set1_epi8(0x0f);
+  for (size_t o = r0; o < r1; ++o) {
+    const uint8_t* row = p.blocks + o * p.nblk * bb;
+    __m256 acc[NB][C];
+    float macc[NB];
+    for (int k = 0; k < NB; ++k) {
+      macc[k] = 0.0f;
+      for (int c = 0; c < C; ++c) acc[k][c] = _mm256_setzero_ps();
+    }
+    for (size_t j = 0; j < p.nblk; ++j) {
+      const uint8_t* blk = row + j * bb;
+      __m256 w[4];
+      if (Q41) {
+        uint32_t dm_bits;
+        std::memcpy(&dm_bits, blk, 4);
+        const __m128 dm = _mm_cvtph_ps(_mm_cvtsi32_si128(static_cast<int>(dm_bits)));  // d, m, 0, 0
+        const __m256 d = _mm256_broadcastss_ps(dm);
+        const float m = _mm_cvtss_f32(_mm_movehdup_ps(dm));
+        const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 4));
+        const __m128i lo = _mm_and_si128(raw, low4);                     // elements 0..15
+        const __m128i hi = _mm_and_si128(_mm_srli_epi16(raw, 4), low4);  // elements 16..31
+        w[0] = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(lo)));
+        w[1] = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(lo, 8))));
+        w[2] = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(hi)));
+        w[3] = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(hi, 8))));
+        for (int k = 0; k < NB; ++k) macc[k] += m * p.xsum[(b0 + k) * p.nblk + j];
+      } else {
+        const __m256 d = _mm256_set1_ps(_cvtsh_ss(load_u16(blk)));
+        const uint8_t* q = blk + 2;
+        for (int c = 0; c < 4; ++c)
+          w[c] = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(
+                                      _mm_loadl_epi64(reinterpret_cast<const __m128i*>(q + 8 * c)))));
+      }
+      for (int k = 0; k < NB; ++k) {
+        const float* xb = p.x + (b0 + k) * p.in + j * kQuantBlock;
+        for (int c = 0; c < 4; ++c)
+          acc[k][c % C] = _mm256_fmadd_ps(w[c], _mm256_loadu_ps(xb + 8 * c), acc[k][c % C]);
+      }
+    }
+    for (int k = 0; k < NB; ++k) {
+      __m256 s = acc[k][0];
+      for (int c = 1; c < C; ++c) s = _mm256_add_ps(s, acc[k][c]);
+      p.y[(b0 + k) * p.out + o] = hsum256(s) + macc[k];
+    }
+  }
+}
+
+template <bool Q41>
+void tile_avx2(const Problem& p, size_t b0, size_t nb, size_t r0, size_t r1) {
+  switch (nb) {
+    case 1: rows_avx2<1, Q41>(p, b0, r0, r1); break;
+    case 2: rows_avx2<2, Q41>(p, b0, r0, r1); break;
+    case 3: rows_avx2<3, Q41>(p, b0, r0, r1); break;
+    default: rows_avx2<4, Q41>(p, b0, r0, r1); break;
+  }
+}
+
+void rows_simd(const Problem& p, size_t r0, size_t r1) {
+  constexpr size_t kTile = 4;  // activation rows sharing one unpacked block
+  for (size_t b0 = 0; b0 < p.batch; b0 += kTile) {
+    const size_t nb = std::min(kTile, p.batch - b0);
+    if (p.fmt == QuantFormat::Q4_1) tile_avx2<true>(p, b0, nb, r0, r1);
+    else tile_avx2<false>(p, b0, nb, r0, r1);
+  }
+}
+#endif
+
+}  // namespace
+
+size_t quant_block_bytes(QuantFormat fmt) {
+  return fmt == QuantFormat::Q4_1 ? kQ41Bytes : kQ80Bytes;
+}
+
+bool quant_simd_available() {
+#ifdef FASTSYNTH_QUANT_SIMD
+  static const bool ok = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+           __builtin_cpu_supports("f16c");
+  }();
+  return ok;
+#else
+  return false;
+#endif
+}
+
+void quant_matmul(const uint8_t* blocks, QuantFormat fmt, size_t out_features, size_t in_features,
+                  const float* x, size_t batch, float* y, int threads, bool simd) {
+  if (in_features == 0 || in_features % kQuantBlock != 0)
+    throw std::invalid_argument("in_features must be a positive multiple of 32, got " +
+                                std::to_string(in_features));
+  if (out_features == 0 || batch == 0) return;
+  Problem p{blocks, fmt, out_features, in_features, in_features / kQuantBlock, batch, x, nullptr, y};
+  std::vector<float> xsum;
+  if (fmt == QuantFormat::Q4_1) {
+    xsum.resize(batch * p.nblk);
+    for (size_t b = 0; b < batch; ++b)
+      for (size_t j = 0; j < p.nblk; ++j) {
+        const float* xb = x + b * in_features + j * kQuantBlock;
+        float s = 0.0f;
+        for (size_t k = 0; k < kQuantBlock; ++k) s += xb[k];
+        xsum[b * p.nblk + j] = s;
+      }
+    p.xsum = xsum.data();
+  }
+  const bool use_simd = simd && quant_simd_available();
+  parallel_for(out_features, threads, kRowChunk, [&](int, size_t r0, size_t r1) {
+#ifdef FASTSYNTH_QUANT_SIMD
+    if (use_simd) {
+      rows_simd(p, r0, r1);
+      return;
+    }
+#endif
+    (void)use_simd;
+    rows_scalar(p, r0, r1);
+  });
+}
+
+}  // namespace fastsynth

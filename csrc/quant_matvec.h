@@ -1,0 +1,37 @@
+// Matrix products with weights kept in GGML block formats (as stored in GGUF files), for the
+// small-batch decode steps of a CPU LLM: y[b, o] = sum_i W[o, i] * x[b, i].
+//
+// A decode step at batch 1 is memory-bound: it reads every weight once per token. Reading the
+// quantised blocks (Q4_1: 20 bytes per 32 weights, Q8_0: 34) instead of float32 (128 bytes)
+// cuts those bytes ~4-6x. Activations stay float32: each weight used is exactly the value the
+// GGUF dequantiser produces (d*q (+ m)), so results equal a float64 product of the dequantised
+// weights up to float32 accumulation error.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace fastsynth {
+
+enum class QuantFormat {
+  Q4_1,  // 32 weights per block: fp16 d, fp16 m, 16 bytes of nibbles; w = d*q + m, q in 0..15.
+         // Byte j holds element j in its low nibble and element j+16 in its high nibble.
+  Q8_0,  // 32 weights per block: fp16 d, 32 int8 q; w = d*q.
+};
+
+constexpr size_t kQuantBlock = 32;  // weights per block, both formats
+
+// Bytes of one block of `fmt`.
+size_t quant_block_bytes(QuantFormat fmt);
+
+// True when the AVX2+FMA+F16C path is compiled in and this CPU supports it.
+bool quant_simd_available();
+
+// y (batch, out_features) = x (batch, in_features) @ W.T, W (out_features, in_features) given as
+// `blocks`: out_features rows of in_features/32 blocks each, row-major, as in a GGUF tensor.
+// Throws std::invalid_argument when in_features is not a multiple of 32. `simd=false` forces
+// the portable scalar path. `threads` <= 0 means every hardware thread. x and y must not alias.
+void quant_matmul(const uint8_t* blocks, QuantFormat fmt, size_t out_features, size_t in_features,
+                  const float* x, size_t batch, float* y, int threads, bool simd = true);
+
+}  // namespace fastsynth
