@@ -70,8 +70,16 @@ def test_local_smollm2_end_to_end(tmp_path):
     s = synthesize(DOCS, tmp_path / "run", generator=gen, config=SynthConfig(**CFG))
     check_run(tmp_path / "run", s, gen.model_name)
     # the finished run resumes to the same summary without generating anything
-    again = synthesize(DOCS, tmp_path / "run", generator=gen, config=SynthConfig(**CFG))
-    assert again["total"] == s["total"] and again["tokens"] == s["tokens"]
+    class Counting:
+        model_name = gen.model_name
+        calls = 0
+
+        def generate(self, *args, **kwargs):
+            Counting.calls += 1
+            return gen.generate(*args, **kwargs)
+
+    again = synthesize(DOCS, tmp_path / "run", generator=Counting(), config=SynthConfig(**CFG))
+    assert Counting.calls == 0 and again["total"] == s["total"] and again["tokens"] == s["tokens"]
 
 
 CLI = [sys.executable, "-c", "import sys; from fastsynth.cli import main; sys.exit(main())"]
