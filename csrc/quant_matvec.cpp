@@ -26,6 +26,11 @@ constexpr size_t kQ80Bytes = 2 + kQuantBlock;      // fp16 d, 32 int8
 // Output rows a thread claims at a time: small enough to balance a 576-row product over two
 // threads (36 chunks), large enough that the atomic counter is touched rarely.
 constexpr size_t kRowChunk = 16;
+// Multiply-adds below which a call stays on the calling thread. parallel_for starts its
+// threads per call (~20-50 us each, far more when other processes hold the cores: measured
+// 5x slower decode steps at load 5 on 2 cores); 4M multiply-adds take ~0.5 ms on one core,
+// so only products like the LM head (49152 x 576) or large batches are split.
+constexpr size_t kMinWorkPerThread = size_t{4} << 20;
 
 // IEEE binary16 -> binary32, exact for every input (subnormals, infinities, NaN).
 float half_to_float(uint16_t h) {
@@ -110,57 +115,59 @@ __attribute__((target("avx2,fma,f16c"))) inline float hsum256(__m256 v) {
 }
 
 // Rows [r0, r1) for batch rows [b0, b0 + NB). Each block is unpacked once into four 8-lane
-// float vectors of d*q and used for all NB activation rows. C independent accumulators per
-// row hide the FMA latency (4 at NB <= 2; 2 above, to stay within 16 vector registers).
+// float vectors of its quants q and used for all NB activation rows: t = sum_c q_c * x_c, then
+// acc += d * t. (d*q is exact in float32 -- an 11-bit fp16 significand times a 4- or 8-bit
+// integer -- so scaling the block's partial sum by d uses the dequantised weights exactly, up to
+// summation order.) Two accumulators per row, alternating by block, hide the FMA latency.
 template <int NB, bool Q41>
 __attribute__((target("avx2,fma,f16c"))) void rows_avx2(const Problem& p, size_t b0, size_t r0,
                                                           size_t r1) {
-  constexpr int C = NB <= 2 ? 4 : 2;
   const size_t bb = Q41 ? kQ41Bytes : kQ80Bytes;
   const __m128i low4 = _mm_set1_epi8(0x0f);
   for (size_t o = r0; o < r1; ++o) {
     const uint8_t* row = p.blocks + o * p.nblk * bb;
-    __m256 acc[NB][C];
+    __m256 acc[NB][2];
     float macc[NB];
     for (int k = 0; k < NB; ++k) {
       macc[k] = 0.0f;
-      for (int c = 0; c < C; ++c) acc[k][c] = _mm256_setzero_ps();
+      acc[k][0] = acc[k][1] = _mm256_setzero_ps();
     }
     for (size_t j = 0; j < p.nblk; ++j) {
       const uint8_t* blk = row + j * bb;
       __m256 w[4];
+      __m256 d;
       if (Q41) {
         uint32_t dm_bits;
         std::memcpy(&dm_bits, blk, 4);
         const __m128 dm = _mm_cvtph_ps(_mm_cvtsi32_si128(static_cast<int>(dm_bits)));  // d, m, 0, 0
-        const __m256 d = _mm256_broadcastss_ps(dm);
+        d = _mm256_broadcastss_ps(dm);
         const float m = _mm_cvtss_f32(_mm_movehdup_ps(dm));
         const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 4));
         const __m128i lo = _mm_and_si128(raw, low4);                     // elements 0..15
         const __m128i hi = _mm_and_si128(_mm_srli_epi16(raw, 4), low4);  // elements 16..31
-        w[0] = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(lo)));
-        w[1] = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(lo, 8))));
-        w[2] = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(hi)));
-        w[3] = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(hi, 8))));
+        w[0] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(lo));
+        w[1] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(lo, 8)));
+        w[2] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(hi));
+        w[3] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(hi, 8)));
         for (int k = 0; k < NB; ++k) macc[k] += m * p.xsum[(b0 + k) * p.nblk + j];
       } else {
-        const __m256 d = _mm256_set1_ps(_cvtsh_ss(load_u16(blk)));
+        d = _mm256_set1_ps(_cvtsh_ss(load_u16(blk)));
         const uint8_t* q = blk + 2;
         for (int c = 0; c < 4; ++c)
-          w[c] = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(
-                                      _mm_loadl_epi64(reinterpret_cast<const __m128i*>(q + 8 * c)))));
+          w[c] = _mm256_cvtepi32_ps(
+              _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(q + 8 * c))));
       }
       for (int k = 0; k < NB; ++k) {
         const float* xb = p.x + (b0 + k) * p.in + j * kQuantBlock;
-        for (int c = 0; c < 4; ++c)
-          acc[k][c % C] = _mm256_fmadd_ps(w[c], _mm256_loadu_ps(xb + 8 * c), acc[k][c % C]);
+        __m256 t = _mm256_mul_ps(w[0], _mm256_loadu_ps(xb));
+        t = _mm256_fmadd_ps(w[1], _mm256_loadu_ps(xb + 8), t);
+        t = _mm256_fmadd_ps(w[2], _mm256_loadu_ps(xb + 16), t);
+        t = _mm256_fmadd_ps(w[3], _mm256_loadu_ps(xb + 24), t);
+        acc[k][j & 1] = _mm256_fmadd_ps(d, t, acc[k][j & 1]);
       }
     }
-    for (int k = 0; k < NB; ++k) {
-      __m256 s = acc[k][0];
-      for (int c = 1; c < C; ++c) s = _mm256_add_ps(s, acc[k][c]);
-      p.y[(b0 + k) * p.out + o] = hsum256(s) + macc[k];
-    }
+    for (int k = 0; k < NB; ++k)
+      p.y[(b0 + k) * p.out + o] = hsum256(_mm256_add_ps(acc[k][0], acc[k][1])) + macc[k];
   }
 }
 
@@ -223,6 +230,10 @@ void quant_matmul(const uint8_t* blocks, QuantFormat fmt, size_t out_features, s
     p.xsum = xsum.data();
   }
   const bool use_simd = simd && quant_simd_available();
+  const size_t work = out_features * in_features * batch;
+  const int by_work = static_cast<int>(std::min<size_t>(work / kMinWorkPerThread + 1, 1024));
+  threads = resolve_threads(threads, out_features);
+  threads = std::min(threads, by_work);
   parallel_for(out_features, threads, kRowChunk, [&](int, size_t r0, size_t r1) {
 #ifdef FASTSYNTH_QUANT_SIMD
     if (use_simd) {
