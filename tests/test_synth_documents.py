@@ -19,7 +19,7 @@ def test_chunking_at_paragraphs_and_limits():
     text = "\n\n".join(f"Paragraph {i} " + "word " * 30 for i in range(10))
     docs, skipped = fit_documents([{"id": "d", "text": text}], max_chars=400, max_chunks=3)
     assert [d.id for d in docs] == ["d#0", "d#1", "d#2"]
-    assert skipped == [("d", "too_many_chunks")]
+    assert skipped == [("d", "extra_chunks_dropped")]
     assert all(len(d.text) <= 400 for d in docs)
     assert docs[0].text.startswith("Paragraph 0") and "Paragraph 1" in docs[0].text
     docs, skipped = fit_documents([{"id": "d", "text": text}], max_chars=400, on_long="skip")

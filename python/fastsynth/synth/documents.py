@@ -52,7 +52,8 @@ def fit_documents(records: Iterable[dict], max_chars: int = 2000, on_long: str =
         records: dicts with ``"id"`` and ``"text"`` (what :func:`fastsynth.corpus.read` yields).
         max_chars: the most characters of document text one prompt carries.
         on_long: ``"chunk"`` splits a longer document (at most ``max_chunks`` chunks are
-            kept; the rest are left out with reason ``too_many_chunks``), ``"skip"`` leaves
+            kept; the document is used, and its further chunks are left out with reason
+            ``extra_chunks_dropped``), ``"skip"`` leaves
             it out with reason ``too_long``.
         min_chars: shorter texts (after stripping) are left out as ``too_short``.
     """
@@ -83,5 +84,5 @@ def fit_documents(records: Iterable[dict], max_chars: int = 2000, on_long: str =
             for k, c in enumerate(chunks[:max_chunks]):
                 docs.append(Doc(f"{doc_id}#{k}", c))
             if len(chunks) > max_chunks:
-                skipped.append((doc_id, "too_many_chunks"))
+                skipped.append((doc_id, "extra_chunks_dropped"))
     return docs, skipped
