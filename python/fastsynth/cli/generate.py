@@ -36,6 +36,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--plain-matmul", action="store_true",
                    help="local backend: torch's default matmuls instead of oneDNN-prepacked "
                         "weights")
+    p.add_argument("--no-quant-matvec", action="store_true",
+                   help="local backend, GGUF on CPU: decode with the float32 weights instead of "
+                        "reading the file's quantised blocks")
     p.add_argument("--cache-dir", default=None, help="response cache folder (re-runs reuse it)")
     p.set_defaults(func=run)
 
@@ -83,7 +86,8 @@ def run(args: argparse.Namespace) -> int:
     seeds = [s if s is not None else args.seed for s in seeds]
     if args.backend == "local":
         opts: dict[str, Any] = {"model": args.model, "batch_size": args.batch_size,
-                                "threads": args.threads, "packed": not args.plain_matmul}
+                                "threads": args.threads, "packed": not args.plain_matmul,
+                                "quantized": not args.no_quant_matvec}
         chunk = args.batch_size
     elif args.backend == "openai":
         opts = {"model": args.model, "base_url": args.base_url, "concurrency": args.concurrency}

@@ -142,12 +142,19 @@ class GGUFFile:
         return arr.reshape(t.shape)
 
     def blocks(self, name: str) -> np.ndarray:
-        """Tensor ``name``'s stored bytes, uint8 ``(rows, bytes_per_row)`` (a read-only view of
-        the memory-mapped file; ``rows`` = the first row-major dimension). For block formats
-        each row is ``in_features / block_size`` whole blocks, so rows can be reordered."""
+        """Tensor ``name``'s stored bytes, a new uint8 array ``(rows, bytes_per_row)`` (``rows`` =
+        the first row-major dimension). For block formats each row is ``in_features /
+        block_size`` whole blocks, so rows can be reordered. Read with a plain file read, not
+        through the memory map: mapped pages count in the process's resident memory while the
+        file is open, and the caller keeps these bytes anyway."""
         t = self.tensors[name]
         rows = t.shape[0] if len(t.shape) > 1 else 1
-        return np.asarray(self._mm[t.offset:t.offset + t.n_bytes]).reshape(rows, -1)
+        out = np.empty(t.n_bytes, dtype=np.uint8)
+        with open(self.path, "rb") as f:
+            f.seek(t.offset)
+            if f.readinto(memoryview(out)) != t.n_bytes:
+                raise InputError(f"file ends inside tensor {name} (truncated?)", source=self.path)
+        return out.reshape(rows, -1)
 
 
 @dataclass(frozen=True)

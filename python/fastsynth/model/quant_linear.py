@@ -9,7 +9,8 @@ dtypes) to the dense module it wraps. The kernel uses each weight exactly as the
 dequantiser does (float32 ``d*q`` (+ ``m``)), with float32 activations, so its products equal
 the dense path up to float32 summation order.
 
-Memory: the blocks are kept beside the dense weights (~+100 MB for SmolLM2-135M).
+Memory: the blocks are kept beside the dense weights (~+100 MB for SmolLM2-135M), except for
+a tied LM head, whose prepacked float32 copy is replaced (see ``LM_HEAD_MAX_ROWS``).
 """
 from __future__ import annotations
 
@@ -22,6 +23,11 @@ import torch.nn as nn
 # Largest row count sent to the quantised kernel. Each extra row reuses the unpacked block, but
 # past ~8 rows the dense oneDNN product (which reuses the weights better) wins here.
 MAX_ROWS = 8
+# The tied LM head (Q8_0 token_embd) goes to the kernel up to this many rows: measured on the
+# 49152 x 576 head here, the kernel matches the oneDNN-prepacked product at 16-64 rows and beats
+# torch's plain matmul 1.2-2x, so the prepacked float32 copy (113 MB) is dropped; the embedding
+# table itself serves larger inputs. That keeps issue 5's 1.2 GB peak (blocks add ~100 MB).
+LM_HEAD_MAX_ROWS = 64
 _FORMATS = {"Q4_1": "q4_1", "Q8_0": "q8_0"}  # GGML type name -> kernel format
 
 
@@ -91,7 +97,8 @@ def quantize_linears(model: nn.Module, path: str | os.PathLike, max_rows: int = 
     cfg = model.config
     wrapped = 0
 
-    def wrap(owner: nn.Module, attr: str, names: list[str], heads: list[int | None]) -> None:
+    def wrap(owner: nn.Module, attr: str, names: list[str], heads: list[int | None],
+             rows: int = max_rows) -> None:
         nonlocal wrapped
         dense = getattr(owner, attr)
         if isinstance(dense, QuantLinear) or any(n not in reader.tensors for n in names):
@@ -104,9 +111,16 @@ def quantize_linears(model: nn.Module, path: str | os.PathLike, max_rows: int = 
         out_features = dense.out_features if hasattr(dense, "out_features") else None
         if out_features != blocks.shape[0]:
             return
-        setattr(owner, attr, QuantLinear(blocks, fmt, in_features, dense, max_rows, simd))
+        if owner is model and attr == "lm_head" and cfg.tied:
+            # a plain product over the (shared) embedding table instead of a packed copy
+            dense = nn.Linear(in_features, out_features, bias=False, device="meta")
+            dense.weight = model.embed.weight
+        setattr(owner, attr, QuantLinear(blocks, fmt, in_features, dense, rows, simd))
         wrapped += 1
 
+    # the head first: a tied head releases its packed copy before the layers' blocks are read
+    wrap(model, "lm_head", ["token_embd.weight" if cfg.tied else "output.weight"], [None],
+         max(max_rows, LM_HEAD_MAX_ROWS) if cfg.tied else max_rows)
     for i, block in enumerate(model.layers):
         p = f"blk.{i}."
         wrap(block.attn, "wqkv", [p + "attn_q.weight", p + "attn_k.weight", p + "attn_v.weight"],
@@ -114,6 +128,5 @@ def quantize_linears(model: nn.Module, path: str | os.PathLike, max_rows: int = 
         wrap(block.attn, "wo", [p + "attn_output.weight"], [None])
         wrap(block.mlp, "w_gate_up", [p + "ffn_gate.weight", p + "ffn_up.weight"], [None, None])
         wrap(block.mlp, "w_down", [p + "ffn_down.weight"], [None])
-    wrap(model, "lm_head", ["token_embd.weight" if cfg.tied else "output.weight"], [None])
     model.quantized = wrapped > 0
     return wrapped
