@@ -4,11 +4,7 @@ input errors."""
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
-import sys
-import time
 import urllib.request
 
 import pytest
@@ -17,38 +13,13 @@ pytest.importorskip("torch")
 pytest.importorskip("aiohttp")
 
 import fastsynth.llm as llm  # noqa: E402
-
-CLI = [sys.executable, "-c", "import sys; from fastsynth.cli import main; sys.exit(main())"]
-ENV = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from serve_process import CLI, ENV, running_server  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def server():
-    port = free_port()
-    proc = subprocess.Popen([*CLI, "serve", "--port", str(port), "--batch-size", "4"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=ENV)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 180
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.time() > deadline:
-            proc.kill()
-            pytest.fail(f"server did not start: {proc.stdout.read().decode()[-2000:]}")
-        time.sleep(0.5)
-    yield f"{url}/v1"
-    proc.terminate()
-    proc.wait(30)
+    with running_server(batch_size=4) as url:
+        yield url
 
 
 def chat(text):

@@ -6,18 +6,13 @@ full provenance — not the quality of what it writes."""
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 
 import pytest
 
 pytest.importorskip("torch")
 
 import fastsynth as fs  # noqa: E402
+from serve_process import running_server  # noqa: E402
 from fastsynth.synth import prompts  # noqa: E402
 from fastsynth.synth.config import SynthConfig  # noqa: E402
 from fastsynth.synth.pipeline import synthesize  # noqa: E402
@@ -82,34 +77,11 @@ def test_local_smollm2_end_to_end(tmp_path):
     assert Counting.calls == 0 and again["total"] == s["total"] and again["tokens"] == s["tokens"]
 
 
-CLI = [sys.executable, "-c", "import sys; from fastsynth.cli import main; sys.exit(main())"]
-
-
 @pytest.fixture(scope="module")
 def server():
     pytest.importorskip("aiohttp")
-    with socket.socket() as sk:
-        sk.bind(("127.0.0.1", 0))
-        port = sk.getsockname()[1]
-    proc = subprocess.Popen([*CLI, "serve", "--port", str(port), "--batch-size", "8"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 180
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.time() > deadline:
-            proc.kill()
-            pytest.fail(f"fastsynth serve did not start: {proc.stdout.read().decode()[-2000:]}")
-        time.sleep(0.5)
-    yield f"{url}/v1"
-    proc.terminate()
-    proc.wait(30)
+    with running_server(batch_size=8) as url:
+        yield url
 
 
 def test_openai_backend_against_fastsynth_serve(tmp_path, server):
