@@ -12,6 +12,7 @@
 #include "heuristics.h"
 #include "lsh.h"
 #include "minhash.h"
+#include "word_scan.h"
 #include "quant_matvec.h"
 #include "sha1.h"
 #include "text_batch.h"
@@ -285,6 +286,19 @@ PYBIND11_MODULE(_native, m) {
         return shingles_of(held.batch.texts[0], spec, simd);
       },
       py::arg("text"), py::arg("ngram") = 5, py::arg("shingle") = "word", py::arg("simd") = true);
+  m.def(
+      "word_hashes",
+      [](const py::handle& text, bool simd) {
+        py::list one;
+        one.append(text);
+        HeldBatch held = to_batch(one);
+        WordScanScratch scratch;
+        std::vector<uint64_t> out;
+        normalized_word_hashes(held.batch.texts[0], scratch, out, simd);
+        return out;
+      },
+      "hash64 of each word of the normalised text, from the word scanner (for tests)",
+      py::arg("text"), py::arg("simd") = true);
   m.def("sha1", [](const py::bytes& data) {
     std::string_view s = data;
     uint8_t d[20];

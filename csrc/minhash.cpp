@@ -5,29 +5,13 @@
 
 #include "parallel.h"
 #include "sha1.h"
+#include "word_scan.h"
 
 namespace fastsynth {
 namespace {
 
-// Odd constants from the golden ratio and xxHash/Murmur families: any odd 64-bit
-// values with well-mixed bits work; these are standard choices.
-constexpr uint64_t kP0 = 0x9E3779B97F4A7C15ull;
-constexpr uint64_t kP1 = 0xC2B2AE3D27D4EB4Full;
-constexpr uint64_t kP2 = 0x165667B19E3779F9ull;
-
-inline uint64_t fold_mul(uint64_t a, uint64_t b) {
-  unsigned __int128 r = static_cast<unsigned __int128>(a) * b;
-  return static_cast<uint64_t>(r) ^ static_cast<uint64_t>(r >> 64);
-}
-
-inline uint64_t fmix64(uint64_t k) {
-  k ^= k >> 33;
-  k *= 0xFF51AFD7ED558CCDull;
-  k ^= k >> 33;
-  k *= 0xC4CEB9FE1A85EC53ull;
-  k ^= k >> 33;
-  return k;
-}
+using hashing::kP1;
+using hashing::kP2;
 
 // a*x+b mod 2^32 minimised over the m pre-hashes, for all permutations. The block of
 // 64 permutations keeps its 64 running minima in vector registers (4 AVX-512 or 8
@@ -72,10 +56,13 @@ void permute_min(const uint32_t* x, size_t m, const uint32_t* a, const uint32_t*
 }
 
 // A word shingle's hash: the polynomial sum_j wh[j] * K^(k-1-j) mod 2^64 over its k
-// word hashes (Horner form), plus k*kP1, through fmix64. The polynomial rolls in O(1)
-// from one shingle to the next; fmix64 restores avalanche in the low bits.
+// word hashes (Horner form; wh = word_hash of the word, hash64.h), plus k*kP1, through one
+// multiply-fold. The polynomial rolls in O(1) from one shingle to the next; the fold
+// restores avalanche in the bits the pre-hash keeps.
 constexpr uint64_t kRoll = kP2;
-inline uint64_t finish_words(uint64_t poly, size_t k) { return fmix64(poly + static_cast<uint64_t>(k) * kP1); }
+inline uint64_t finish_words(uint64_t poly, size_t k) {
+  return hashing::fold_mul(poly + static_cast<uint64_t>(k) * kP1, hashing::kP0);
+}
 
 inline uint64_t combine_words(const uint64_t* wh, size_t k) {
   uint64_t h = 0;
@@ -83,51 +70,55 @@ inline uint64_t combine_words(const uint64_t* wh, size_t k) {
   return finish_words(h, k);
 }
 
-// Thread-local scratch: the normalised text, word hashes and the document's pre-hashes.
+// Thread-local scratch: the normalised text, the word scanner's buffers, word hashes
+// and the document's pre-hashes.
 struct Scratch {
   Normalized norm;
+  WordScanScratch scan;
   std::vector<uint64_t> words;
   std::vector<uint32_t> x;
 };
 
-// fn(shingle_hash64) for every shingle of a normalised text, in order.
+// fn(shingle_hash64) for every shingle of a text, in order. Word shingles come from
+// the word scanner (word hashes without building the normalised text), rolled n at a time.
 template <class Fn>
-void for_each_shingle_hash(const ShingleSpec& spec, Scratch& s, Fn&& fn) {
-  const Normalized& t = s.norm;
+void for_each_shingle_hash(std::string_view text, const ShingleSpec& spec, Scratch& s, Fn&& fn) {
   if (spec.kind == ShingleKind::Char) {
-    for_each_shingle(t, spec.kind, spec.ngram, [&](const char* p, size_t len) { fn(hash64(p, len)); });
+    normalize(text, spec.kind, s.norm);
+    for_each_shingle(s.norm, spec.kind, spec.ngram, [&](const char* p, size_t len) { fn(hash64(p, len)); });
     return;
   }
-  const size_t w = t.n_words;
+  s.words.clear();
+  normalized_word_hashes(text, s.scan, s.words);
+  const size_t w = s.words.size();
   if (w == 0) return;
-  s.words.resize(w);
-  for (size_t i = 0; i < w; ++i)
-    s.words[i] = hash64_padded(t.text.data() + t.word_begin[i], t.word_end[i] - t.word_begin[i]);
   const size_t n = static_cast<size_t>(spec.ngram);
   if (w <= n) {
     fn(combine_words(s.words.data(), w));
     return;
   }
   const uint64_t* wh = s.words.data();
-  uint64_t top = 1;  // K^(n-1): the weight of the word leaving the window
-  for (size_t j = 1; j < n; ++j) top *= kRoll;
+  uint64_t out_weight = 1;  // K^n: the leaving word's weight once the window has moved
+  for (size_t j = 0; j < n; ++j) out_weight *= kRoll;
   uint64_t h = 0;
   for (size_t j = 0; j < n; ++j) h = h * kRoll + wh[j];
   fn(finish_words(h, n));
   for (size_t i = 1; i + n <= w; ++i) {
-    h = (h - wh[i - 1] * top) * kRoll + wh[i + n - 1];
+    // (h - wh[i-1] K^(n-1)) K + wh[i+n-1], arranged so that only one multiply and one
+    // add sit on the loop-carried chain.
+    h = h * kRoll + (wh[i + n - 1] - wh[i - 1] * out_weight);
     fn(finish_words(h, n));
   }
 }
 
 void prehash_doc(std::string_view text, const ShingleSpec& spec, Scheme scheme, Scratch& s) {
   s.x.clear();
-  normalize(text, spec.kind, s.norm);
   if (scheme == Scheme::Datasketch) {
+    normalize(text, spec.kind, s.norm);
     for_each_shingle(s.norm, spec.kind, spec.ngram,
                      [&](const char* p, size_t len) { s.x.push_back(fmix32(sha1_hash32(p, len))); });
   } else {
-    for_each_shingle_hash(spec, s, [&](uint64_t h) { s.x.push_back(static_cast<uint32_t>(h >> 32)); });
+    for_each_shingle_hash(text, spec, s, [&](uint64_t h) { s.x.push_back(static_cast<uint32_t>(h >> 32)); });
   }
 }
 
@@ -135,43 +126,6 @@ void prehash_doc(std::string_view text, const ShingleSpec& spec, Scheme scheme, 
 constexpr size_t kChunk = 64;
 
 }  // namespace
-
-// hash64 for data followed by at least 8 readable bytes (the normalised buffer's
-// padding): the tail is one unaligned load with the excess bytes masked off, instead
-// of a variable-length memcpy.
-uint64_t hash64_padded(const char* p, size_t len) {
-  uint64_t h = kP0 ^ (static_cast<uint64_t>(len) * kP1);
-  size_t i = 0;
-  for (; i + 8 <= len; i += 8) {
-    uint64_t w;
-    std::memcpy(&w, p + i, 8);
-    h = fold_mul(h ^ w, kP2);
-  }
-  if (i < len) {
-    uint64_t w;
-    std::memcpy(&w, p + i, 8);
-    w &= ~uint64_t{0} >> (8 * (8 - (len - i)));  // little-endian: keep the low len-i bytes
-    h = fold_mul(h ^ w ^ kP0, kP2);
-  }
-  return fmix64(h);
-}
-
-uint64_t hash64(const void* data, size_t len) {
-  const auto* p = static_cast<const unsigned char*>(data);
-  uint64_t h = kP0 ^ (static_cast<uint64_t>(len) * kP1);
-  size_t i = 0;
-  for (; i + 8 <= len; i += 8) {
-    uint64_t w;
-    std::memcpy(&w, p + i, 8);
-    h = fold_mul(h ^ w, kP2);
-  }
-  if (i < len) {
-    uint64_t w = 0;
-    std::memcpy(&w, p + i, len - i);
-    h = fold_mul(h ^ w ^ kP0, kP2);
-  }
-  return fmix64(h);
-}
 
 void minhash_signatures(const TextBatch& batch, const ShingleSpec& spec, Scheme scheme, const uint32_t* a,
                         const uint32_t* b, size_t num_perm, int threads, uint32_t* out) {
@@ -233,8 +187,7 @@ void shingle_prehashes(const TextBatch& batch, const ShingleSpec& spec, Scheme s
 void shingle_sets(const TextBatch& batch, const ShingleSpec& spec, int threads, std::vector<uint64_t>& values,
                   std::vector<int64_t>& offsets) {
   build_csr<uint64_t>(batch, threads, values, offsets, [&](std::string_view t, Scratch& s, std::vector<uint64_t>& out) {
-    normalize(t, spec.kind, s.norm);
-    for_each_shingle_hash(spec, s, [&](uint64_t h) { out.push_back(h); });
+    for_each_shingle_hash(t, spec, s, [&](uint64_t h) { out.push_back(h); });
     std::sort(out.begin(), out.end());
     out.erase(std::unique(out.begin(), out.end()), out.end());
   });
@@ -246,7 +199,7 @@ uint64_t shingle_hash64(std::string_view shingle, ShingleKind kind) {
   size_t start = 0;
   for (size_t i = 0; i <= shingle.size(); ++i) {
     if (i == shingle.size() || shingle[i] == ' ') {
-      wh.push_back(hash64(shingle.data() + start, i - start));
+      wh.push_back(hashing::word_hash(shingle.data() + start, i - start));
       start = i + 1;
     }
   }

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "hash64.h"
 #include "shingle.h"
 #include "text_batch.h"
 
@@ -25,16 +26,11 @@ struct ShingleSpec {
   int ngram = 5;
 };
 
-// The 64-bit non-cryptographic hash used by the fast scheme and for exact-Jaccard
-// shingle sets (written here; multiply-fold over 8-byte words, then a 64-bit finaliser).
-uint64_t hash64(const void* data, size_t len);
-// The same value, for data followed by at least 8 readable bytes (faster tail).
-uint64_t hash64_padded(const char* p, size_t len);
-
 // The 64-bit hash of one shingle (its UTF-8 bytes as shingles_of returns them). Word
-// shingles: the hash64 of each space-separated word, combined in order by a
-// multiply-fold chain and finalised (each word is hashed once per document, not once
-// per shingle it belongs to). Character shingles: hash64 of the bytes.
+// shingles: the word_hash (hash64.h) of each space-separated word, combined in order
+// by a rolling polynomial and finished by one multiply-fold (each word is hashed once
+// per document, not once per shingle it belongs to). Character shingles: hash64 of
+// the bytes.
 uint64_t shingle_hash64(std::string_view shingle, ShingleKind kind);
 
 // MurmurHash3's 32-bit finaliser (a bijection), as datasketch applies it.

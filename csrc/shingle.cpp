@@ -2,6 +2,8 @@
 
 #include <cstring>
 
+#include "compact_table.h"
+
 namespace fastsynth {
 namespace {
 
@@ -168,20 +170,6 @@ static size_t normalize_non_ascii(const unsigned char* p, size_t left, char*& w,
 #include <immintrin.h>
 
 namespace {
-// kCompact[m]: pshufb indices moving the bytes selected by the 8-bit mask m to the
-// front (0x80 = zero the rest).
-struct CompactTable {
-  alignas(16) uint8_t idx[256][8];
-  CompactTable() {
-    for (int m = 0; m < 256; ++m) {
-      int k = 0;
-      for (int j = 0; j < 8; ++j)
-        if (m & (1 << j)) idx[m][k++] = static_cast<uint8_t>(j);
-      for (; k < 8; ++k) idx[m][k] = 0x80;
-    }
-  }
-};
-const CompactTable kCompact;
 
 // Eight ASCII bytes per step with SSSE3 (any x86-64-v2 CPU): classify, lower-case and
 // turn separators into spaces; compact away the deleted punctuation (pshufb); then keep

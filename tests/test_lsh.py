@@ -92,9 +92,9 @@ def test_spill_signature_file_roundtrip_and_refusals(tmp_path):
     with pytest.raises(InputError, match="scheme"):
         read_signatures(path, SpillParams(num_perm=32, seed=3, scheme="datasketch"))
     raw = bytearray(path.read_bytes())
-    raw[8] = 2  # format version 2
+    raw[8] = 1  # format version 1 (an older hash of word shingles)
     (tmp_path / "v2.fsdd").write_bytes(bytes(raw))
-    with pytest.raises(InputError, match="version 2 is not supported"):
+    with pytest.raises(InputError, match="version 1 is not supported"):
         read_signatures(tmp_path / "v2.fsdd", p)
     (tmp_path / "junk.fsdd").write_bytes(b"not a spill file at all" * 4)
     with pytest.raises(InputError, match="magic"):

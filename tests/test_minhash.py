@@ -249,6 +249,33 @@ def test_simd_and_scalar_normalisation_agree(text, n):
     assert _native.shingles(text, n, "char", True) == _native.shingles(text, n, "char", False)
 
 
+_TOKEN = st.one_of(
+    st.text(alphabet=st.sampled_from(list("aZ9_")), min_size=1, max_size=40),     # words, some > 16 bytes
+    st.text(alphabet=st.sampled_from(list("aQ.,'()-\"*")), min_size=1, max_size=24),  # punctuation inside
+    st.text(alphabet=st.sampled_from(["é", "Ω", "日", "😀", "\u00a0", "\u2014", "\u200b", "Ä", "x"]),
+            min_size=1, max_size=6),                                             # non-ASCII runs
+    st.text(alphabet=st.sampled_from(list(" \t\n\x00\x7f\x1f")), min_size=1, max_size=3),  # separators
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_TOKEN, max_size=60).map("".join))
+def test_word_scanner_equals_hashing_the_normalised_words(text):
+    """The AVX2 word scanner (runs on bitmaps, pshufb compaction, normalize() only around
+    non-ASCII runs) gives the same word hashes as normalising the whole text first. Runs
+    of up to 40 bytes cross the 16-byte fast path and the 64-byte block boundaries."""
+    want = _native.word_hashes(text, False)
+    assert _native.word_hashes(text, True) == want
+    assert len(want) == len(_native.shingles(text, 1, "word", False)) or not want
+
+
+def test_word_scanner_on_block_boundaries():
+    """Words ending exactly at byte 64, 128 and at the end of a 64-byte-multiple text."""
+    for n in (63, 64, 65, 127, 128, 129):
+        for text in ("a" * n, ("ab " * 64)[:n], ("x." * 64)[:n], "w" * (n - 1) + " ", " " + "v" * (n - 1)):
+            assert _native.word_hashes(text, True) == _native.word_hashes(text, False), (n, text)
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=127), max_size=200), st.integers(1, 5))
 def test_ascii_normalisation_matches_reference(text, n):

@@ -18,10 +18,13 @@ the minimum; ``a = randint(0, 2**31, n)*2 + 1`` then ``b = randint(0, 2**32, n)`
 from ``numpy.random.RandomState(seed)``):
 
 * ``compat=None`` (fast): x = the high 32 bits of fastsynth's 64-bit shingle hash
-  (``_native.shingle_hash64``): for word shingles, each space-separated word's hash64
-  (multiply-fold over 8-byte blocks, then MurmurHash3 fmix64) combined as a polynomial
-  mod 2**64 and finalised with fmix64, so each word is hashed once per document; for
-  character shingles, hash64 of the bytes. The same 64-bit values form the shingle sets
+  (``_native.shingle_hash64``): for word shingles, each space-separated word's hash
+  (up to 16 bytes: its two 8-byte halves, salted by the length, through one
+  64x64->128-bit multiply-fold; longer words: a multiply-fold chain over 8-byte blocks)
+  combined as a polynomial mod 2**64 and finished by one more multiply-fold, so each
+  word is hashed once per document; for character shingles, hash64 of the bytes (the chain,
+  then MurmurHash3 fmix64). Word hashes come straight from the raw UTF-8 where a word is
+  plain ASCII (an AVX2 scan; the normalised text is built only around non-ASCII runs). The same 64-bit values form the shingle sets
   that ``dedup(verify=True)`` compares exactly.
 * ``compat="datasketch"``: x = MurmurHash3 fmix32 of ``sha1_hash32`` (first 4 bytes of
   SHA-1, little-endian) — bit-identical to ``datasketch.MinHash(num_perm, seed)``

@@ -1,4 +1,4 @@
-"""On-disk spill files for signatures, band keys and shingle sets (format version 1).
+"""On-disk spill files for signatures, band keys and shingle sets (format version 2).
 
 Every file starts with a 64-byte little-endian header, then a raw payload:
 
@@ -7,7 +7,8 @@ offset   type   field
 =======  =====  ==============================================================
 0        4s     magic ``b"FSDD"``
 4        4s     kind: ``b"SIGS"`` | ``b"BAND"`` | ``b"SETS"``
-8        u32    format version (1)
+8        u32    format version (2; version 1 files hold fast-scheme values of an
+                older word-shingle hash and are refused)
 12       u32    num_perm
 16       u64    seed
 24       u32    scheme: 0 = fast, 1 = datasketch
@@ -37,7 +38,7 @@ import numpy as np
 from fastsynth.errors import InputError
 
 MAGIC = b"FSDD"
-VERSION = 1
+VERSION = 2
 HEADER = struct.Struct("<4s4sIIQIIIIIIQQ")
 assert HEADER.size == 64
 BAND_DTYPE = np.dtype([("key", "<u8"), ("id", "<i8")])
