@@ -37,7 +37,10 @@ struct HeldBatch {
   std::vector<py::object> owners;
 };
 
-HeldBatch to_batch(const py::handle& texts) {
+// defer_encoding: non-ASCII str items are passed as their code units and encoded to
+// UTF-8 by the worker threads (TextBatch::utf8); hot paths that read items through
+// utf8() opt in. Otherwise CPython encodes (and caches) each one here.
+HeldBatch to_batch(const py::handle& texts, bool defer_encoding = false) {
   HeldBatch held;
   if (py::isinstance<ArrowTexts>(texts)) {
     auto& a = texts.cast<ArrowTexts&>();
@@ -71,7 +74,11 @@ HeldBatch to_batch(const py::handle& texts) {
   for (size_t i = 0; i < n; ++i) {
     py::object item = seq[i];
     PyObject* o = item.ptr();
-    if (PyUnicode_Check(o)) {
+    if (PyUnicode_Check(o) && defer_encoding && !PyUnicode_IS_ASCII(o)) {
+      if (held.batch.wide.empty()) held.batch.wide.resize(n);
+      held.batch.wide[i] = WideText{PyUnicode_DATA(o), static_cast<size_t>(PyUnicode_GET_LENGTH(o)),
+                                    static_cast<uint8_t>(PyUnicode_KIND(o))};
+    } else if (PyUnicode_Check(o)) {
       Py_ssize_t len = 0;
       const char* p = PyUnicode_AsUTF8AndSize(o, &len);
       if (!p) {
@@ -226,7 +233,7 @@ PYBIND11_MODULE(_native, m) {
         check_threads(threads);
         ShingleSpec spec = make_spec(ngram, shingle);
         Scheme sc = make_scheme(scheme);
-        HeldBatch held = to_batch(texts);
+        HeldBatch held = to_batch(texts, /*defer_encoding=*/true);
         const size_t p = static_cast<size_t>(a.size());
         py::array_t<uint32_t> out({static_cast<py::ssize_t>(held.batch.size()), static_cast<py::ssize_t>(p)});
         uint32_t* ptr = out.mutable_data();
@@ -241,7 +248,7 @@ PYBIND11_MODULE(_native, m) {
         check_threads(threads);
         ShingleSpec spec = make_spec(ngram, shingle);
         Scheme sc = make_scheme(scheme);
-        HeldBatch held = to_batch(texts);
+        HeldBatch held = to_batch(texts, /*defer_encoding=*/true);
         std::vector<uint32_t> values;
         std::vector<int64_t> offsets;
         without_gil([&] { shingle_prehashes(held.batch, spec, sc, threads, values, offsets); });
@@ -269,7 +276,7 @@ PYBIND11_MODULE(_native, m) {
       [](const py::handle& texts, int ngram, const std::string& shingle, int threads) {
         check_threads(threads);
         ShingleSpec spec = make_spec(ngram, shingle);
-        HeldBatch held = to_batch(texts);
+        HeldBatch held = to_batch(texts, /*defer_encoding=*/true);
         std::vector<uint64_t> values;
         std::vector<int64_t> offsets;
         without_gil([&] { shingle_sets(held.batch, spec, threads, values, offsets); });

@@ -77,6 +77,7 @@ struct Scratch {
   WordScanScratch scan;
   std::vector<uint64_t> words;
   std::vector<uint32_t> x;
+  std::string utf8;  // a deferred str, encoded (TextBatch::utf8)
 };
 
 // fn(shingle_hash64) for every shingle of a text, in order. Word shingles come from
@@ -138,7 +139,7 @@ void minhash_signatures(const TextBatch& batch, const ShingleSpec& spec, Scheme 
       uint32_t* sig = out + i * num_perm;
       std::fill(sig, sig + num_perm, 0xFFFFFFFFu);
       if (!batch.is_valid(i)) continue;
-      prehash_doc(batch.texts[i], spec, scheme, s);
+      prehash_doc(batch.utf8(i, s.utf8), spec, scheme, s);
       permute_min(s.x.data(), s.x.size(), a, b, num_perm, sig);
     }
   });
@@ -167,7 +168,10 @@ void build_csr(const TextBatch& batch, int threads, std::vector<T>& values, std:
   std::vector<Scratch> scratch(static_cast<size_t>(std::max(nt, 1)));
   parallel_for(n, nt, kChunk, [&](int tid, size_t begin, size_t end) {
     for (size_t i = begin; i < end; ++i)
-      if (batch.is_valid(i)) per_doc(batch.texts[i], scratch[static_cast<size_t>(tid)], parts[i]);
+      if (batch.is_valid(i)) {
+        Scratch& s = scratch[static_cast<size_t>(tid)];
+        per_doc(batch.utf8(i, s.utf8), s, parts[i]);
+      }
   });
   offsets.assign(n + 1, 0);
   for (size_t i = 0; i < n; ++i) offsets[i + 1] = offsets[i] + static_cast<int64_t>(parts[i].size());

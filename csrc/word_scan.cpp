@@ -70,6 +70,14 @@ FS_SCAN inline uint32_t* flatten_bits(uint32_t* pos, uint32_t base, uint64_t m) 
   return pos + cnt;
 }
 
+// First position >= i whose bit is set (the bitmap's sentinel word stops the search).
+FS_SCAN inline size_t next_set(const uint64_t* bits, size_t i) {
+  size_t k = i >> 6;
+  uint64_t m = bits[k] & (~uint64_t{0} << (i & 63));
+  while (!m) m = bits[++k];
+  return 64 * k + static_cast<size_t>(__builtin_ctzll(m));
+}
+
 // Whether any bit in [b, e) is set (b < e).
 FS_SCAN inline bool any_in(const uint64_t* bits, size_t b, size_t e) {
   const size_t kb = b >> 6, ke = (e - 1) >> 6;
@@ -115,38 +123,37 @@ FS_SCAN void scan(std::string_view raw, WordScanScratch& s, std::vector<uint64_t
     punct[full] &= ~past;
     high[full] &= ~past;
   }
-  sep[blocks] = ~uint64_t{0};  // a block of separators closes a run ending exactly at n
+  sep[blocks] = ~uint64_t{0};  // sentinel: stops searches for a run's end
   punct[blocks] = 0;
   high[blocks] = 0;
   uint64_t any_high = 0;
   for (size_t k = 0; k < blocks; ++k) any_high |= high[k];
 
-  // Run boundaries: a run begins at a non-separator after a separator (or at 0) and ends
-  // at the first separator after it (bits past n are separators, so every run ends at
-  // or before n).
-  if (s.begin.size() < n + 64) {
-    s.begin.resize(n + 64);
-    s.end.resize(n + 64);
-  }
+  // Run starts: a non-separator after a separator (or at 0). A run ends at the first
+  // separator after its start (bits past n are separators, so at or before n): found
+  // per run from the bitmap, so runs stay independent of one another.
+  if (s.begin.size() < n + 64) s.begin.resize(n + 64);
   uint32_t* rb = s.begin.data();
-  uint32_t* re = s.end.data();
   uint64_t prev_sep = 1;  // position -1 counts as a separator
-  for (size_t k = 0; k <= blocks; ++k) {
-    const uint64_t sv = sep[k], shifted = (sv << 1) | prev_sep;
+  for (size_t k = 0; k < blocks; ++k) {
+    const uint64_t sv = sep[k];
+    rb = flatten_bits(rb, static_cast<uint32_t>(64 * k), ~sv & ((sv << 1) | prev_sep));
     prev_sep = sv >> 63;
-    rb = flatten_bits(rb, static_cast<uint32_t>(64 * k), ~sv & shifted);
-    re = flatten_bits(re, static_cast<uint32_t>(64 * k), sv & ~shifted);
   }
   const size_t runs = static_cast<size_t>(rb - s.begin.data());
   rb = s.begin.data();
-  re = s.end.data();
 
   // Each run is independent of the others, so the out-of-order core overlaps them.
   size_t count = out.size();
   out.resize(count + runs);
   uint64_t* o = out.data();  // a local pointer: stores through it cannot move it
   for (size_t r = 0; r < runs; ++r) {
-    const size_t b = rb[r], e = re[r], len = e - b;
+    const size_t b = rb[r];
+    uint64_t ahead;  // separator bits from b on (57 or more of them)
+    std::memcpy(&ahead, reinterpret_cast<const unsigned char*>(sep) + (b >> 3), 8);
+    ahead >>= (b & 7);
+    const size_t e = ahead ? b + static_cast<size_t>(__builtin_ctzll(ahead)) : next_set(sep, b);
+    const size_t len = e - b;
     const uint32_t in_run = len < 16 ? (1u << len) - 1u : 0xFFFFu;
     if (len <= 16 && !(any_high && (bits16(high, b) & in_run))) {
       // Fast path, branch-free: keep the non-punctuation bytes of the run (all of them

@@ -30,8 +30,7 @@ struct WordScanScratch {
   std::vector<uint64_t> sep;      // bit i: byte i is an ASCII separator (bits past the end set)
   std::vector<uint64_t> punct;    // bit i: byte i is ASCII punctuation (deleted)
   std::vector<uint64_t> high;     // bit i: byte i is not ASCII
-  std::vector<uint32_t> begin;    // run boundaries (byte offsets)
-  std::vector<uint32_t> end;
+  std::vector<uint32_t> begin;    // where runs start (byte offsets)
   std::vector<char> word;         // a long run, compacted (padded)
   Normalized norm;                // a long or non-ASCII run, normalised
   std::vector<uint64_t> slow;     // its word hashes

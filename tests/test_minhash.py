@@ -269,6 +269,27 @@ def test_word_scanner_equals_hashing_the_normalised_words(text):
     assert len(want) == len(_native.shingles(text, 1, "word", False)) or not want
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.text(alphabet=st.one_of(
+    st.characters(max_codepoint=0xFF), st.characters(max_codepoint=0xFFFF, blacklist_categories=("Cs",)),
+    st.characters(blacklist_categories=("Cs",)), st.sampled_from(list("ab cd.,\n"))), max_size=80), max_size=6))
+def test_str_encoded_by_workers_equals_utf8_bytes(texts):
+    """Non-ASCII str items (Latin-1, UCS-2 and UCS-4 storage) are encoded to UTF-8 by the
+    worker threads; the result equals passing the UTF-8 bytes."""
+    as_bytes = [t.encode("utf-8") for t in texts]
+    assert np.array_equal(minhash(texts, num_perm=16), minhash(as_bytes, num_perm=16))
+    for shingle in ("word", "char"):
+        v1, o1 = _native.shingle_sets(texts, 3, shingle, 1)
+        v2, o2 = _native.shingle_sets(as_bytes, 3, shingle, 1)
+        assert np.array_equal(v1, v2) and np.array_equal(o1, o2)
+
+
+def test_lone_surrogate_is_named():
+    for bad in ("\ud800", "caf\u00e9 \udfff", "日本 \ud83d x", "😀\udc00"):
+        with pytest.raises(ValueError, match=r"texts\[1\].*surrogate"):
+            minhash(["fine", bad])
+
+
 def test_word_scanner_on_block_boundaries():
     """Words ending exactly at byte 64, 128 and at the end of a 64-byte-multiple text."""
     for n in (63, 64, 65, 127, 128, 129):
