@@ -68,6 +68,59 @@ def test_greedy_equals_uncached_reference_and_batching_changes_nothing(model, to
         assert generate(model, tok, [p], max_new_tokens=12)[0].tokens == g.tokens
 
 
+def test_shared_prefix_length():
+    from fastsynth.model.generation import MIN_SHARED_PREFIX, shared_prefix_length
+    base = list(range(100, 100 + MIN_SHARED_PREFIX))
+    assert shared_prefix_length([base + [1, 2], base + [1, 3]]) == MIN_SHARED_PREFIX + 1
+    assert shared_prefix_length([base + [1], base + [1]]) == MIN_SHARED_PREFIX  # leaves one token
+    assert shared_prefix_length([base + [1, 2]]) == 0                          # single prompt
+    assert shared_prefix_length([base[:-1] + [5, 6], base[:-1] + [7]]) == 0    # too short
+    assert shared_prefix_length([base + [1], [9] + base]) == 0
+
+
+SYSTEM = "<|im_start|>system\nYou are a careful assistant that answers briefly.<|im_end|>\n"
+
+
+def test_shared_prefix_gives_the_uncached_greedy_result(model, tok):
+    """Prompts behind a common system prompt: the prefix runs once and its cache rows are
+    copied; each row's greedy continuation still equals the uncached argmax loop, and equals
+    generation without prefix sharing."""
+    ps = prompts(tok, [SYSTEM + t for t in TEXTS])
+    from fastsynth.model.generation import shared_prefix_length
+    assert shared_prefix_length(ps) >= len(tok.encode(SYSTEM))
+    shared = generate(model, tok, ps, max_new_tokens=10)
+    plain = generate(model, tok, ps, max_new_tokens=10, share_prefix=False)
+    for p, a, b in zip(ps, shared, plain):
+        assert a.tokens == b.tokens == greedy_reference(model, p, 10, set(tok.stop_ids))
+    # seeded sampling draws the same tokens either way
+    kw = dict(max_new_tokens=10, temperature=0.9, seeds=[1, 2, 3, 4])
+    assert [g.tokens for g in generate(model, tok, ps, **kw)] == \
+        [g.tokens for g in generate(model, tok, ps, share_prefix=False, **kw)]
+
+
+def test_shared_prefix_logits_match_float64(tok):
+    """First-step logits with the prefix shared equal an uncached float64 forward."""
+    cfg = LlamaConfig.preset("tiny", vocab=tok.vocab_size)
+    m64 = Llama(cfg).reset_parameters(std=0.5, seed=3).double().eval()
+    ps = prompts(tok, [SYSTEM + t for t in TEXTS])
+    from fastsynth.model.generation import generate as gen
+    seen = []
+    orig = m64.forward
+
+    def spy(*a, **k):
+        out = orig(*a, **k)
+        seen.append(out)
+        return out
+    m64.forward = spy
+    gen(m64, tok, ps, max_new_tokens=1)
+    m64.forward = orig
+    first = seen[1][:, -1]          # seen[0] is the batch-1 prefix pass
+    with torch.no_grad():
+        for i, p in enumerate(ps):
+            ref = m64(torch.tensor([p]))[0, -1]
+            assert torch.allclose(first[i], ref, rtol=0, atol=1e-10)
+
+
 def test_stop_token_ends_with_stop_reason(model, tok):
     ps = prompts(tok, TEXTS[:2])
     free = generate(model, tok, ps, max_new_tokens=10)

@@ -1,9 +1,13 @@
 """Batched, KV-cached text generation for :class:`fastsynth.model.Llama`.
 
-Layout: prompts are **left-padded** to the longest prompt of the batch; padding slots are
-masked out of attention with a key mask, and every sequence gets its own RoPE positions
-starting at 0 (so padding never shifts a sequence's positions). The KV cache is preallocated
-for ``longest prompt + max_new_tokens`` slots. Finished sequences leave the batch (their cache
+Layout: the leading tokens all prompts share (a chat template's system prompt, a common
+instruction) are computed once, at batch 1, and copied into the first cache slots of every row
+(prefix sharing, as vLLM's prefix caching does; ``share_prefix=False`` turns it off). The rest
+of each prompt is **left-padded** to the longest one after that prefix; padding slots are masked
+out of attention with a key mask, and every sequence gets its own RoPE positions starting at 0
+(so neither the prefix copy nor padding shifts a sequence's positions: a token's keys depend on
+its position, not on its slot). The KV cache is preallocated for ``prefix + longest rest +
+max_new_tokens`` slots. Finished sequences leave the batch (their cache
 rows are dropped), so the remaining ones run on a smaller batch.
 
 Sampling: greedy when ``temperature == 0``; otherwise temperature, then top-k, then top-p
@@ -57,6 +61,23 @@ def sample_next(logits: torch.Tensor, *, temperature: float, top_k: int | None, 
                       for i, g in enumerate(generators)])
 
 
+# Shorter common prefixes are not worth a separate forward pass.
+MIN_SHARED_PREFIX = 8
+
+
+def shared_prefix_length(prompts: Sequence[Sequence[int]]) -> int:
+    """Leading tokens common to all prompts, leaving every prompt at least one token of its own
+    (the step after the prefix must produce each row's next-token logits); 0 for a single prompt
+    or a common prefix shorter than ``MIN_SHARED_PREFIX``."""
+    if len(prompts) < 2:
+        return 0
+    first, limit = prompts[0], min(len(p) for p in prompts) - 1
+    k = 0
+    while k < limit and all(p[k] == first[k] for p in prompts):
+        k += 1
+    return k if k >= MIN_SHARED_PREFIX else 0
+
+
 def _find_stop(text: str, stop: Sequence[str]) -> int:
     """Index of the earliest stop string in ``text`` or -1."""
     hits = [i for i in (text.find(s) for s in stop) if i >= 0]
@@ -68,12 +89,14 @@ def generate(model: Llama, tokenizer: Tokenizer, prompts: Sequence[Sequence[int]
              max_new_tokens: int | Sequence[int] = 256, temperature: float = 0.0,
              top_p: float = 1.0, top_k: int | None = None, stop: Sequence[str] = (),
              seeds: Sequence[int | None] | None = None,
-             stop_ids: Sequence[int] | None = None) -> list[Generated]:
+             stop_ids: Sequence[int] | None = None, share_prefix: bool = True) -> list[Generated]:
     """Continue each prompt (token ids) in one batch; one :class:`Generated` per prompt.
 
     ``max_new_tokens``: one limit for all or one per prompt. ``stop``: strings that end a
     sequence (cut from its text). ``seeds``: per-prompt seeds (None = fresh randomness).
-    ``stop_ids``: token ids that end a turn (default: the tokenizer's).
+    ``stop_ids``: token ids that end a turn (default: the tokenizer's). ``share_prefix``: run
+    the prompts' common leading tokens (a chat template's system prompt, a shared instruction)
+    once, at batch 1, and start every row's KV cache from a copy (see the module docstring).
     """
     n = len(prompts)
     if n == 0:
@@ -91,23 +114,33 @@ def generate(model: Llama, tokenizer: Tokenizer, prompts: Sequence[Sequence[int]
     dtype = model.embed.weight.dtype
 
     lens = torch.tensor([len(p) for p in prompts])
-    width = int(lens.max())
-    capacity = width + max(limits)
     for i, (p, lim) in enumerate(zip(prompts, limits)):
         if len(p) + lim > model.config.max_seq_len:
             raise ConfigError(f"prompt {i}: {len(p)} prompt tokens + max_new_tokens {lim} "
                               f"exceeds the model's context of {model.config.max_seq_len}")
-    pad = width - lens
+    # Cache slots: [shared prefix | left padding | rest of each prompt | new tokens].
+    shared = shared_prefix_length(prompts) if share_prefix else 0
+    width = int(lens.max()) - shared                         # per-row part, padded
+    capacity = shared + width + max(limits)
+    pad = width - (lens - shared)
     ids = torch.zeros(n, width, dtype=torch.long)
     for i, p in enumerate(prompts):
-        ids[i, pad[i]:] = torch.as_tensor(list(p), dtype=torch.long)
+        ids[i, pad[i]:] = torch.as_tensor(list(p[shared:]), dtype=torch.long)
     slot = torch.arange(capacity)
-    key_mask = slot[None, :] >= pad[:, None]                 # (n, capacity); False = padding
-    positions = (slot[None, :width] - pad[:, None]).clamp(min=0)
+    key_mask = (slot[None, :] < shared) | (slot[None, :] >= shared + pad[:, None])
+    positions = (shared + slot[None, :width] - pad[:, None]).clamp(min=shared)
 
     cache = KVCache(model.config, n, capacity, dtype=dtype, device=dev)
+    if shared:
+        # the common prefix once, at batch 1; every row's cache starts with a copy of it
+        one = KVCache(model.config, 1, shared, dtype=dtype, device=dev)
+        model(torch.as_tensor(list(prompts[0][:shared]), dtype=torch.long, device=dev)[None],
+              cache=one, last_only=True)
+        for dst, src in zip(cache.k + cache.v, one.k + one.v):
+            dst[:, :shared] = src
+        cache.length = shared
     logits = model(ids.to(dev), positions.to(dev), cache=cache,
-                   key_mask=key_mask[:, :width].to(dev), last_only=True)[:, -1]
+                   key_mask=key_mask[:, :shared + width].to(dev), last_only=True)[:, -1]
     key_mask = key_mask.to(dev)
     next_pos = lens.clone()
 
