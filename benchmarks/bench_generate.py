@@ -8,8 +8,8 @@ finished rows in the batch until the last one ends, fastsynth drops them — tha
 part of what is measured. Greedy outputs are compared so both sides do the same work.
 
 Groups: generate_b1 (one request at a time, 4 requests), generate_b16 (16 requests in one
-batch; also fastsynth with plain torch matmuls, to show what the oneDNN prepacking adds, and
-without prefix sharing, to show what running the 24-token chat-template system prompt once
+batch; also fastsynth's plain model — float32 torch matmuls everywhere, no GGUF block kernel —
+to show what the kernel adds, and without prefix sharing, to show what running the 24-token chat-template system prompt once
 instead of 16 times adds: the prompts are 35-40 tokens). The gate (floors.toml) compares
 medians: ratio = transformers time / fastsynth time = our tokens/s over theirs.
 """
@@ -44,8 +44,8 @@ def models(tmp_path_factory):
     from fastsynth.llm.local import LocalGenerator
     from fastsynth.model import load, save_hf
     threads = len(os.sched_getaffinity(0))
-    ours = LocalGenerator(threads=threads, batch_size=16)      # default: prepacked projections
-    plain, tok = load()                                        # plain torch matmuls
+    ours = LocalGenerator(threads=threads, batch_size=16)      # default: GGUF blocks for decode
+    plain, tok = load()                                        # plain torch matmuls only
     folder = tmp_path_factory.mktemp("smollm2_hf")
     save_hf(plain, folder, tokenizer=tok)
     hf = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
@@ -134,7 +134,7 @@ def test_generate_b16_fastsynth(benchmark, models):
 
 @pytest.mark.benchmark(group="generate_b16")
 def test_generate_b16_fastsynth_plain_matmul(benchmark, models):
-    """Same generation loop with torch's default matmuls (no oneDNN prepacking), for reference."""
+    """Same generation loop on the plain model (float32 torch matmuls, no block kernel)."""
     ours, _, _, prompts = models
     toks = benchmark.pedantic(ours_generate, args=(ours, prompts, ours.plain_model), rounds=3,
                               iterations=1, warmup_rounds=0)

@@ -181,7 +181,93 @@ void tile_avx2(const Problem& p, size_t b0, size_t nb, size_t r0, size_t r1) {
   }
 }
 
+// Larger batches: each group of kOut output rows is dequantised once into float32 (w = d*q + m,
+// one rounding, exactly the GGUF dequantiser's value), then multiplied with the activation rows
+// kAct at a time from registers: per 8-lane chunk, kOut weight loads and kAct activation loads
+// feed kOut*kAct independent FMA chains, so the FMA units, not the loads, set the pace.
+constexpr size_t kOut = 4, kAct = 3;
+
+template <bool Q41>
+__attribute__((target("avx2,fma,f16c"))) void dequant_row(const Problem& p, size_t o, float* w) {
+  const size_t bb = Q41 ? kQ41Bytes : kQ80Bytes;
+  const uint8_t* row = p.blocks + o * p.nblk * bb;
+  const __m128i low4 = _mm_set1_epi8(0x0f);
+  for (size_t j = 0; j < p.nblk; ++j, w += kQuantBlock) {
+    const uint8_t* blk = row + j * bb;
+    if (Q41) {
+      uint32_t dm_bits;
+      std::memcpy(&dm_bits, blk, 4);
+      const __m128 dm = _mm_cvtph_ps(_mm_cvtsi32_si128(static_cast<int>(dm_bits)));
+      const __m256 d = _mm256_broadcastss_ps(dm), m = _mm256_broadcastss_ps(_mm_movehdup_ps(dm));
+      const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 4));
+      const __m128i lo = _mm_and_si128(raw, low4), hi = _mm_and_si128(_mm_srli_epi16(raw, 4), low4);
+      const __m128i parts[4] = {lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8)};
+      for (int c = 0; c < 4; ++c)
+        _mm256_storeu_ps(w + 8 * c, _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(parts[c])), m));
+    } else {
+      const __m256 d = _mm256_set1_ps(_cvtsh_ss(load_u16(blk)));
+      for (int c = 0; c < 4; ++c)
+        _mm256_storeu_ps(w + 8 * c, _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(
+                                                          _mm_loadl_epi64(reinterpret_cast<const __m128i*>(blk + 2 + 8 * c))))));
+    }
+  }
+}
+
+// y[b, o0 + r] for r < NO output rows (weights w, NO rows of p.in floats) and b in [b0, b0 + NA).
+template <int NO, int NA>
+__attribute__((target("avx2,fma"))) void dot_tile(const Problem& p, const float* w, size_t o0, size_t b0) {
+  __m256 acc[NO][NA];
+  for (int r = 0; r < NO; ++r)
+    for (int a = 0; a < NA; ++a) acc[r][a] = _mm256_setzero_ps();
+  for (size_t i = 0; i < p.in; i += 8) {
+    __m256 x[NA];
+    for (int a = 0; a < NA; ++a) x[a] = _mm256_loadu_ps(p.x + (b0 + a) * p.in + i);
+    for (int r = 0; r < NO; ++r) {
+      const __m256 wr = _mm256_loadu_ps(w + r * p.in + i);
+      for (int a = 0; a < NA; ++a) acc[r][a] = _mm256_fmadd_ps(wr, x[a], acc[r][a]);
+    }
+  }
+  for (int r = 0; r < NO; ++r)
+    for (int a = 0; a < NA; ++a) p.y[(b0 + a) * p.out + o0 + r] = hsum256(acc[r][a]);
+}
+
+template <int NO>
+void dot_rows(const Problem& p, const float* w, size_t o0) {
+  size_t b0 = 0;
+  for (; b0 + kAct <= p.batch; b0 += kAct) dot_tile<NO, kAct>(p, w, o0, b0);
+  switch (p.batch - b0) {
+    case 2: dot_tile<NO, 2>(p, w, o0, b0); break;
+    case 1: dot_tile<NO, 1>(p, w, o0, b0); break;
+    default: break;
+  }
+}
+
+void rows_dequant(const Problem& p, size_t r0, size_t r1) {
+  thread_local std::vector<float> w;
+  if (w.size() < kOut * p.in) w.resize(kOut * p.in);
+  for (size_t o = r0; o < r1; o += kOut) {
+    const size_t no = std::min(kOut, r1 - o);
+    for (size_t r = 0; r < no; ++r) {
+      if (p.fmt == QuantFormat::Q4_1) dequant_row<true>(p, o + r, w.data() + r * p.in);
+      else dequant_row<false>(p, o + r, w.data() + r * p.in);
+    }
+    switch (no) {
+      case 4: dot_rows<4>(p, w.data(), o); break;
+      case 3: dot_rows<3>(p, w.data(), o); break;
+      case 2: dot_rows<2>(p, w.data(), o); break;
+      default: dot_rows<1>(p, w.data(), o); break;
+    }
+  }
+}
+
+// Batches of at least this many rows take the dequantise-then-multiply path.
+constexpr size_t kDequantMinBatch = 5;
+
 void rows_simd(const Problem& p, size_t r0, size_t r1) {
+  if (p.batch >= kDequantMinBatch) {
+    rows_dequant(p, r0, r1);
+    return;
+  }
   constexpr size_t kTile = 4;  // activation rows sharing one unpacked block
   for (size_t b0 = 0; b0 < p.batch; b0 += kTile) {
     const size_t nb = std::min(kTile, p.batch - b0);

@@ -5,7 +5,9 @@
 // quantised blocks (Q4_1: 20 bytes per 32 weights, Q8_0: 34) instead of float32 (128 bytes)
 // cuts those bytes ~4-6x. Activations stay float32: each weight used is exactly the value the
 // GGUF dequantiser produces (d*q (+ m)), so results equal a float64 product of the dequantised
-// weights up to float32 accumulation error.
+// weights up to float32 accumulation error. Batches of 5 or more rows (batched decoding) first
+// dequantise a few weight rows to float32 and reuse them across all activation rows from
+// registers, which makes the kernel compute-bound rather than unpack-bound.
 #pragma once
 
 #include <cstddef>

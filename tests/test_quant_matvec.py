@@ -56,7 +56,9 @@ def test_kernel_matches_float64_product_of_dequantised_weights(fmt, out, inp, si
     w = dequantised(blocks, fmt)
     assert np.all(np.isfinite(w))
     rng = np.random.default_rng(inp)
-    for batch in range(1, 9):
+    # 1-4 rows: blocks unpacked per use; 5+: rows dequantised once, 4x3 register tiles (with
+    # every remainder of output rows and activation rows)
+    for batch in range(1, 21):
         x = rng.standard_normal((batch, inp)).astype(np.float32)
         y = _native.quant_matmul(blocks, fmt, out, x, threads=2, simd=simd)
         check_close(y, w, x)
@@ -76,13 +78,15 @@ def test_simd_and_scalar_paths_agree_and_nibble_order_is_ggmls():
         x[0, k] = 1.0
         for simd in (True, False):
             assert _native.quant_matmul(block[None], "q4_1", 1, x, simd=simd)[0, 0] == 9.0
-    blocks = random_blocks("q4_1", 300, 576, seed=3)
-    x = np.random.default_rng(1).standard_normal((5, 576)).astype(np.float32)
-    a = _native.quant_matmul(blocks, "q4_1", 300, x, simd=True)
-    b = _native.quant_matmul(blocks, "q4_1", 300, x, simd=False)
-    w = dequantised(blocks, "q4_1")
-    bound = 2 * (576 + 2) * F32_EPS * (np.abs(x.astype(np.float64)) @ np.abs(w).T)
-    assert np.all(np.abs(a - b) <= bound)
+    for fmt in ("q4_1", "q8_0"):
+        blocks = random_blocks(fmt, 300, 576, seed=3)
+        w = dequantised(blocks, fmt)
+        for rows in (3, 5, 16):
+            x = np.random.default_rng(rows).standard_normal((rows, 576)).astype(np.float32)
+            a = _native.quant_matmul(blocks, fmt, 300, x, simd=True)
+            b = _native.quant_matmul(blocks, fmt, 300, x, simd=False)
+            bound = 2 * (576 + 2) * F32_EPS * (np.abs(x.astype(np.float64)) @ np.abs(w).T)
+            assert np.all(np.abs(a - b) <= bound)
 
 
 def test_thread_counts_give_the_same_result_and_out_is_written():

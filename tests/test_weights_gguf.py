@@ -239,6 +239,30 @@ def test_hf_export_of_the_embedded_model_round_trips(ours, tmp_path):
         assert torch.equal(again(x), model(x))
 
 
+def test_local_backend_default_logits_match_transformers_within_1e_4(reference):
+    """The local backend as configured by default (GGUF blocks for decode steps of up to 16
+    rows, plain matmuls for larger inputs): a prompt forward and a KV-cached decode step, both
+    compared with transformers' load of the same GGUF."""
+    from fastsynth.llm.local import LocalGenerator
+    from fastsynth.model.llama import KVCache
+    from fastsynth.model.quant_linear import QuantLinear
+    gen = LocalGenerator(threads=2)
+    model, tok = gen.model, gen.tokenizer
+    assert any(isinstance(m, QuantLinear) for m in model.modules())
+    hf, _ = reference
+    chat = [{"role": "user", "content": "Explain in two sentences why the sky is blue."}]
+    ids = tok.encode(tok.apply_chat_template(chat) + "The sky looks blue because")
+    x = torch.tensor([ids])
+    with torch.inference_mode():
+        ref = hf(x).logits
+        prompt = model(x)                              # 45 rows: plain matmuls, head on blocks
+        cache = KVCache(model.config, 1, x.shape[1])
+        model(x[:, :-1], cache=cache)
+        step = model(x[:, -1:], cache=cache)[:, -1]    # 1 row: every projection on blocks
+    assert (prompt - ref).abs().max().item() <= 1e-4
+    assert (step - ref[:, -1]).abs().max().item() <= 1e-4
+
+
 def test_packed_local_backend_logits_and_greedy_tokens(ours, reference):
     """The local backend's default (oneDNN-prepacked projections) vs transformers' GGUF load:
     equal to float32 rounding (summation order differs from MKL's), same greedy continuation."""

@@ -22,8 +22,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
     p.add_argument("--dtype", default="float32", help="float32 (default), bfloat16, float16")
     p.add_argument("--name", default=None, help="model id to report (default: file stem)")
-    p.add_argument("--plain-matmul", action="store_true",
-                   help="use torch's default matmuls instead of oneDNN-prepacked weights")
+    p.add_argument("--packed-matmul", action="store_true",
+                   help="hold float32 projections in oneDNN's prepacked layout (faster batched "
+                        "decoding for checkpoints without GGUF blocks)")
     p.add_argument("--no-quant-matvec", action="store_true",
                    help="local backend, GGUF on CPU: decode with the float32 weights instead of "
                         "reading the file's quantised blocks")
@@ -41,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
 
     gen = LocalGenerator(args.model, dtype=args.dtype, threads=args.threads,
                          batch_size=args.batch_size, name=args.name,
-                         packed=not args.plain_matmul, quantized=not args.no_quant_matvec)
+                         packed=args.packed_matmul, quantized=not args.no_quant_matvec)
     server = BatchingServer(gen, max_batch=args.batch_size, batch_window=args.batch_window)
 
     app = server.app()
