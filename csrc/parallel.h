@@ -1,10 +1,12 @@
 // Run-time thread pool for the hot paths: a parallel for-loop over [0, n) with
-// dynamic scheduling. Documents vary in length by orders of magnitude, so static
+// dynamic scheduling, on workers that persist between calls. Documents vary in length by orders of magnitude, so static
 // partitioning leaves cores idle; threads instead claim chunks from an atomic counter.
 #pragma once
 
 #include <algorithm>
 #include <atomic>
+#include <condition_variable>
+#include <cstdint>
 #include <cstddef>
 #include <exception>
 #include <mutex>
@@ -23,8 +25,37 @@ inline int resolve_threads(int requested, size_t n_items) {
   return t;
 }
 
+// Worker threads kept for the life of the process, so a parallel loop costs a wake-up
+// (a few microseconds) instead of thread start-ups (~20-50 us each; far more when other
+// processes hold the cores). Decode steps make ~120 small products per token, which is
+// where the difference shows. One loop runs on the pool at a time; a loop started while
+// the pool is busy (another Python thread, or a loop inside a loop) starts its own threads.
+class WorkerPool {
+ public:
+  // The pool of this process (a forked child gets a fresh one: its parent's workers do not
+  // exist in it).
+  static WorkerPool& get();
+  // Runs task(ctx, t) for t in [0, threads): t = 0 on the calling thread, the others on
+  // pool workers; returns when all have returned. task must not throw. Returns false
+  // without running anything when the pool is busy.
+  bool run(int threads, void (*task)(void*, int), void* ctx);
+
+ private:
+  void loop(int index);
+
+  std::mutex run_mutex_;  // held for the whole of one run()
+  std::mutex mutex_;      // guards the fields below
+  std::condition_variable wake_, done_;
+  int workers_ = 0;       // started so far (indices 1..workers_)
+  uint64_t generation_ = 0;
+  int wanted_ = 0;        // workers taking part in the current job: indices 1..wanted_
+  int remaining_ = 0;
+  void (*task_)(void*, int) = nullptr;
+  void* ctx_ = nullptr;
+};
+
 // fn(thread_index, begin, end) processes items [begin, end). Exceptions thrown by any
-// worker are rethrown (the first one) on the calling thread after all workers join.
+// worker are rethrown (the first one) on the calling thread after all workers finish.
 template <class Fn>
 void parallel_for(size_t n, int threads, size_t chunk, Fn&& fn) {
   if (n == 0) return;
@@ -49,11 +80,15 @@ void parallel_for(size_t n, int threads, size_t chunk, Fn&& fn) {
       next.store(n, std::memory_order_relaxed);
     }
   };
-  std::vector<std::thread> pool;
-  pool.reserve(static_cast<size_t>(threads - 1));
-  for (int t = 1; t < threads; ++t) pool.emplace_back(worker, t);
-  worker(0);
-  for (auto& th : pool) th.join();
+  using Worker = decltype(worker);
+  auto task = [](void* ctx, int tid) { (*static_cast<Worker*>(ctx))(tid); };
+  if (!WorkerPool::get().run(threads, task, &worker)) {
+    std::vector<std::thread> own;
+    own.reserve(static_cast<size_t>(threads - 1));
+    for (int t = 1; t < threads; ++t) own.emplace_back(worker, t);
+    worker(0);
+    for (auto& th : own) th.join();
+  }
   if (error) std::rethrow_exception(error);
 }
 

@@ -26,11 +26,10 @@ constexpr size_t kQ80Bytes = 2 + kQuantBlock;      // fp16 d, 32 int8
 // Output rows a thread claims at a time: small enough to balance a 576-row product over two
 // threads (36 chunks), large enough that the atomic counter is touched rarely.
 constexpr size_t kRowChunk = 16;
-// Multiply-adds below which a call stays on the calling thread. parallel_for starts its
-// threads per call (~20-50 us each, far more when other processes hold the cores: measured
-// 5x slower decode steps at load 5 on 2 cores); 4M multiply-adds take ~0.5 ms on one core,
-// so only products like the LM head (49152 x 576) or large batches are split.
-constexpr size_t kMinWorkPerThread = size_t{4} << 20;
+// Multiply-adds below which a call stays on the calling thread: waking a pool worker costs
+// ~10-20 us (parallel.h), about what 128K multiply-adds take on one core, so every
+// projection of a SmolLM2 decode step (331K multiply-adds and up at batch 1) is split.
+constexpr size_t kMinWorkPerThread = size_t{1} << 17;
 
 // IEEE binary16 -> binary32, exact for every input (subnormals, infinities, NaN).
 float half_to_float(uint16_t h) {
