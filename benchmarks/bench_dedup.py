@@ -25,6 +25,7 @@ import pytest
 import fastsynth as fs
 from conftest import fresh_strings
 from fastsynth.dedup import cluster_signatures
+from fastsynth.dedup.baseline import datasketch_components
 
 datasketch = pytest.importorskip("datasketch")
 
@@ -119,24 +120,7 @@ def lsh_signatures() -> np.ndarray:
 
 
 def datasketch_clusters(sigs: np.ndarray) -> np.ndarray:
-    lsh = datasketch.MinHashLSH(threshold=0.8, num_perm=128)
-    mhs = [datasketch.MinHash(128, hashvalues=s, scheme="affine32") for s in sigs]
-    for i, m in enumerate(mhs):
-        lsh.insert(i, m)
-    parent = list(range(len(mhs)))
-
-    def find(x):
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    for i, m in enumerate(mhs):
-        for j in lsh.query(m):
-            ri, rj = find(i), find(j)
-            if ri != rj:
-                parent[max(ri, rj)] = min(ri, rj)
-    return np.array([find(i) for i in range(len(mhs))])
+    return datasketch_components(sigs, threshold=0.8)
 
 
 @pytest.mark.benchmark(group="dedup_lsh")

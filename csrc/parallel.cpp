@@ -23,9 +23,10 @@ bool WorkerPool::run(int threads, void (*task)(void*, int), void* ctx) {
   if (!running.owns_lock()) return false;
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    while (workers_ < threads - 1) {
-      const int index = ++workers_;
+    while (workers_ < threads - 1) {  // counted once started: a failed start throws, and
+      const int index = workers_ + 1;  // no job ever waits for a worker that does not exist
       std::thread([this, index] { loop(index); }).detach();
+      workers_ = index;
     }
     task_ = task;
     ctx_ = ctx;

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 import fastsynth as fs
 from fastsynth.dedup import dedup, minhash, shingles
+from fastsynth.dedup.baseline import datasketch_components
 from fastsynth.dedup.synthetic import family_pairs, jaccard, make_near_duplicates
 
 BUCKETS = [(0.9, 1.01), (0.8, 0.9), (0.7, 0.8), (0.5, 0.7)]
@@ -28,24 +29,9 @@ def _recall_by_bucket(same, jac):
 
 def _datasketch_recall(data, i, j, jac):
     """datasketch MinHashLSH at the same threshold, its candidates merged transitively."""
-    datasketch = pytest.importorskip("datasketch")
+    pytest.importorskip("datasketch")
     sigs = minhash(data.texts, compat="datasketch")  # bit-identical to datasketch (test_minhash)
-    lsh = datasketch.MinHashLSH(threshold=0.8, num_perm=128)
-    mhs = [datasketch.MinHash(128, hashvalues=s, scheme="affine32") for s in sigs]
-    for k, m in enumerate(mhs):
-        lsh.insert(k, m)
-    parent = list(range(len(mhs)))
-
-    def find(x):
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    for k, m in enumerate(mhs):
-        for other in lsh.query(m):
-            parent[find(other)] = find(k)
-    root = np.array([find(k) for k in range(len(mhs))])
+    root = datasketch_components(sigs, threshold=0.8)
     return _recall_by_bucket(root[i] == root[j], jac)
 
 

@@ -8,6 +8,7 @@ import sys
 import time
 from typing import Any
 
+from fastsynth.cli.local_options import add_kernel_options, kernel_kwargs
 from fastsynth.errors import ConfigError, InputError
 
 
@@ -33,12 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stop", action="append", default=None, help="stop string (repeatable)")
     p.add_argument("--batch-size", type=int, default=16, help="local backend: batch size")
     p.add_argument("--threads", type=int, default=None, help="local backend: CPU threads")
-    p.add_argument("--packed-matmul", action="store_true",
-                   help="local backend: hold float32 projections in oneDNN's prepacked layout "
-                        "(faster batched decoding for checkpoints without GGUF blocks)")
-    p.add_argument("--no-quant-matvec", action="store_true",
-                   help="local backend, GGUF on CPU: decode with the float32 weights instead of "
-                        "reading the file's quantised blocks")
+    add_kernel_options(p, prefix="local backend: ")
     p.add_argument("--cache-dir", default=None, help="response cache folder (re-runs reuse it)")
     p.set_defaults(func=run)
 
@@ -86,8 +82,7 @@ def run(args: argparse.Namespace) -> int:
     seeds = [s if s is not None else args.seed for s in seeds]
     if args.backend == "local":
         opts: dict[str, Any] = {"model": args.model, "batch_size": args.batch_size,
-                                "threads": args.threads, "packed": args.packed_matmul,
-                                "quantized": not args.no_quant_matvec}
+                                "threads": args.threads, **kernel_kwargs(args)}
         chunk = args.batch_size
     elif args.backend == "openai":
         opts = {"model": args.model, "base_url": args.base_url, "concurrency": args.concurrency}

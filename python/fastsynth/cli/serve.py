@@ -5,6 +5,8 @@ import argparse
 import os
 import sys
 
+from fastsynth.cli.local_options import add_kernel_options, kernel_kwargs
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -22,12 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
     p.add_argument("--dtype", default="float32", help="float32 (default), bfloat16, float16")
     p.add_argument("--name", default=None, help="model id to report (default: file stem)")
-    p.add_argument("--packed-matmul", action="store_true",
-                   help="hold float32 projections in oneDNN's prepacked layout (faster batched "
-                        "decoding for checkpoints without GGUF blocks)")
-    p.add_argument("--no-quant-matvec", action="store_true",
-                   help="local backend, GGUF on CPU: decode with the float32 weights instead of "
-                        "reading the file's quantised blocks")
+    add_kernel_options(p)
     p.set_defaults(func=run)
 
 
@@ -42,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
 
     gen = LocalGenerator(args.model, dtype=args.dtype, threads=args.threads,
                          batch_size=args.batch_size, name=args.name,
-                         packed=args.packed_matmul, quantized=not args.no_quant_matvec)
+                         **kernel_kwargs(args))
     server = BatchingServer(gen, max_batch=args.batch_size, batch_window=args.batch_window)
 
     app = server.app()
