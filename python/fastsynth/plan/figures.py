@@ -48,12 +48,8 @@ def loss_vs_tokens(path: Path, sizes: Sequence[float], constants: Any,
         ax.plot(tokens, chinchilla_loss(n, tokens, constants), "o", ms=7)
         ax.annotate(label, (tokens, chinchilla_loss(n, tokens, constants)),
                     textcoords="offset points", xytext=(4, 6), fontsize=8)
-    ax.set_xscale("log")
-    ax.set_xlabel("training tokens D")
-    ax.set_ylabel("Chinchilla loss (nats/token)")
-    ax.set_title("Loss vs tokens (ticks: 20 tokens/param)")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3, which="both")
+    _finish_log_axes(ax, "training tokens D", "Chinchilla loss (nats/token)",
+                     "Loss vs tokens (ticks: 20 tokens/param)")
     return _save(fig, path)
 
 
@@ -72,12 +68,8 @@ def isoflop(path: Path, budgets: Sequence[float], constants: Any,
         ax.plot(n, chinchilla_loss(n, tokens, constants), "ko", ms=5)
         ax.annotate(label, (n, chinchilla_loss(n, tokens, constants)),
                     textcoords="offset points", xytext=(4, -12), fontsize=8)
-    ax.set_xscale("log")
-    ax.set_xlabel("parameters N")
-    ax.set_ylabel("Chinchilla loss (nats/token)")
-    ax.set_title("isoFLOP curves (stars: compute-optimal)")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3, which="both")
+    _finish_log_axes(ax, "parameters N", "Chinchilla loss (nats/token)",
+                     "isoFLOP curves (stars: compute-optimal)")
     return _save(fig, path)
 
 
@@ -96,20 +88,35 @@ def fitted_chinchilla(path: Path, fit: Any, n: np.ndarray, d: np.ndarray,
         if not sel.any():
             continue
         grid = np.geomspace(d[sel].min() / 2, d.max() * 20, 100)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ExtrapolationWarning)
-            p = fit.predict(np.full_like(grid, size), grid)
+        p = _predict_beyond_data(fit, np.full_like(grid, size), grid)
         line, = ax.plot(grid, p.value, label=f"N~{size / 1e6:.3g}M")
         ax.fill_between(grid, p.lower, p.upper, color=line.get_color(), alpha=0.2)
         ax.plot(d[sel], loss[sel], ".", color=line.get_color())
-    ax.axvline(d.max() * 10, color="grey", ls=":", label="10x largest D")
-    ax.set_xscale("log")
-    ax.set_xlabel("training tokens D")
-    ax.set_ylabel("loss (nats/token)")
-    ax.set_title(f"Fitted Chinchilla law (R^2 = {fit.r2:.3f}, 95% bootstrap band)")
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3, which="both")
+    _mark_extrapolation(ax, d)
+    _finish_log_axes(ax, "training tokens D", "loss (nats/token)",
+                     f"Fitted Chinchilla law (R^2 = {fit.r2:.3f}, 95% bootstrap band)", fontsize=7)
     return _save(fig, path)
+
+
+def _predict_beyond_data(fit: Any, *args: np.ndarray) -> Any:
+    """fit.predict over a grid that deliberately extends past the data (curves, not advice)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExtrapolationWarning)
+        return fit.predict(*args)
+
+
+def _mark_extrapolation(ax: Any, d: np.ndarray) -> None:
+    ax.axvline(d.max() * 10, color="grey", ls=":", label="10x largest D")
+
+
+def _finish_log_axes(ax: Any, xlabel: str, ylabel: str, title: str, fontsize: int = 8) -> None:
+    """Log x axis, labels, title, legend and grid."""
+    ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=fontsize)
+    ax.grid(alpha=0.3, which="both")
 
 
 def fitted_rectified(path: Path, fit: Any, d: np.ndarray, metric: np.ndarray) -> Path:
@@ -117,19 +124,12 @@ def fitted_rectified(path: Path, fit: Any, d: np.ndarray, metric: np.ndarray) ->
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     grid = np.geomspace(d.min() / 2, d.max() * 1000, 200)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ExtrapolationWarning)
-        p = fit.predict(grid)
+    p = _predict_beyond_data(fit, grid)
     ax.plot(grid, p.value, label=f"{fit.law} law")
     ax.fill_between(grid, p.lower, p.upper, alpha=0.2, label="95% bootstrap band")
     ax.plot(d, metric, "ko", ms=4, label="data")
-    ax.axvline(d.max() * 10, color="grey", ls=":", label="10x largest D")
-    ax.set_xscale("log")
-    ax.set_xlabel("tokens D")
-    ax.set_ylabel("metric")
-    ax.set_title(f"Fitted {fit.law} law (R^2 = {fit.r2:.3f})")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3, which="both")
+    _mark_extrapolation(ax, d)
+    _finish_log_axes(ax, "tokens D", "metric", f"Fitted {fit.law} law (R^2 = {fit.r2:.3f})")
     return _save(fig, path)
 
 
