@@ -139,7 +139,9 @@ def minhash(texts: Any, num_perm: int = 128, ngram: int = 5, seed: int = 1, comp
             threads: int | None = None, *, shingle: str = "word", device: str = "auto") -> np.ndarray:
     """MinHash signatures, uint32 ``(len(texts), num_perm)``, row i for ``texts[i]``.
 
-    ``texts``: list/tuple of str or bytes, or a pyarrow string array (zero copy).
+    ``texts``: list/tuple of str or bytes, or a pyarrow string array (zero copy). ASCII str and
+    bytes are read in place; other str are encoded to UTF-8 by the worker threads (a lone
+    surrogate raises ValueError naming the item).
     ``threads``: None or 0 = all cores. ``device``: "auto" runs the permutation step as a
     Triton kernel when CUDA is available (shingling and hashing stay on the CPU; the
     result is bit-identical), "cpu" or "cuda" force one.
