@@ -5,7 +5,7 @@
 
 Usage:
     .venv/bin/python benchmarks/run_synth_target.py [--docs 100] [--out runs/synth-target]
-        [--threads 2] [--backend local] [--questions-per-doc 5] [--fresh]
+        [--threads 2] [--backend local] [--questions-per-doc 6] [--fresh]
 
 Runs :func:`fastsynth.synth.synthesize` on the first ``--docs`` documents of
 ``builtin:python-docs`` and prints one JSON line: wall seconds, yields per level, total,
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2, help="torch threads of the local backend")
     ap.add_argument("--backend", default="local")
     ap.add_argument("--base-url", default=None)
-    ap.add_argument("--questions-per-doc", type=float, default=5.0)
+    ap.add_argument("--questions-per-doc", type=float, default=6.0)
     ap.add_argument("--batch-size", type=int, default=8, help="requests per generate() call")
     ap.add_argument("--fresh", action="store_true")
     ap.add_argument("--no-embeddings", action="store_true")
