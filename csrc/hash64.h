@@ -6,7 +6,8 @@
 //   for the last 1-7 bytes (as w):      h = fold(h ^ w ^ kP0, kP2)
 //   return fmix64(h)
 // fold(a, b) = low ^ high 64 bits of the 128-bit product (every output bit depends on
-// every input bit). Inline: it runs once per word of every document.
+// every input bit). fmix64 also serves the heuristics' n-gram counters. Inline: the word
+// hash runs once per word of every document.
 #pragma once
 
 #include <cstddef>

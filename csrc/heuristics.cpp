@@ -6,7 +6,9 @@
 #include <limits>
 #include <vector>
 
+#include "hash64.h"
 #include "parallel.h"
+#include "utf8.h"
 
 namespace fastsynth {
 namespace {
@@ -16,43 +18,19 @@ constexpr size_t kChunk = 8;
 
 // ---------------------------------------------------------------- UTF-8 decoding
 
-// Decodes UTF-8 to code points. An invalid or truncated sequence yields U+FFFD and
-// advances one byte (texts from Python str are always valid; bytes may not be).
+// The text as code points (invalid UTF-8: U+FFFD per bad byte, see utf8.h).
 void decode_utf8(std::string_view s, std::vector<uint32_t>& out) {
   out.clear();
   out.reserve(s.size());
   const auto* p = reinterpret_cast<const unsigned char*>(s.data());
   const size_t n = s.size();
-  size_t i = 0;
-  while (i < n) {
-    unsigned c = p[i];
-    if (c < 0x80) {
-      out.push_back(c);
-      ++i;
+  for (size_t i = 0, len = 0; i < n; i += len) {
+    if (p[i] < 0x80) {  // the common case, without the call
+      out.push_back(p[i]);
+      len = 1;
       continue;
     }
-    uint32_t cp = 0xFFFD;
-    size_t len = 1;
-    auto cont = [&](size_t k) { return i + k < n && (p[i + k] & 0xC0) == 0x80; };
-    if (c >= 0xC2 && c <= 0xDF && cont(1)) {
-      cp = ((c & 0x1Fu) << 6) | (p[i + 1] & 0x3Fu);
-      len = 2;
-    } else if (c >= 0xE0 && c <= 0xEF && cont(1) && cont(2)) {
-      uint32_t v = ((c & 0x0Fu) << 12) | ((p[i + 1] & 0x3Fu) << 6) | (p[i + 2] & 0x3Fu);
-      if (v >= 0x800 && (v < 0xD800 || v > 0xDFFF)) {
-        cp = v;
-        len = 3;
-      }
-    } else if (c >= 0xF0 && c <= 0xF4 && cont(1) && cont(2) && cont(3)) {
-      uint32_t v = ((c & 0x07u) << 18) | ((p[i + 1] & 0x3Fu) << 12) | ((p[i + 2] & 0x3Fu) << 6) |
-                   (p[i + 3] & 0x3Fu);
-      if (v >= 0x10000 && v <= 0x10FFFF) {
-        cp = v;
-        len = 4;
-      }
-    }
-    out.push_back(cp);
-    i += len;
+    out.push_back(decode_utf8_at(p + i, n - i, len));
   }
 }
 
@@ -130,20 +108,13 @@ bool is_stop_word(const uint32_t* w, size_t len) {
 
 // ------------------------------------------------------------------- hashing
 
-inline uint64_t mix64(uint64_t x) {  // splitmix64 finaliser
-  x ^= x >> 30;
-  x *= 0xBF58476D1CE4E5B9ull;
-  x ^= x >> 27;
-  x *= 0x94D049BB133111EBull;
-  x ^= x >> 31;
-  return x;
-}
-inline uint64_t combine(uint64_t h, uint64_t v) { return mix64(h * 0x9E3779B97F4A7C15ull + v); }
+using hashing::fmix64;
+inline uint64_t combine(uint64_t h, uint64_t v) { return fmix64(h * 0x9E3779B97F4A7C15ull + v); }
 
 inline uint64_t hash_span(const uint32_t* p, size_t n) {
   uint64_t h = 0x243F6A8885A308D3ull ^ n;
   for (size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 0x100000001B3ull;
-  return mix64(h);
+  return fmix64(h);
 }
 
 // Open-addressing counter keyed by 64-bit hashes (key 0 is remapped to 1). Equal
@@ -180,7 +151,7 @@ class HashCounter {
   static uint64_t norm(uint64_t k) { return k == 0 ? 1 : k; }
   size_t slot(uint64_t key) const {
     uint64_t k = norm(key);
-    size_t i = static_cast<size_t>(mix64(k)) & mask_;
+    size_t i = static_cast<size_t>(fmix64(k)) & mask_;
     while (keys_[i] != 0 && keys_[i] != k) i = (i + 1) & mask_;
     return i;
   }

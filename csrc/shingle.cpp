@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "compact_table.h"
+#include "utf8.h"
 
 namespace fastsynth {
 namespace {
@@ -60,33 +61,6 @@ uint8_t classify(uint32_t c) {
   return kWord;
 }
 
-// Decodes one code point at p (n bytes left); sets len. Invalid sequences (bad lead,
-// bad continuation, overlong, surrogate, > U+10FFFF) decode as U+FFFD over one byte.
-uint32_t decode(const unsigned char* p, size_t n, size_t& len) {
-  unsigned char b0 = p[0];
-  auto cont = [&](size_t i) { return i < n && (p[i] & 0xC0) == 0x80; };
-  if (b0 >= 0xC2 && b0 <= 0xDF && cont(1)) {
-    len = 2;
-    return ((b0 & 0x1Fu) << 6) | (p[1] & 0x3Fu);
-  }
-  if (b0 >= 0xE0 && b0 <= 0xEF && cont(1) && cont(2)) {
-    uint32_t c = ((b0 & 0x0Fu) << 12) | ((p[1] & 0x3Fu) << 6) | (p[2] & 0x3Fu);
-    if (c >= 0x800 && (c < 0xD800 || c > 0xDFFF)) {
-      len = 3;
-      return c;
-    }
-  }
-  if (b0 >= 0xF0 && b0 <= 0xF4 && cont(1) && cont(2) && cont(3)) {
-    uint32_t c = ((b0 & 0x07u) << 18) | ((p[1] & 0x3Fu) << 12) | ((p[2] & 0x3Fu) << 6) | (p[3] & 0x3Fu);
-    if (c >= 0x10000 && c <= 0x10FFFF) {
-      len = 4;
-      return c;
-    }
-  }
-  len = 1;
-  return 0xFFFD;
-}
-
 }  // namespace
 
 uint32_t fold_case(uint32_t c) {
@@ -138,26 +112,11 @@ uint32_t fold_case(uint32_t c) {
 // is a word character and updates the word state. Returns the bytes consumed.
 static size_t normalize_non_ascii(const unsigned char* p, size_t left, char*& w, bool& in_word) {
   size_t len;
-  uint32_t cp = decode(p, left, len);
+  uint32_t cp = decode_utf8_at(p, left, len);
   const uint8_t cls = classify(cp);
   if (cls == kWord) {
     in_word = true;
-    cp = fold_case(cp);
-    if (cp < 0x80) {  // U+017F folds to ASCII 's'
-      *w++ = static_cast<char>(cp);
-    } else if (cp < 0x800) {
-      *w++ = static_cast<char>(0xC0 | (cp >> 6));
-      *w++ = static_cast<char>(0x80 | (cp & 0x3F));
-    } else if (cp < 0x10000) {
-      *w++ = static_cast<char>(0xE0 | (cp >> 12));
-      *w++ = static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-      *w++ = static_cast<char>(0x80 | (cp & 0x3F));
-    } else {
-      *w++ = static_cast<char>(0xF0 | (cp >> 18));
-      *w++ = static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
-      *w++ = static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-      *w++ = static_cast<char>(0x80 | (cp & 0x3F));
-    }
+    w = append_utf8(w, fold_case(cp));  // (U+017F folds to ASCII 's')
   } else if (cls == kSep && in_word) {
     *w++ = ' ';
     in_word = false;

@@ -3,31 +3,14 @@
 #include <cstring>
 #include <stdexcept>
 
+#include "utf8.h"
+
 #if defined(__x86_64__)
 #include <emmintrin.h>  // SSE2: part of x86-64
 #endif
 
 namespace fastsynth {
 namespace {
-
-inline char* put(char* w, uint32_t c) {
-  if (c < 0x80) {
-    *w++ = static_cast<char>(c);
-  } else if (c < 0x800) {
-    *w++ = static_cast<char>(0xC0 | (c >> 6));
-    *w++ = static_cast<char>(0x80 | (c & 0x3F));
-  } else if (c < 0x10000) {
-    *w++ = static_cast<char>(0xE0 | (c >> 12));
-    *w++ = static_cast<char>(0x80 | ((c >> 6) & 0x3F));
-    *w++ = static_cast<char>(0x80 | (c & 0x3F));
-  } else {
-    *w++ = static_cast<char>(0xF0 | (c >> 18));
-    *w++ = static_cast<char>(0x80 | ((c >> 12) & 0x3F));
-    *w++ = static_cast<char>(0x80 | ((c >> 6) & 0x3F));
-    *w++ = static_cast<char>(0x80 | (c & 0x3F));
-  }
-  return w;
-}
 
 // Code units [i, n) of one kind, ASCII runs 16 bytes of input at a time (SSE2).
 template <class Unit>
@@ -67,7 +50,7 @@ char* encode(const Unit* u, size_t n, char* w, size_t index) {
       if (c >= 0xD800 && c <= 0xDFFF)
         throw std::invalid_argument("texts[" + std::to_string(index) +
                                     "] cannot be encoded as UTF-8 (it holds a lone surrogate)");
-      w = put(w, c);
+      w = append_utf8(w, c);
     }
   }
   return w;
