@@ -304,7 +304,7 @@ PYBIND11_MODULE(_native, m) {
         normalized_word_hashes(held.batch.texts[0], scratch, out, simd);
         return out;
       },
-      "hash64 of each word of the normalised text, from the word scanner (for tests)",
+      "word_hash (hash64.h) of each word of the normalised text, from the word scanner (for tests)",
       py::arg("text"), py::arg("simd") = true);
   m.def("sha1", [](const py::bytes& data) {
     std::string_view s = data;

@@ -44,9 +44,8 @@ bool WorkerPool::run(int threads, void (*task)(void*, int), void* ctx) {
 }
 
 void WorkerPool::loop(int index) {
-  uint64_t seen = 0;
   std::unique_lock<std::mutex> lock(mutex_);
-  seen = generation_ - 1;  // a worker started for a job takes part in it
+  uint64_t seen = generation_ - 1;  // a worker started for a job takes part in it
   for (;;) {
     wake_.wait(lock, [&] { return generation_ != seen; });
     seen = generation_;

@@ -1,6 +1,7 @@
-// Run-time thread pool for the hot paths: a parallel for-loop over [0, n) with
-// dynamic scheduling, on workers that persist between calls. Documents vary in length by orders of magnitude, so static
-// partitioning leaves cores idle; threads instead claim chunks from an atomic counter.
+// Run-time thread pool for the hot paths: a parallel for-loop over [0, n) with dynamic
+// scheduling, on workers that persist between calls. Documents vary in length by orders
+// of magnitude, so static partitioning leaves cores idle; threads instead claim chunks
+// from an atomic counter.
 #pragma once
 
 #include <algorithm>
