@@ -1,14 +1,10 @@
-"""The plan report: one document rendered as Markdown and as self-contained HTML.
+"""The plan report: ``plan.md`` and a self-contained ``plan.html`` with its figures.
 
-The report is a list of blocks (headings, paragraphs, tables, figures) built once by
-:func:`build_report` and rendered twice, so the two files never disagree. Figures are
-PNG files beside ``plan.md``; the HTML embeds them (base64) so it can be mailed alone.
+Built once as a :class:`fastsynth.report.Document` by :func:`build_report` and rendered
+twice, so the two files never disagree. Figures are PNG files beside ``plan.md``.
 """
 from __future__ import annotations
 
-import base64
-import html
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -17,67 +13,7 @@ from fastsynth.plan.budget import BudgetPlan
 from fastsynth.plan.constants import CONSTANT_SETS
 from fastsynth.plan.laws import chinchilla_optimal
 from fastsynth.plan.scenario import Check
-
-
-@dataclass
-class Document:
-    title: str
-    blocks: list[tuple[str, Any]] = field(default_factory=list)
-
-    def h(self, text: str) -> None:
-        self.blocks.append(("h", text))
-
-    def p(self, text: str) -> None:
-        self.blocks.append(("p", text))
-
-    def table(self, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-        self.blocks.append(("table", (list(header), [[str(c) for c in r] for r in rows])))
-
-    def figure(self, path: Path, caption: str) -> None:
-        self.blocks.append(("fig", (path, caption)))
-
-    def markdown(self) -> str:
-        out = [f"# {self.title}", ""]
-        for kind, body in self.blocks:
-            if kind == "h":
-                out += [f"## {body}", ""]
-            elif kind == "p":
-                out += [body, ""]
-            elif kind == "table":
-                head, rows = body
-                out.append("| " + " | ".join(head) + " |")
-                out.append("|" + "---|" * len(head))
-                out += ["| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in rows]
-                out.append("")
-            else:
-                path, caption = body
-                out += [f"![{caption}]({path.name})", f"*{caption}*", ""]
-        return "\n".join(out)
-
-    def html(self) -> str:
-        e = html.escape
-        out = ["<!doctype html><html><head><meta charset='utf-8'>",
-               f"<title>{e(self.title)}</title><style>body{{font-family:sans-serif;"
-               "max-width:60em;margin:2em auto}table{border-collapse:collapse}"
-               "td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}"
-               "img{max-width:100%}</style></head><body>", f"<h1>{e(self.title)}</h1>"]
-        for kind, body in self.blocks:
-            if kind == "h":
-                out.append(f"<h2>{e(body)}</h2>")
-            elif kind == "p":
-                out.append(f"<p>{e(body)}</p>")
-            elif kind == "table":
-                head, rows = body
-                out.append("<table><tr>" + "".join(f"<th>{e(c)}</th>" for c in head) + "</tr>")
-                out += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in rows]
-                out.append("</table>")
-            else:
-                path, caption = body
-                data = base64.b64encode(path.read_bytes()).decode("ascii")
-                out.append(f"<figure><img src='data:image/png;base64,{data}' "
-                           f"alt='{e(caption)}'><figcaption>{e(caption)}</figcaption></figure>")
-        out.append("</body></html>")
-        return "\n".join(out)
+from fastsynth.report import Document
 
 
 def _b(x: float) -> str:
@@ -153,10 +89,7 @@ def build_report(plan: BudgetPlan, out_dir: Path, *, title: str = "fastsynth pla
     doc.figure(figures.isoflop(out_dir / "isoflop.png", budgets, inp.constants, marks),
                "isoFLOP curves")
     doc.figure(figures.cost_breakdown(out_dir / "cost_breakdown.png", plan), "Cost breakdown")
-    md, page = out_dir / "plan.md", out_dir / "plan.html"
-    md.write_text(doc.markdown(), encoding="utf-8")
-    page.write_text(doc.html(), encoding="utf-8")
-    return {"markdown": md, "html": page}
+    return doc.write(out_dir, "plan")
 
 
 def _fit_section(doc: Document, plan: BudgetPlan, fit: Any, data: dict[str, Any],

@@ -1,11 +1,11 @@
 """Histogram PNGs (matplotlib, from the ``report`` extra)."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
+from fastsynth.atomic import atomic_path
 from fastsynth.errors import DependencyError
 
 
@@ -41,9 +41,8 @@ def histogram_png(values: np.ndarray, path: str | Path, *, title: str, xlabel: s
         ax.set_xlabel(xlabel)
         ax.set_ylabel("documents")
         fig.tight_layout()
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        fig.savefig(tmp, format="png")
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png")
     finally:
         plt.close(fig)
     return path
