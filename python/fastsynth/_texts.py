@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from fastsynth import _native
+import fastsynth._native as _native
 
 try:  # pyarrow is a core dependency, but keep the import failure explicit
     import pyarrow as pa

@@ -13,7 +13,7 @@ import argparse
 import importlib
 import sys
 
-from fastsynth import __version__
+from fastsynth._version import __version__
 from fastsynth.errors import FastsynthError
 
 # Sub-command modules, in the order the data flows.

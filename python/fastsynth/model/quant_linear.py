@@ -35,7 +35,7 @@ _FORMATS = {"Q4_1": "q4_1", "Q8_0": "q8_0"}  # GGML type name -> kernel format
 
 
 def _native():
-    from fastsynth import _native as native
+    import fastsynth._native as native
     return native
 
 

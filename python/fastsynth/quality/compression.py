@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from fastsynth import _native
+import fastsynth._native as _native
 from fastsynth._texts import native_chunks, resolve_threads
 from fastsynth.errors import ConfigError
 

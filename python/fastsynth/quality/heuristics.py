@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from fastsynth import _native
+import fastsynth._native as _native
 from fastsynth._texts import native_chunks, resolve_threads
 
 HEURISTIC_NAMES: tuple[str, ...] = tuple(_native.heuristic_names)
