@@ -13,17 +13,33 @@ Conventions:
   become UTF-8 and is rejected as ``invalid_utf8``.
 * Id: ``str(record[id_field])`` when present and not null, else ``"<name>:<line>"`` with
   ``name`` the file's path relative to the source root.
-* A compressed stream that ends early yields every complete line before the break, then
-  one ``truncated_stream`` reject whose ``line`` is the first line that could not be read
-  completely (its detail names the last complete line); reading goes on with the next file.
-  (For ``.zst`` the lines of the last 64 KiB read before the break may be inside that
-  reject: pyarrow's stream drops a partly decoded read.)
+* Values: Python's ``json`` also reads ``NaN``/``Infinity``, which JSON does not have; such
+  a line is ``malformed_json``, so no record carries a value a JSON writer cannot write.
+  A line nested deeper than Python's recursion limit is ``malformed_json`` too.
+* Gzip (``.gz``): the records of a member are yielded only after that member's CRC-32
+  and length check passed (a member is what one ``gzip`` run writes; ``cat a.gz b.gz``
+  makes two). A member that fails its check, or ends early, gives one reject
+  (``corrupt_stream`` / ``truncated_stream``) whose ``line`` is its first line not yet
+  yielded; its detail counts the lines decoded from it. The rest of that file is not
+  read (the next member's start cannot be trusted); reading goes on with the next file.
+  Memory: a member's decompressed bytes are held until its check, up to
+  ``GZIP_MEMBER_BUFFER`` (64 MiB); a larger member is decompressed twice — once to check
+  it, keeping nothing, then again, yielding lines — so memory stays bounded for members
+  of any size at the cost of a second decompression (see docs/errors.md).
+* Zstandard (``.zst``): pyarrow's stream gives no frame boundaries, so a stream that ends
+  early yields every complete line before the break, then one ``truncated_stream``
+  reject whose ``line`` is the first line that could not be read completely (its detail
+  names the last complete line; the lines of the last 64 KiB read before the break may
+  be inside that reject: pyarrow's stream drops a partly decoded read). A frame whose
+  checksum fails gives ``corrupt_stream`` after the lines decoded before it.
   Other damage gives ``corrupt_stream``; a file that cannot be opened ``unreadable_file``.
-* Memory: one line at a time (plus a 1 MiB read buffer), whatever the file size.
+* Every string in a yielded record (keys and values at any depth, not only the text and
+  id) is valid UTF-8: an escape that encodes a lone surrogate anywhere is ``invalid_utf8``.
+* Memory: one line at a time (plus a 1 MiB read buffer), whatever the file size (gzip:
+  see above).
 """
 from __future__ import annotations
 
-import gzip
 import io
 import json
 import re
@@ -44,27 +60,131 @@ _BUFFER = 1 << 20  # 1 MiB: large enough that syscalls/decompressor calls are no
 _ZSTD_READ = 1 << 16
 _LONE_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 _MISSING = object()
+#: Decompressed bytes of one gzip member held until its check passes; past this the
+#: member is checked in a first pass that keeps nothing and decoded again (module doc).
+GZIP_MEMBER_BUFFER = 64 << 20
+_GZIP_OUT = 4 << 20  # most decompressed bytes per zlib call: bounds a zip bomb's step
 
 
 class _StreamBroken(Exception):
-    def __init__(self, reason: str, error: BaseException):
+    def __init__(self, reason: str, error: BaseException | str, lost: int | None = None):
         super().__init__(str(error))
         self.reason = reason
         self.error = error
+        self.lost = lost  # gzip: lines decoded from the damaged member (not yielded)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
 
 
 def _open(sf: SourceFile) -> BinaryIO:
     path = sf.path
     if sf.compression == "gzip":
-        return gzip.open(path, "rb")
+        return open(path, "rb", buffering=0)
     if sf.compression == "zstd":
         # pyarrow's stream has no readline: a BufferedReader supplies line iteration.
         return io.BufferedReader(pa.input_stream(str(path), compression="zstd"), _ZSTD_READ)
     return open(path, "rb", buffering=_BUFFER)
 
 
-def _lines(fh: BinaryIO, compressed: bool) -> Iterator[bytes]:
+class _GzipMember:
+    """One gzip member read from ``f`` after the bytes ``head``: ``chunks()`` yields its
+    decompressed bytes and raises ``_StreamBroken`` when the member is damaged or ends
+    early (zlib checks the CRC-32 and length trailer before reporting the end);
+    afterwards ``rest`` holds the compressed bytes that follow the member."""
+
+    def __init__(self, f: BinaryIO, head: bytes):
+        self.f, self.head, self.rest = f, head, b""
+
+    def chunks(self) -> Iterator[bytes]:
+        d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        data = self.head
+        while True:
+            if not data:
+                try:
+                    data = self.f.read(_BUFFER)
+                except OSError as e:
+                    raise _StreamBroken("unreadable_file", e) from e
+                if not data:
+                    raise _StreamBroken("truncated_stream", "the gzip member ends before its "
+                                        "end marker and CRC check")
+            try:
+                out = d.decompress(data, _GZIP_OUT)
+            except zlib.error as e:
+                reason = "truncated_stream" if "runcated" in str(e) else "corrupt_stream"
+                raise _StreamBroken(reason, f"damaged gzip member: {e}") from e
+            data = d.unconsumed_tail
+            if out:
+                yield out
+            if d.eof:
+                self.rest = d.unused_data
+                return
+
+
+def _gzip_lines(f: BinaryIO) -> Iterator[bytes]:
+    """Raw lines of a (multi-member) gzip file, each member's only after its check passed.
+
+    A line that spans members is yielded once both are checked. On damage raises
+    ``_StreamBroken`` with ``lost`` = lines decoded from the unchecked member.
+    """
+    carry = b""  # the unfinished last line of the checked members so far
+    rest = b""
+    while True:
+        rest = rest.lstrip(b"\0")  # gzip(1) and Python skip zero padding between members
+        while not rest:
+            try:
+                rest = f.read(_BUFFER)
+            except OSError as e:
+                raise _StreamBroken("unreadable_file", e) from e
+            if not rest:
+                if carry:
+                    yield carry
+                return
+            rest = rest.lstrip(b"\0")
+        start = f.tell() - len(rest)
+        if not rest.startswith(b"\x1f\x8b") and len(rest) >= 2:
+            raise _StreamBroken("corrupt_stream", f"bytes at offset {start} are not a gzip "
+                                "member (trailing garbage?)", lost=int(bool(carry)))
+        member = _GzipMember(f, rest)
+        parts: list[bytes] = []
+        held = 0
+        seen = 0  # newlines decoded from this member (for the damage report)
+        open_line = bool(carry)  # bytes pending after the last newline
+        try:
+            for out in member.chunks():
+                seen += out.count(b"\n")
+                open_line = not out.endswith(b"\n")
+                if held <= GZIP_MEMBER_BUFFER:
+                    parts.append(out)
+                    held += len(out)
+                    if held > GZIP_MEMBER_BUFFER:
+                        parts = []  # too big to hold: check it first, decode it again after
+        except _StreamBroken as broken:
+            broken.lost = seen + int(open_line)
+            raise
+        rest = member.rest
+        if held > GZIP_MEMBER_BUFFER:
+            f.seek(start)
+            member = _GzipMember(f, b"")
+            chunks: Iterator[bytes] = member.chunks()
+        else:
+            chunks = iter(parts)
+        for out in chunks:
+            pieces = (carry + out).split(b"\n")
+            carry = pieces.pop()
+            for p in pieces:
+                yield p + b"\n"
+        if held > GZIP_MEMBER_BUFFER:
+            rest = member.rest
+
+
+def _lines(fh: BinaryIO, compression: str | None) -> Iterator[bytes]:
     """Yield raw lines; turn decompression/read failures into ``_StreamBroken``."""
+    if compression == "gzip":
+        yield from _gzip_lines(fh)
+        return
+    compressed = compression is not None
     try:
         yield from fh
     except EOFError as e:  # gzip: "Compressed file ended before the end-of-stream marker"
@@ -92,7 +212,7 @@ def iter_jsonl(sf: SourceFile, text_field: str, id_field: str,
     lineno = 0
     with fh:
         try:
-            for raw in _lines(fh, sf.compression is not None):
+            for raw in _lines(fh, sf.compression):
                 lineno += 1
                 if lineno == 1 and raw.startswith(_BOM):
                     raw = raw[len(_BOM):]
@@ -104,7 +224,11 @@ def iter_jsonl(sf: SourceFile, text_field: str, id_field: str,
                 if item is not None:
                     yield item
         except _StreamBroken as broken:
-            if broken.reason == "truncated_stream":
+            if broken.lost is not None:
+                detail = (f"{broken}; the {broken.lost} line(s) decoded from this gzip member "
+                          f"after line {lineno} (the last line of a checked member) are "
+                          f"rejected with the rest of the file")
+            elif broken.reason == "truncated_stream":
                 detail = (f"compressed stream ends abruptly after line {lineno} "
                           f"(the last complete line): {broken}")
             else:
@@ -124,11 +248,15 @@ def _parse(raw: bytes, lineno: int, sf: SourceFile, text_field: str, id_field: s
     except UnicodeDecodeError as e:
         return bad("invalid_utf8", f"invalid UTF-8 byte at offset {e.start}")
     try:
-        obj = json.loads(s)
+        obj = json.loads(s, parse_constant=_reject_constant)
     except ValueError as e:
         col = getattr(e, "colno", None)
         return bad("malformed_json", f"malformed JSON: {getattr(e, 'msg', e)}"
                    + (f" (column {col})" if col else ""))
+    except RecursionError:
+        # A short line of 1,000 nested brackets exhausts the parser's stack; it is one bad
+        # record, not a reason to stop reading (docs/errors.md).
+        return bad("malformed_json", "malformed JSON: nested too deeply to parse")
     if not isinstance(obj, dict):
         return bad("not_an_object", f"expected a JSON object, got {type(obj).__name__}")
     text = obj.get(text_field, _MISSING)
@@ -141,10 +269,13 @@ def _parse(raw: bytes, lineno: int, sf: SourceFile, text_field: str, id_field: s
     ident = f"{sf.name}:{lineno}" if ident is None else str(ident)
     if "\\u" in s and _LONE_SURROGATE_ESCAPE.search(s):
         # Only escapes can produce lone surrogates (the bytes were strict UTF-8); a valid
-        # escaped pair is merged by json, so check by encoding, the rare case only.
+        # escaped pair is merged by json, so check by encoding, the rare case only. Every
+        # field is checked, not only text and id: a writer downstream must encode them all.
         try:
-            text.encode("utf-8")
             ident.encode("utf-8")
+            json.dumps(obj, ensure_ascii=False).encode("utf-8")
         except UnicodeEncodeError:
             return bad("invalid_utf8", "a \\u escape encodes a lone surrogate, which is not valid UTF-8")
+        except RecursionError:
+            return bad("malformed_json", "malformed JSON: nested too deeply to parse")
     return ident, text, obj
