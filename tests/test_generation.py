@@ -202,3 +202,114 @@ def test_context_overflow_is_an_error(model, tok):
         generate(model, tok, [long], max_new_tokens=10)
     with pytest.raises(ConfigError, match="max_new_tokens"):
         generate(model, tok, [[1, 2]], max_new_tokens=0)
+
+
+# ----------------------------------------------------------------- continuous batching engine
+
+def run_staggered(model, tok, ps, joins, n_new, **row_kw):
+    """Decode with a DecodeBatch where prompt i joins before step ``joins[i]``; returns rows."""
+    from fastsynth.model.generation import DecodeBatch
+    batch, rows, step = DecodeBatch(model, tok), {}, 0
+    while len(rows) < len(ps) or len(batch):
+        for i, (p, j) in enumerate(zip(ps, joins)):
+            if j == step and i not in rows:
+                rows[i] = batch.add(i, p, max_new_tokens=n_new, **row_kw)
+        batch.step()
+        step += 1
+    return [rows[i] for i in range(len(ps))]
+
+
+def test_rows_joining_mid_decode_equal_the_uncached_reference(model, tok):
+    """Requests that join a running batch at different steps (longer and shorter prompts than
+    the rows already there) each get exactly the uncached argmax continuation."""
+    ps = prompts(tok, TEXTS + [SYSTEM + "hi"])
+    rows = run_staggered(model, tok, ps, joins=[0, 2, 3, 3, 7], n_new=12)
+    for p, r in zip(ps, rows):
+        assert r.result.tokens == greedy_reference(model, p, 12, set(tok.stop_ids))
+        assert r.result.completion_tokens == len(r.tokens) + (r.result.finish_reason == "stop")
+
+
+def test_cache_growth_and_trimming_keep_results(model, tok, monkeypatch):
+    """A cache that fills up is copied with room to grow (2 slots at a time here) and with the
+    slots no row needs any more dropped; results do not change."""
+    import fastsynth.model.generation as g
+    monkeypatch.setattr(g, "GROW_SLOTS", 2)
+    ps = prompts(tok, TEXTS)
+    rows = run_staggered(model, tok, ps, joins=[0, 1, 5, 9], n_new=10)
+    for p, r in zip(ps, rows):
+        assert r.result.tokens == greedy_reference(model, p, 10, set(tok.stop_ids))
+
+
+def test_joined_row_logits_match_float64(tok):
+    """After a join (the newcomer left-padded, the old row shifted), each row's next-token
+    logits equal an uncached float64 forward over its prompt + tokens so far."""
+    from fastsynth.model.generation import DecodeBatch
+    cfg = LlamaConfig.preset("tiny", vocab=tok.vocab_size)
+    m64 = Llama(cfg).reset_parameters(std=0.5, seed=3).double().eval()
+    ps = prompts(tok, ["xy", "a much longer prompt with more bytes"])
+    batch = DecodeBatch(m64, tok, stop_ids=[])
+    a = batch.add("a", ps[0], max_new_tokens=8)
+    batch.step()
+    batch.step()
+    b = batch.add("b", ps[1], max_new_tokens=8)
+    batch.step()
+    with torch.no_grad():
+        for i, r in enumerate([a, b]):
+            ref = m64(torch.tensor([ps[i] + r.tokens]))[0, -1]
+            assert torch.allclose(batch.logits[i], ref, rtol=0, atol=1e-10)
+
+
+def test_cancel_and_per_row_sampling(model, tok):
+    """A cancelled row leaves at the next step and the others go on unchanged; rows with
+    different sampling settings in one batch draw what they draw alone (same seed)."""
+    from fastsynth.model.generation import DecodeBatch, Sampling
+    ps = prompts(tok, TEXTS[:3])
+    batch = DecodeBatch(model, tok, stop_ids=[])
+    hot = Sampling(temperature=1.0, top_p=0.9)
+    rows = [batch.add(0, ps[0], max_new_tokens=8),
+            batch.add(1, ps[1], max_new_tokens=8, sampling=hot, seed=5),
+            batch.add(2, ps[2], max_new_tokens=8)]
+    batch.step()
+    rows[2].cancel()
+    batch.step()
+    assert len(batch) == 2 and rows[2] not in batch.rows and len(rows[2].tokens) == 1
+    while len(batch):
+        batch.step()
+    alone = generate(model, tok, [ps[1]], max_new_tokens=8, temperature=1.0, top_p=0.9,
+                     seeds=[5], stop_ids=[])[0]
+    assert rows[1].result.tokens == alone.tokens
+    assert rows[0].result.tokens == greedy_reference(model, ps[0], 8, set())
+
+
+def test_streamed_deltas_never_include_a_stop_string(model, tok):
+    """take_delta() after every step: the pieces concatenate to the final text, and text that
+    could still turn into a stop string is held back (the stop string never streams)."""
+    from fastsynth.model.generation import DecodeBatch
+    p = prompts(tok, ["the quick brown fox"])[0]
+    free = generate(model, tok, [p], max_new_tokens=16)[0].text
+    stop = free[4:7]
+    batch = DecodeBatch(model, tok)
+    row = batch.add(0, p, max_new_tokens=16, stop=[stop])
+    pieces = []
+    while len(batch):
+        batch.step()
+        pieces.append(row.take_delta())
+        assert stop not in "".join(pieces)
+    assert "".join(pieces) == row.result.text == free[:free.find(stop)]
+
+
+def test_bad_seeds_and_top_p_zero(model, tok):
+    from fastsynth.model.generation import DecodeBatch, Sampling
+    batch = DecodeBatch(model, tok)
+    p = prompts(tok, ["hello"])[0]
+    for bad in (2 ** 64, -1, True, 1.5):
+        with pytest.raises(ConfigError, match="seed"):
+            batch.add(0, p, max_new_tokens=2, seed=bad)
+    assert len(batch) == 0
+    # top_p == 0 keeps only the most likely token: greedy
+    greedy = generate(model, tok, [p], max_new_tokens=6)[0].tokens
+    row = batch.add(0, p, max_new_tokens=6, sampling=Sampling(temperature=1.0, top_p=0.0),
+                    seed=2 ** 64 - 1)
+    while len(batch):
+        batch.step()
+    assert row.result.tokens == greedy
