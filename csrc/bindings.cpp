@@ -12,6 +12,7 @@
 #include "heuristics.h"
 #include "lsh.h"
 #include "minhash.h"
+#include "pack.h"
 #include "word_scan.h"
 #include "quant_matvec.h"
 #include "sha1.h"
@@ -389,6 +390,31 @@ PYBIND11_MODULE(_native, m) {
         without_gil([&] { resolve_roots(ptr, n); });
       },
       py::arg("parent"));
+
+  // ---- sequence packing: fastsynth.train.packing is the API -------------------------
+  m.def(
+      "pack",
+      [](const py::array& lengths, int64_t seq_len, const std::string& method) {
+        PackMethod mth;
+        if (method == "best-fit") mth = PackMethod::BestFit;
+        else if (method == "first-fit") mth = PackMethod::FirstFit;
+        else if (method == "concat") mth = PackMethod::Concat;
+        else throw py::value_error("method must be 'best-fit', 'first-fit' or 'concat', got '" + method + "'");
+        check_contiguous<int64_t>(lengths, "lengths", "int64");
+        if (lengths.ndim() != 1) throw py::value_error("lengths must be 1-D, got " + std::to_string(lengths.ndim()) + "-D");
+        const int64_t* lp = static_cast<const int64_t*>(lengths.data());
+        const size_t n = static_cast<size_t>(lengths.shape(0));
+        std::vector<Piece> pieces;
+        without_gil([&] { pieces = pack(lp, n, seq_len, mth); });
+        // Piece is four int64s: hand the memory to numpy as an (n, 4) array.
+        static_assert(sizeof(Piece) == 4 * sizeof(int64_t), "Piece must be four packed int64");
+        auto* heap = new std::vector<Piece>(std::move(pieces));
+        py::capsule owner(heap, [](void* p) { delete static_cast<std::vector<Piece>*>(p); });
+        return py::array_t<int64_t>({static_cast<py::ssize_t>(heap->size()), py::ssize_t{4}},
+                                    reinterpret_cast<const int64_t*>(heap->data()), owner);
+      },
+      "Pieces (row, doc, start, length) as an (n, 4) int64 array; see fastsynth.train.pack",
+      py::arg("lengths"), py::arg("seq_len"), py::arg("method") = "best-fit");
 
   // ---- quantised weights (GGML blocks): fastsynth.model.quant_linear is the API ------
   m.def("quant_simd_available", &quant_simd_available);

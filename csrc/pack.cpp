@@ -1,0 +1,215 @@
+// Sequence packing (docs/token-shards.md, "Packing"). Hand-written because the loader
+// packs every window of documents on the fly: best-fit decreasing over a million
+// documents must take a fraction of a second, and the data structures that make it
+// O(n log seq_len) (a bitset tree over free capacities, a max-tree over rows) are not
+// something numpy can express.
+#include "pack.h"
+
+#include <algorithm>
+#include <stdexcept>
+#include <string>
+
+namespace fastsynth {
+namespace {
+
+// Pieces before placement: documents longer than seq_len cut into seq_len chunks.
+struct Cut {
+  int64_t doc;
+  int64_t start;
+  int64_t length;
+};
+
+std::vector<Cut> cut_documents(const int64_t* lengths, size_t n, int64_t seq_len) {
+  std::vector<Cut> cuts;
+  cuts.reserve(n);
+  for (size_t i = 0; i < n; ++i) {
+    for (int64_t s = 0; s < lengths[i]; s += seq_len)
+      cuts.push_back({static_cast<int64_t>(i), s, std::min(seq_len, lengths[i] - s)});
+  }
+  return cuts;
+}
+
+// A set of integers in [0, size) with "smallest member >= x" in O(log64 size): one bit
+// per value, and above each level a word-per-64-words summary of which words are
+// non-empty.
+class BitTree {
+ public:
+  explicit BitTree(size_t size) {
+    size_t words = (size + 63) / 64;
+    do {
+      levels_.emplace_back(words, 0);
+      words = (words + 63) / 64;
+    } while (levels_.back().size() > 1);
+  }
+
+  void insert(size_t v) {
+    for (auto& level : levels_) {
+      uint64_t& w = level[v >> 6];
+      const bool was_empty = w == 0;
+      w |= uint64_t{1} << (v & 63);
+      if (!was_empty) return;
+      v >>= 6;
+    }
+  }
+
+  void erase(size_t v) {
+    for (auto& level : levels_) {
+      uint64_t& w = level[v >> 6];
+      w &= ~(uint64_t{1} << (v & 63));
+      if (w != 0) return;
+      v >>= 6;
+    }
+  }
+
+  // Smallest member >= x, or -1.
+  int64_t next(size_t x) const {
+    size_t level = 0;
+    size_t v = x;
+    // Climb until a word holds a member at or after v's position.
+    while (true) {
+      if (level == levels_.size()) return -1;
+      const auto& words = levels_[level];
+      const size_t wi = v >> 6;
+      if (wi >= words.size()) return -1;
+      const uint64_t masked = words[wi] & (~uint64_t{0} << (v & 63));
+      if (masked != 0) {
+        v = (wi << 6) | static_cast<size_t>(__builtin_ctzll(masked));
+        break;
+      }
+      ++level;
+      v = wi + 1;  // the next word of this level, as a position in the level above
+    }
+    // Descend to the lowest member below v.
+    while (level > 0) {
+      --level;
+      v = (v << 6) | static_cast<size_t>(__builtin_ctzll(levels_[level][v]));
+    }
+    return static_cast<int64_t>(v);
+  }
+
+ private:
+  std::vector<std::vector<uint64_t>> levels_;
+};
+
+// Orders cuts longest first, ties by (doc, start): a counting sort on length, O(n + seq_len).
+std::vector<Cut> longest_first(const std::vector<Cut>& cuts, int64_t seq_len) {
+  std::vector<size_t> count(static_cast<size_t>(seq_len) + 2, 0);
+  for (const Cut& c : cuts) ++count[static_cast<size_t>(seq_len - c.length)];
+  size_t sum = 0;
+  for (auto& c : count) {
+    const size_t here = c;
+    c = sum;
+    sum += here;
+  }
+  std::vector<Cut> out(cuts.size());
+  for (const Cut& c : cuts) out[count[static_cast<size_t>(seq_len - c.length)]++] = c;
+  return out;
+}
+
+// Rows numbered by creation; returns each cut's row.
+std::vector<int64_t> best_fit(const std::vector<Cut>& order, int64_t seq_len, int64_t* n_rows) {
+  // Open rows (free space in [1, seq_len - 1]) are kept in one stack per free space,
+  // linked through next_row; the bit tree holds the free spaces whose stack is non-empty.
+  BitTree free_spaces(static_cast<size_t>(seq_len));
+  std::vector<int64_t> head(static_cast<size_t>(seq_len), -1);
+  std::vector<int64_t> next_row;
+  std::vector<int64_t> row_of(order.size());
+  int64_t rows = 0;
+  for (size_t i = 0; i < order.size(); ++i) {
+    const int64_t len = order[i].length;
+    const int64_t space = free_spaces.next(static_cast<size_t>(len));
+    int64_t row, left;
+    if (space < 0) {
+      row = rows++;
+      next_row.push_back(-1);
+      left = seq_len - len;
+    } else {
+      row = head[space];
+      head[space] = next_row[row];
+      if (head[space] < 0) free_spaces.erase(static_cast<size_t>(space));
+      left = space - len;
+    }
+    row_of[i] = row;
+    if (left > 0) {
+      if (head[left] < 0) free_spaces.insert(static_cast<size_t>(left));
+      next_row[row] = head[left];
+      head[left] = row;
+    }
+  }
+  *n_rows = rows;
+  return row_of;
+}
+
+// First fit: a max-tree over row free spaces; rows not yet opened count as empty
+// (free = seq_len), so the leftmost leaf with room is the answer either way.
+std::vector<int64_t> first_fit(const std::vector<Cut>& cuts, int64_t seq_len, int64_t* n_rows) {
+  size_t leaves = 1;
+  while (leaves < std::max<size_t>(cuts.size(), 1)) leaves <<= 1;
+  std::vector<int64_t> tree(2 * leaves, seq_len);
+  std::vector<int64_t> row_of(cuts.size());
+  int64_t rows = 0;
+  for (size_t i = 0; i < cuts.size(); ++i) {
+    const int64_t len = cuts[i].length;
+    size_t node = 1;
+    while (node < leaves) node = tree[2 * node] >= len ? 2 * node : 2 * node + 1;
+    const int64_t row = static_cast<int64_t>(node - leaves);
+    row_of[i] = row;
+    rows = std::max(rows, row + 1);
+    tree[node] -= len;
+    for (node >>= 1; node >= 1; node >>= 1) tree[node] = std::max(tree[2 * node], tree[2 * node + 1]);
+  }
+  *n_rows = rows;
+  return row_of;
+}
+
+// Groups pieces by row (stable: placement order inside a row), O(n + rows).
+std::vector<Piece> by_row(const std::vector<Cut>& cuts, const std::vector<int64_t>& row_of, int64_t n_rows) {
+  std::vector<size_t> first(static_cast<size_t>(n_rows) + 1, 0);
+  for (int64_t r : row_of) ++first[static_cast<size_t>(r) + 1];
+  for (size_t r = 0; r < static_cast<size_t>(n_rows); ++r) first[r + 1] += first[r];
+  std::vector<Piece> out(cuts.size());
+  for (size_t i = 0; i < cuts.size(); ++i) {
+    const Cut& c = cuts[i];
+    out[first[static_cast<size_t>(row_of[i])]++] = {row_of[i], c.doc, c.start, c.length};
+  }
+  return out;
+}
+
+std::vector<Piece> concat(const int64_t* lengths, size_t n, int64_t seq_len) {
+  std::vector<Piece> out;
+  out.reserve(n);
+  int64_t pos = 0;  // tokens placed so far
+  for (size_t i = 0; i < n; ++i) {
+    int64_t s = 0;
+    while (s < lengths[i]) {
+      const int64_t room = seq_len - pos % seq_len;
+      const int64_t len = std::min(room, lengths[i] - s);
+      out.push_back({pos / seq_len, static_cast<int64_t>(i), s, len});
+      s += len;
+      pos += len;
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+std::vector<Piece> pack(const int64_t* lengths, size_t n, int64_t seq_len, PackMethod method) {
+  if (seq_len < 2) throw std::invalid_argument("seq_len must be >= 2, got " + std::to_string(seq_len));
+  for (size_t i = 0; i < n; ++i)
+    if (lengths[i] < 0)
+      throw std::invalid_argument("lengths[" + std::to_string(i) + "] is negative (" + std::to_string(lengths[i]) +
+                                  ")");
+  if (method == PackMethod::Concat) return concat(lengths, n, seq_len);
+  const std::vector<Cut> cuts = cut_documents(lengths, n, seq_len);
+  int64_t n_rows = 0;
+  if (method == PackMethod::FirstFit) {
+    std::vector<int64_t> row_of = first_fit(cuts, seq_len, &n_rows);
+    return by_row(cuts, row_of, n_rows);
+  }
+  const std::vector<Cut> order = longest_first(cuts, seq_len);
+  std::vector<int64_t> row_of = best_fit(order, seq_len, &n_rows);
+  return by_row(order, row_of, n_rows);
+}
+
+}  // namespace fastsynth
