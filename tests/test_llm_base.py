@@ -49,9 +49,14 @@ def test_bad_requests_are_named(requests, match):
 
 
 @pytest.mark.parametrize("kw,match", [
-    ({"max_tokens": 0}, "max_tokens"), ({"temperature": -1}, "temperature"),
-    ({"top_p": 0.0}, "top_p"), ({"top_k": -2}, "top_k"), ({"stop": [""]}, "stop"),
-    ({"seed": [1, 2]}, "seed list has 2 entries for 1"),
+    ({"max_tokens": 0}, "max_tokens"), ({"max_tokens": True}, "max_tokens"),
+    ({"max_tokens": 1.9}, "max_tokens"), ({"max_tokens": [1]}, "max_tokens"),
+    ({"temperature": -1}, "temperature"), ({"temperature": {}}, "temperature"),
+    ({"temperature": float("nan")}, "temperature"), ({"top_p": -0.1}, "top_p"),
+    ({"top_p": 1.5}, "top_p"), ({"top_p": "0.5"}, "top_p"), ({"top_k": -2}, "top_k"),
+    ({"stop": [""]}, "stop"), ({"stop": 5}, "stop"),
+    ({"seed": [1, 2]}, "seed list has 2 entries for 1"), ({"seed": 2 ** 64}, "seed"),
+    ({"seed": -1}, "seed"), ({"seed": "7"}, "seed"),
 ])
 def test_bad_parameters_are_named(kw, match):
     with pytest.raises(ConfigError, match=match):
@@ -65,6 +70,19 @@ def test_seeds_expand_per_request():
     out = Echo().generate([chat("ab"), chat("cd")], seed=[3, 4], temperature=0.5)
     assert [c.text for c in out] == ["ba|3|0.5", "dc|4|0.5"]
     assert Echo().generate([]) == []
+
+
+def test_a_bad_seed_in_a_list_fails_only_its_request():
+    """A seed outside [0, 2**64) (or not an int) in a per-request list fails that request; its
+    neighbours are generated as usual (the backend never sees the bad one)."""
+    inner = Echo()
+    out = inner.generate([chat("ab"), chat("cd"), chat("ef"), chat("gh")],
+                         seed=[1, 2 ** 64, -3, True], temperature=0.5)
+    assert out[0].text == "ba|1|0.5" and inner.seen == [1]
+    assert [c.finish_reason for c in out] == ["stop", "error", "error", "error"]
+    assert "2**64" in out[1].error and "request 1" in out[1].error
+    assert "integer" in out[3].error
+    assert Echo().generate([chat("ab")], top_p=0, temperature=1)[0].ok   # top_p=0 allowed
 
 
 def test_cache_returns_stored_completions_without_regenerating(tmp_path):
@@ -103,3 +121,13 @@ def test_factory_wraps_with_cache_and_rejects_unknown_backend(tmp_path):
     with pytest.raises(ConfigError, match="'llama.cpp'"):
         llm.generator("llama.cpp")
     assert isinstance(Completion("a", "stop"), Completion) and Completion("a", "stop").ok
+
+
+def test_a_damaged_cache_file_is_named_with_the_recovery(tmp_path):
+    from fastsynth.errors import InputError
+    (tmp_path / "responses.sqlite").write_bytes(b"this is not a database" * 100)
+    with pytest.raises(InputError, match=r"responses\.sqlite.*delete it"):
+        CachedGenerator(Echo(), tmp_path)
+    (tmp_path / "responses.sqlite").unlink()
+    g = CachedGenerator(Echo(), tmp_path)           # deleting it is the recovery
+    assert g.generate([chat("ab")])[0].text == "ba|None|0.0"

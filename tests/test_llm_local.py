@@ -68,3 +68,25 @@ def test_bad_options_and_paths_are_named(tmp_path):
         llm.generator("local", dtype="int3")
     with pytest.raises(InputError, match="missing.gguf"):
         llm.generator("local", model=tmp_path / "missing.gguf")
+
+
+def test_completion_tokens_count_the_end_of_turn_token(gen):
+    """The convention of every backend (vLLM's and OpenAI's): a completion that ended with the
+    end-of-turn token counts it. With max_tokens one lower the same text ends by length."""
+    req = [chat("What is the capital of France?")]
+    full = gen.generate(req, max_tokens=48)[0]
+    assert full.finish_reason == "stop"
+    n = full.completion_tokens
+    cut = gen.generate(req, max_tokens=n - 1)[0]
+    assert cut.finish_reason == "length" and cut.completion_tokens == n - 1
+    assert cut.text == full.text
+    same = gen.generate(req, max_tokens=n)[0]
+    assert same.finish_reason == "stop" and same.text == full.text
+
+
+def test_a_bad_seed_fails_only_its_request(gen):
+    reqs = [chat("Name a fruit."), chat("Name a colour.")]
+    out = gen.generate(reqs, max_tokens=4, temperature=0.8, seed=[2 ** 64, 7])
+    assert out[0].finish_reason == "error" and "2**64" in out[0].error
+    assert out[1].ok and out[1].text == gen.generate(reqs[1:], max_tokens=4, temperature=0.8,
+                                                     seed=7)[0].text

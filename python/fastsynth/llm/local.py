@@ -3,7 +3,8 @@
 Requests are rendered with the model's chat template, sorted by prompt length and run in
 batches of ``batch_size`` (similar lengths waste less padding). A request whose prompt does
 not fit the context comes back as an error completion; ``max_tokens`` is cut to what the
-context leaves.
+context leaves. ``completion_tokens`` counts the end-of-turn token that ended a completion
+(see :mod:`fastsynth.llm.base`).
 """
 from __future__ import annotations
 
@@ -119,6 +120,7 @@ class LocalGenerator(Generator):
                 continue
             for (i, ids, _), g in zip(batch, gens):
                 out[i] = Completion(text=g.text, finish_reason=g.finish_reason,  # type: ignore[arg-type]
-                                    prompt_tokens=len(ids), completion_tokens=len(g.tokens),
+                                    prompt_tokens=len(ids),
+                                    completion_tokens=g.completion_tokens,
                                     model=self.model_name)
         return out  # type: ignore[return-value]
