@@ -40,7 +40,7 @@ FLOORS = {
     "corpus": 1, "plan": 1,
     "quality": 2, "dedup": 2, "model": 2, "llm": 2,
     "synth": 3, "train": 3,
-    "run": 4, "pipeline": 4,
+    "run": 4,
     "cli": 5,
 }
 

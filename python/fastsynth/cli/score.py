@@ -57,7 +57,7 @@ def _parse_override(item: str) -> tuple[str, object]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from fastsynth.pipeline.score import run_score
+    from fastsynth.run.score_job import run_score
     from fastsynth.quality import QualityFilter
 
     if args.batch_size <= 0:

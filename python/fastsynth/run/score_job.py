@@ -1,14 +1,16 @@
-"""The scoring job: read a corpus, compute gzip ratio and Gopher heuristics natively,
-apply the quality filter, and write per-document scores plus a summary.
+"""``fastsynth score``: one corpus scored into one folder (the ``score`` stage's per-batch
+work, :func:`fastsynth.run.stages.score.score_batch`, without a run directory).
 
-Files written in ``out_dir`` (each atomically: temp file + rename):
+Files written in ``out_dir`` (each atomically: temp file + rename). ``summary.json`` is
+the commit record and is written last: a folder without it holds no finished result
+(a stale one is removed when the job starts).
 
 - ``scores.parquet``: ``id``, ``gzip_ratio``, every heuristic, ``keep`` (bool),
   ``reasons`` (list of failed rule names), ``first_reason``.
 - ``kept.parquet`` (with ``write_kept``): ``id`` and ``text`` of the kept documents.
 - ``rejects.jsonl`` (with ``on_error="skip"``): input records that could not be read,
   with their reason.
-- ``summary.json`` / ``summary.md``: counts (every input record is accounted for as
+- ``summary.json`` / ``summary.md`` / ``summary.html``: counts (every input record is accounted for as
   kept, rejected by a rule, or rejected at input), rule failure counts, percentiles.
 - ``gzip_ratio_hist.png``: histogram of gzip_ratio with the filter's band shaded.
 """
@@ -26,12 +28,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from fastsynth import __version__, corpus
+from fastsynth import corpus
 from fastsynth._texts import resolve_threads
+from fastsynth._version import __version__
+from fastsynth.atomic import atomic_write_text, temp_path
 from fastsynth.errors import DependencyError
 from fastsynth.progress import progress
-from fastsynth.quality import HEURISTIC_NAMES, QualityFilter, gzip_ratio, heuristics, zlib_version
+from fastsynth.quality import QualityFilter, zlib_version
 from fastsynth.quality.compression import check_gzip_settings
+from fastsynth.report import Document
+from fastsynth.run.stages.score import score_batch, scores_schema
 
 PERCENTILES = (1, 5, 25, 50, 75, 95, 99)
 SUMMARY_METRICS = ("gzip_ratio", "n_chars", "n_words", "mean_word_length", "frac_words_alpha",
@@ -40,46 +46,25 @@ GZIP_CONVENTION = "gzip_ratio = len(zlib.compress(utf8, level)) / len(utf8): com
 
 
 class _AtomicParquet:
-    """A ParquetWriter on a temp file, renamed into place on commit()."""
+    """A ParquetWriter on the temp sibling of ``path``; renamed into place on commit()."""
 
     def __init__(self, path: Path, schema: pa.Schema):
         self.path = path
-        self.tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        self.tmp = temp_path(path)
         self.writer = pq.ParquetWriter(self.tmp, schema, compression="zstd")
 
     def write(self, table: pa.Table) -> None:
         self.writer.write_table(table)
 
-    def commit(self) -> None:
+    def close(self) -> None:
         self.writer.close()
+
+    def commit(self) -> None:
         os.replace(self.tmp, self.path)
 
     def abort(self) -> None:
         self.writer.close()
         self.tmp.unlink(missing_ok=True)
-
-
-def _scores_schema() -> pa.Schema:
-    fields = [pa.field("id", pa.string()), pa.field("gzip_ratio", pa.float64())]
-    fields += [pa.field(name, pa.float64()) for name in HEURISTIC_NAMES]
-    fields += [pa.field("keep", pa.bool_()), pa.field("reasons", pa.list_(pa.string())),
-               pa.field("first_reason", pa.string())]
-    return pa.schema(fields)
-
-
-def score_batch(batch: pa.RecordBatch, quality_filter: QualityFilter, *, level: int = 6,
-                backend: str = "zlib", threads: int | None = None) -> pa.Table:
-    """Scores for one ``RecordBatch`` with ``id`` and ``text`` columns."""
-    texts = batch.column("text")
-    metrics: dict[str, np.ndarray] = {"gzip_ratio": gzip_ratio(texts, level=level, threads=threads, backend=backend)}
-    metrics.update(heuristics(texts, threads=threads))
-    result = quality_filter.apply(metrics)
-    columns: dict[str, Any] = {"id": batch.column("id")}
-    columns.update(metrics)
-    columns["keep"] = result.keep
-    columns["reasons"] = result.reasons_arrow()
-    columns["first_reason"] = pa.array(result.first_reason().tolist(), type=pa.string())
-    return pa.table(columns, schema=_scores_schema())
 
 
 def run_score(source: Any, out_dir: str | Path, *, text_field: str = "text", id_field: str = "id",
@@ -93,10 +78,11 @@ def run_score(source: Any, out_dir: str | Path, *, text_field: str = "text", id_
     resolve_threads(threads)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.json").unlink(missing_ok=True)  # the commit record of an earlier run
     rejects_path = out / "rejects.jsonl"
     reader = corpus.read_batches(source, batch_size=batch_size, text_field=text_field, id_field=id_field,
                                  on_error=on_error, rejects=str(rejects_path) if on_error == "skip" else None)
-    scores = _AtomicParquet(out / "scores.parquet", _scores_schema())
+    scores = _AtomicParquet(out / "scores.parquet", scores_schema())
     kept = _AtomicParquet(out / "kept.parquet", pa.schema([("id", pa.string()), ("text", pa.large_string())])) \
         if write_kept else None
     started = time.perf_counter()
@@ -113,17 +99,16 @@ def run_score(source: Any, out_dir: str | Path, *, text_field: str = "text", id_
                 n_kept += int(np.count_nonzero(keep.to_numpy(zero_copy_only=False)))
                 n_bytes += int(pa.compute.sum(pa.compute.binary_length(batch.column("text"))).as_py() or 0)
                 bar.update(batch.num_rows)
+        scores.close()
+        if kept is not None:
+            kept.close()
+        elapsed = time.perf_counter() - started
+        summary = _summarize(scores.tmp, quality_filter, reader.stats, n_scored, n_kept, n_bytes, elapsed)
     except BaseException:
         scores.abort()
         if kept is not None:
             kept.abort()
         raise
-    scores.commit()
-    if kept is not None:
-        kept.commit()
-    elapsed = time.perf_counter() - started
-
-    summary = _summarize(out / "scores.parquet", quality_filter, reader.stats, n_scored, n_kept, n_bytes, elapsed)
     summary["settings"] = {"source": str(source), "level": level, "backend": backend, "threads": threads,
                            "text_field": text_field, "on_error": on_error, "filter": _filter_settings(quality_filter)}
     summary["files"] = {"scores": "scores.parquet", "summary": "summary.json"}
@@ -131,10 +116,16 @@ def run_score(source: Any, out_dir: str | Path, *, text_field: str = "text", id_
         summary["files"]["kept"] = "kept.parquet"
     if on_error == "skip":
         summary["files"]["rejects"] = "rejects.jsonl"
+    summary["files"]["report"] = "summary.html"
+    scores.commit()
+    if kept is not None:
+        kept.commit()
     if histogram:
         summary["files"]["histogram"] = _histogram(out, quality_filter, summary)
-    _write_text(out / "summary.json", json.dumps(summary, indent=2, default=_json_default) + "\n")
-    _write_text(out / "summary.md", render_markdown(summary))
+    doc = summary_document(summary, out)
+    atomic_write_text(out / "summary.md", doc.markdown())
+    atomic_write_text(out / "summary.html", doc.html())
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, default=_json_default) + "\n")
     return summary
 
 
@@ -195,39 +186,42 @@ def _histogram(out: Path, quality_filter: QualityFilter, summary: dict[str, Any]
     return "gzip_ratio_hist.png"
 
 
-def render_markdown(summary: dict[str, Any]) -> str:
+def summary_document(summary: dict[str, Any], out: Path | None = None) -> Document:
+    """The score summary as a report :class:`Document` (figure included when ``out`` holds it)."""
     c = summary["counts"]
-    lines = ["# fastsynth score summary", "",
-             f"Source: `{summary['settings']['source']}` · fastsynth {summary['fastsynth_version']} · "
-             f"zlib {summary['machine']['zlib']} · {summary['machine']['cpus']} CPUs", "",
-             f"Convention: {summary['gzip_ratio_convention']}.", "",
-             "## Counts", "",
-             "| input records | rejected at input | scored | kept | rejected by filter |",
-             "|---:|---:|---:|---:|---:|",
-             f"| {c['input_records']:,} | {c['rejected_at_input']:,} | {c['scored']:,} | {c['kept']:,} | "
-             f"{c['rejected_by_filter']:,} |", ""]
+    doc = Document("fastsynth score summary")
+    doc.p(f"Source: `{summary['settings']['source']}` · fastsynth {summary['fastsynth_version']} · "
+          f"zlib {summary['machine']['zlib']} · {summary['machine']['cpus']} CPUs")
+    doc.p(f"Convention: {summary['gzip_ratio_convention']}.")
+    doc.h("Counts")
+    doc.table(["input records", "rejected at input", "scored", "kept", "rejected by filter"],
+              [[f"{c['input_records']:,}", f"{c['rejected_at_input']:,}", f"{c['scored']:,}",
+                f"{c['kept']:,}", f"{c['rejected_by_filter']:,}"]])
     if c["rejected_at_input_by_reason"]:
-        lines += ["Rejected at input (see rejects.jsonl): " + ", ".join(
-            f"{k}: {v:,}" for k, v in sorted(c["rejected_at_input_by_reason"].items())), ""]
-    lines += ["## Filter rules", "",
-              "| rule | condition | failed (any) | rejected (first failed rule) |", "|---|---|---:|---:|"]
-    for name, info in summary["rule_failures"].items():
-        lines.append(f"| {name} | `{info['rule']}` | {info['failed']:,} | "
-                     f"{summary['rejected_by_first_rule'].get(name, 0):,} |")
-    lines += ["", "## Percentiles", "", "| metric | " + " | ".join(f"p{p}" for p in PERCENTILES) + " |",
-              "|---|" + "---:|" * len(PERCENTILES)]
-    for name, pct in summary["percentiles"].items():
-        cells = " | ".join(f"{pct[f'p{p}']:.4g}" if pct else "–" for p in PERCENTILES)
-        lines.append(f"| {name} | {cells} |")
+        doc.p("Rejected at input (see rejects.jsonl): " + ", ".join(
+            f"{k}: {v:,}" for k, v in sorted(c["rejected_at_input_by_reason"].items())))
+    doc.h("Filter rules")
+    doc.table(["rule", "condition", "failed (any)", "rejected (first failed rule)"],
+              [[name, f"`{info['rule']}`", f"{info['failed']:,}",
+                f"{summary['rejected_by_first_rule'].get(name, 0):,}"]
+               for name, info in summary["rule_failures"].items()])
+    doc.h("Percentiles")
+    doc.table(["metric"] + [f"p{p}" for p in PERCENTILES],
+              [[name] + [f"{pct[f'p{p}']:.4g}" if pct else "–" for p in PERCENTILES]
+               for name, pct in summary["percentiles"].items()])
     t = summary["throughput"]
     if t["docs_per_s"]:
-        lines += ["", f"Throughput: {t['docs_per_s']:,.0f} docs/s, {t['mb_per_s']:.1f} MB/s "
-                      f"({t['seconds']:.2f} s, including reading and writing)."]
+        doc.p(f"Throughput: {t['docs_per_s']:,.0f} docs/s, {t['mb_per_s']:.1f} MB/s "
+              f"({t['seconds']:.2f} s, including reading and writing).")
     if summary.get("histogram_skipped"):
-        lines += ["", f"Histogram skipped: {summary['histogram_skipped']}"]
-    elif summary["files"].get("histogram"):
-        lines += ["", f"![gzip ratio histogram]({summary['files']['histogram']})"]
-    return "\n".join(lines) + "\n"
+        doc.p(f"Histogram skipped: {summary['histogram_skipped']}")
+    elif summary["files"].get("histogram") and out is not None and (out / summary["files"]["histogram"]).exists():
+        doc.figure(out / summary["files"]["histogram"], "gzip ratio histogram")
+    return doc
+
+
+def render_markdown(summary: dict[str, Any], out: Path | None = None) -> str:
+    return summary_document(summary, out).markdown()
 
 
 def _json_default(o: Any) -> Any:
@@ -240,7 +234,3 @@ def _json_default(o: Any) -> Any:
     return str(o)
 
 
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)

@@ -1,2 +1,0 @@
-"""Whole jobs built from the stages below them (corpus -> quality -> ...), with the
-files they write and the summaries that account for every record."""
