@@ -85,7 +85,7 @@ def test_parquet_dates_and_decimals_convert_to_jsonl(tmp_path):
     write(read(tmp_path / "t.parquet"), tmp_path / "t.jsonl")
     assert json.loads((tmp_path / "t.jsonl").read_text()) == \
         {"id": "t.parquet:0", "text": "a", "when": "2024-05-01T12:30:00", "price": "1.50"}
-    with pytest.raises(TypeError, match="set"):
+    with pytest.raises(InputError, match=r"field .bad.*set"):
         write([{"text": "a", "bad": {1, 2}}], tmp_path / "u.jsonl")
     assert not (tmp_path / "u.jsonl").exists()
 

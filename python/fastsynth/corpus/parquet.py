@@ -10,6 +10,10 @@ Conventions:
   compute: no per-row Python work for good batches.
 * Id: the ``id_field`` column cast to string when present and not null, else
   ``"<name>:<row>"`` with ``name`` the file's path relative to the source root.
+* Every string a yielded row holds (the text, the id and, for :func:`read`, every other
+  column, nested ones included) is valid UTF-8: Parquet does not guarantee it, so each
+  batch is validated by pyarrow (``validate(full=True)``, vectorised) and a row with an
+  invalid string is rejected as ``invalid_utf8`` naming the column.
 * A file that is not Parquet (bad magic, damaged footer) gives one ``unreadable_file``
   reject. A row group that fails to decode gives one ``unreadable_file`` reject whose
   ``row`` is the first row of the failed batch; the rest of that file is skipped.
@@ -62,21 +66,30 @@ def iter_parquet(sf: SourceFile, text_field: str, id_field: str, policy: ErrorPo
                 row0 += n
                 continue
             texts, why_bad = _as_large_string(batch.column(text_field), text_field)
-            ids = _ids(batch.column(id_field) if has_id else None, sf.name, row0, n)
             if texts is None:
                 good = None
                 for i in range(n):
                     policy.reject(src, "non_string_text", why_bad, row=row0 + i)
-            elif texts.null_count:
-                valid = texts.is_valid()
-                bad_rows = np.flatnonzero(~valid.to_numpy(zero_copy_only=False))
-                for i in bad_rows.tolist():
-                    policy.reject(src, "non_string_text",
-                                  f"column {text_field!r} is null (id {ids[i].as_py()})",
-                                  row=row0 + i)
-                good = (ids.filter(valid), texts.filter(valid), batch.filter(valid))
             else:
-                good = (ids, texts, batch)
+                bad_utf8 = _invalid_utf8_rows(batch)
+                for i, col in bad_utf8.items():
+                    policy.reject(src, "invalid_utf8", f"column {col!r} holds a string that "
+                                  "is not valid UTF-8", row=row0 + i)
+                ok = texts.is_valid().to_numpy(zero_copy_only=False)
+                if bad_utf8:
+                    ok[list(bad_utf8)] = False
+                ids = _ids(batch.column(id_field) if has_id else None, sf.name, row0, n,
+                           skip=bad_utf8)
+                for i in np.flatnonzero(~ok).tolist():
+                    if i not in bad_utf8:
+                        policy.reject(src, "non_string_text",
+                                      f"column {text_field!r} is null (id {ids[i].as_py()})",
+                                      row=row0 + i)
+                if ok.all():
+                    good = (ids, texts, batch)
+                else:
+                    mask = pa.array(ok)
+                    good = (ids.filter(mask), texts.filter(mask), batch.filter(mask))
             row0 += n
             if good is not None and len(good[1]):
                 yield good
@@ -97,6 +110,34 @@ def _batches(pf: pq.ParquetFile, batch_size: int, columns: list[str] | None
         yield e
 
 
+def _invalid_utf8_rows(batch: pa.RecordBatch) -> dict[int, str]:
+    """Rows (0-based in ``batch``) holding a string that is not valid UTF-8 -> the first
+    such column. One vectorised pass when the batch is clean (the common case); a bad
+    column is then bisected to its bad rows."""
+    try:
+        batch.validate(full=True)
+        return {}
+    except pa.ArrowInvalid:
+        pass
+    bad: dict[int, str] = {}
+    for name, col in zip(batch.schema.names, batch.columns):
+        for i in _bad_rows(col, 0):
+            bad.setdefault(i, name)
+    return dict(sorted(bad.items()))
+
+
+def _bad_rows(col: pa.Array, base: int) -> list[int]:
+    try:
+        col.validate(full=True)
+        return []
+    except pa.ArrowInvalid:
+        pass
+    if len(col) == 1:
+        return [base]
+    half = len(col) // 2
+    return _bad_rows(col.slice(0, half), base) + _bad_rows(col.slice(half), base + half)
+
+
 def _as_large_string(col: pa.Array, name: str) -> tuple[pa.Array | None, str]:
     """The text column as ``large_string``, or ``None`` and why it cannot be text."""
     t = col.type
@@ -111,8 +152,14 @@ def _as_large_string(col: pa.Array, name: str) -> tuple[pa.Array | None, str]:
     return None, f"column {name!r} has type {t}, not a string type"
 
 
-def _ids(col: pa.Array | None, name: str, row0: int, n: int) -> pa.Array:
-    """Ids for rows ``row0 .. row0+n-1``: the id column where set, else ``name:row``."""
+def _ids(col: pa.Array | None, name: str, row0: int, n: int,
+         skip: dict[int, str] | None = None) -> pa.Array:
+    """Ids for rows ``row0 .. row0+n-1``: the id column where set, else ``name:row``.
+    Rows in ``skip`` (rejected already) get a null id instead of one that fails to decode."""
+    if col is not None and skip:
+        keep = np.ones(n, dtype=bool)
+        keep[list(skip)] = False
+        col = pc.if_else(pa.array(keep), col, pa.nulls(n, col.type))
     positional = None
     if col is None or col.null_count:
         rows = pa.array(np.arange(row0, row0 + n, dtype=np.int64)).cast(pa.string())

@@ -7,7 +7,11 @@ Accepted sources:
   ``.zst``/``.zstd`` (Zstandard); ``.parquet``; ``.txt``/``.md`` (one document per file);
 * a directory: every file with one of those suffixes below it, recursively, sorted by
   relative path (hidden files and folders, whose names start with ``.``, are skipped;
-  other suffixes are ignored);
+  other suffixes are ignored). A folder that cannot be listed (permissions) becomes an
+  entry of kind ``"missing"`` that the reader rejects as ``unreadable_file`` (or raises
+  on), so it is counted, never silently dropped. A directory (or glob) holding no file
+  of a supported type at all is a ``ConfigError`` naming it: "0 documents" from a
+  mistyped folder is an error, not a result;
 * a glob pattern given as a ``str`` (``*``, ``?``, ``[``; ``**`` recurses) that names no
   existing path: its matches, sorted, with the same suffix rules as a directory;
 * ``"builtin:python-docs"`` (see :mod:`fastsynth.corpus.builtin`);
@@ -96,7 +100,7 @@ def resolve(source: Any) -> list[SourceFile]:
         return [SourceFile(None, text, "builtin")]
     path = Path(text)
     if path.is_dir():
-        return _walk(path, path)
+        return _nonempty(_walk(path, path), text)
     if path.exists() or path.is_symlink():
         kc = classify(path)
         if kc is None:
@@ -105,13 +109,28 @@ def resolve(source: Any) -> list[SourceFile]:
             )
         return [SourceFile(path, path.name, kc[0], kc[1])]
     if isinstance(source, str) and any(c in text for c in _GLOB_CHARS):
-        return _glob(text)
+        return _nonempty(_glob(text), text)
     return [SourceFile(path, path.name, "missing", problem="no such file or directory")]
+
+
+def _nonempty(found: list[SourceFile], text: str) -> list[SourceFile]:
+    if not found:
+        raise ConfigError(f"source {text!r}: no file of a supported type "
+                          f"({', '.join(_SUFFIXES)}) was found there")
+    return found
 
 
 def _walk(directory: Path, root: Path) -> list[SourceFile]:
     found: list[SourceFile] = []
-    for dirpath, dirnames, filenames in os.walk(directory):
+
+    def unlistable(e: OSError) -> None:
+        # os.walk skips a folder it cannot list unless told: record it so the reader
+        # rejects (or raises on) it by name.
+        where = Path(e.filename) if e.filename else directory
+        found.append(SourceFile(where, _relative(where, root) if where != root else ".",
+                                "missing", problem=f"cannot list directory: {e.strerror or e}"))
+
+    for dirpath, dirnames, filenames in os.walk(directory, onerror=unlistable):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for fname in filenames:
             if fname.startswith("."):

@@ -4,21 +4,33 @@ The format follows the suffix: ``.jsonl``/``.ndjson`` (UTF-8, one object per lin
 ``ensure_ascii=False``; dates and times as ISO 8601 strings, decimals as strings),
 ``.jsonl.gz`` (gzip, mtime 0 so equal input gives equal bytes), ``.jsonl.zst``
 (Zstandard via pyarrow) or ``.parquet`` (written in row chunks with
-``pyarrow.parquet.ParquetWriter``). Output goes to ``<path>.tmp-<pid>`` in the same folder
-and is renamed over ``path`` only once complete; on any exception the temporary file is
-removed and ``path`` is left as it was.
+``pyarrow.parquet.ParquetWriter``). Output goes to ``.<name>.tmp-<pid>`` in the same folder
+(:func:`fastsynth.atomic.temp_path`), is flushed to disk and renamed over ``path`` only
+once complete; on any exception (disk full, a bad record, Ctrl-C) the temporary file is
+removed and ``path`` is left as it was. A process killed outright (SIGKILL, power loss)
+leaves only its temporary file; the next ``write`` to the same ``path`` removes such
+files whose process is gone.
+
+JSON has no NaN or infinity: non-finite floats are written as ``null`` (as JavaScript's
+``JSON.stringify`` and pandas do), so every line is valid JSON. A value that cannot be
+written (a lone surrogate in a string, an object json cannot encode, bytes) raises
+``InputError`` naming the record (0-based position in the input) and the field.
 
 Parquet schema: taken from the first input (a Table's or batch's schema, or inferred from
 the first ``chunk_rows`` dicts). Later chunks are cast to it; a later dict with a field
-the schema lacks raises ``InputError`` rather than silently dropping the field.
+the schema lacks raises ``InputError`` rather than silently dropping the field. A field
+whose values have different types (an int in one record, a string in another) raises
+``InputError`` naming the field and the first record that differs: a Parquet column has
+one type (write JSONL for such data). A field that is null in every record of the first
+chunk gets Arrow's ``null`` type; values in it later raise the same error.
 """
 from __future__ import annotations
 
 import datetime
 import decimal
 import gzip
-import io
 import json
+import math
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -27,6 +39,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from fastsynth.atomic import TMP_MARK, temp_path
 from fastsynth.errors import ConfigError, InputError
 
 _FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".jsonl.gz": "jsonl.gz",
@@ -49,12 +62,18 @@ def write(records: Any, path: str | os.PathLike, *, chunk_rows: int = _CHUNK_ROW
         raise ConfigError(f"path {str(path)!r}: folder {str(path.parent)!r} does not exist")
     if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 1:
         raise ConfigError(f"chunk_rows must be a positive integer, got {chunk_rows!r}")
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    sweep_dead_temps(path)
+    tmp = temp_path(path)
     try:
         if fmt == "parquet":
             n = _write_parquet(_chunks(records, chunk_rows), tmp, path)
         else:
-            n = _write_jsonl(_chunks(records, chunk_rows), tmp, fmt)
+            n = _write_jsonl(_chunks(records, chunk_rows), tmp, fmt, path)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)  # the rename must not reach the disk before the data
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -63,6 +82,41 @@ def write(records: Any, path: str | os.PathLike, *, chunk_rows: int = _CHUNK_ROW
             pass
         raise
     return n
+
+
+def sweep_dead_temps(path: str | os.PathLike) -> list[Path]:
+    """Remove ``path``'s temporary siblings (``.<name>.tmp-<pid>``, also the older
+    ``<name>.tmp-<pid>``) whose writing process no longer exists; return them. Files of a
+    live process (a concurrent writer) are left alone."""
+    path = Path(path)
+    gone = []
+    try:
+        entries = list(path.parent.iterdir())
+    except OSError:
+        return gone
+    for p in entries:
+        name = p.name
+        for prefix in (f".{path.name}{TMP_MARK}", f"{path.name}{TMP_MARK}"):
+            pid = name[len(prefix):] if name.startswith(prefix) else ""
+            if pid.isdigit() and not _alive(int(pid)):
+                try:
+                    p.unlink()
+                    gone.append(p)
+                except OSError:
+                    pass
+    return gone
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False  # our own leftover from an earlier, failed attempt
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists but belongs to someone else
+        return True
+    return True
 
 
 def _format(path: Path) -> str:
@@ -104,23 +158,75 @@ def _chunks(records: Any, chunk_rows: int) -> Iterator[pa.RecordBatch | pa.Table
         yield pending
 
 
-def _write_jsonl(chunks: Iterable[Any], tmp: Path, fmt: str) -> int:
+def _write_jsonl(chunks: Iterable[Any], tmp: Path, fmt: str, path: Path) -> int:
     n = 0
     if fmt == "jsonl.zst":
         raw: Any = pa.output_stream(str(tmp), compression="zstd")
-        sink = io.TextIOWrapper(raw, encoding="utf-8", newline="\n")
+        sink: Any = raw
     else:
         raw = open(tmp, "wb")
-        inner = gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) if fmt == "jsonl.gz" else raw
-        sink = io.TextIOWrapper(inner, encoding="utf-8", newline="\n")
+        sink = gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) if fmt == "jsonl.gz" else raw
     with raw:
-        with sink:
+        try:
             for chunk in chunks:
                 rows = chunk if isinstance(chunk, list) else chunk.to_pylist()
-                sink.write("".join(json.dumps(r, ensure_ascii=False, default=_json_value) + "\n"
-                                   for r in rows))
+                text = "".join(_json_line(r, n + i, path) for i, r in enumerate(rows))
+                try:
+                    data = text.encode("utf-8")
+                except UnicodeEncodeError:
+                    for i, r in enumerate(rows):  # name the record (rare path)
+                        try:
+                            _json_line(r, n + i, path).encode("utf-8")
+                        except UnicodeEncodeError as e:
+                            raise _record_error(r, n + i, path, "a string holds a lone "
+                                                f"surrogate ({e.reason})") from None
+                    raise
+                sink.write(data)
                 n += len(rows)
+        finally:
+            if sink is not raw:
+                sink.close()
     return n
+
+
+def _json_line(row: dict, index: int, path: Path) -> str:
+    try:
+        return json.dumps(row, ensure_ascii=False, allow_nan=False, default=_json_value) + "\n"
+    except ValueError:  # NaN or infinity somewhere: JSON has neither (module docstring)
+        pass
+    except (TypeError, RecursionError) as e:
+        raise _record_error(row, index, path, str(e)) from None
+    return json.dumps(_finite(row), ensure_ascii=False, allow_nan=False,
+                      default=_json_value) + "\n"
+
+
+def _finite(v: Any) -> Any:
+    """``v`` with every non-finite float (at any depth) replaced by ``None``."""
+    if isinstance(v, float):
+        return v if math.isfinite(v) else None
+    if isinstance(v, dict):
+        return {k: _finite(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_finite(x) for x in v]
+    if hasattr(v, "item") and hasattr(v, "dtype"):  # numpy scalars
+        return _finite(v.item())
+    return v
+
+
+def _record_error(row: Any, index: int, path: Path, why: str) -> InputError:
+    """An InputError naming record ``index`` and, where one can be singled out, its field."""
+    field = None
+    if isinstance(row, dict):
+        for k, v in row.items():
+            try:
+                json.dumps({k: _finite(v)}, ensure_ascii=False, default=_json_value).encode("utf-8")
+            except (TypeError, ValueError, RecursionError):
+                field = k
+                break
+    ident = row.get("id") if isinstance(row, dict) else None
+    who = f"record {index}" + (f" (id {str(ident)[:80]!r})" if isinstance(ident, str) else "")
+    where = f", field {field!r}" if field is not None else ""
+    return InputError(f"{who}{where} cannot be written as JSON: {why}", source=str(path))
 
 
 def _json_value(v: Any) -> Any:
@@ -141,7 +247,7 @@ def _write_parquet(chunks: Iterable[Any], tmp: Path, path: Path) -> int:
     try:
         for chunk in chunks:
             if isinstance(chunk, list):
-                table = _table_from_dicts(chunk)
+                table = _table_from_dicts(chunk, n, path)
             elif isinstance(chunk, pa.RecordBatch):
                 table = pa.Table.from_batches([chunk])
             else:
@@ -161,17 +267,52 @@ def _write_parquet(chunks: Iterable[Any], tmp: Path, path: Path) -> int:
     return n
 
 
-def _table_from_dicts(rows: list[dict]) -> pa.Table:
+def _table_from_dicts(rows: list[dict], row0: int, path: Path) -> pa.Table:
     """Columns = the union of the rows' keys in first-seen order; absent keys are null.
 
     (``pa.Table.from_pylist`` takes its columns from the first row only and silently
-    drops keys that appear later.)
+    drops keys that appear later.) ``row0`` is the first row's position in the input,
+    for errors.
     """
     keys: dict[str, None] = {}
     for r in rows:
         for k in r:
             keys.setdefault(k, None)
-    return pa.Table.from_pydict({k: [r.get(k) for r in rows] for k in keys})
+    cols = {}
+    for k in keys:
+        values = [r.get(k) for r in rows]
+        try:
+            cols[k] = pa.array(values)
+        except (pa.ArrowException, OverflowError, UnicodeEncodeError, TypeError,
+                ValueError) as e:
+            raise _column_error(k, values, row0, path, e) from None
+    return pa.Table.from_pydict(cols)
+
+
+def _column_error(name: str, values: list[Any], row0: int, path: Path,
+                  error: BaseException) -> InputError:
+    """Name the first record of column ``name`` that Arrow cannot put in one column."""
+    ref = None
+    for i, v in enumerate(values):
+        if v is None:
+            continue
+        try:
+            single = pa.array([v])
+        except (pa.ArrowException, OverflowError, UnicodeEncodeError, TypeError,
+                ValueError) as e:
+            return InputError(f"field {name!r} of record {row0 + i}: {type(v).__name__} value "
+                              f"cannot be stored in Parquet: {e}", source=str(path))
+        if ref is None:
+            ref = single.type
+            continue
+        try:
+            pa.array([v], type=ref)
+        except (pa.ArrowException, OverflowError, TypeError, ValueError):
+            return InputError(f"field {name!r} has mixed types: record {row0 + i} holds "
+                              f"{single.type} ({v!r:.60}) where earlier records hold {ref}; "
+                              "a Parquet column has one type (give the field one type, or "
+                              "write JSONL)", source=str(path))
+    return InputError(f"field {name!r} cannot be stored in Parquet: {error}", source=str(path))
 
 
 def _conform(table: pa.Table, schema: pa.Schema, path: Path, row0: int) -> pa.Table:

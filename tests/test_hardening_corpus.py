@@ -1,0 +1,394 @@
+"""Hardening of fastsynth.corpus (issue 15): every record is accounted for by every reader,
+nothing half-written is taken as finished, and writes fail cleanly under faults.
+
+Each test here failed before its fix (the defect it guards is named in its docstring).
+Fault injection runs real child processes: a file-size limit (``RLIMIT_FSIZE``: the write
+fails with EFBIG, as on a full disk), an unprivileged user for permission errors (the
+tests run as root in CI, which ignores file modes), and SIGKILL at a random moment."""
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import random
+import resource
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from fastsynth.corpus import jsonl as jsonl_mod
+from fastsynth.corpus import read, read_batches, write
+from fastsynth.errors import ConfigError, InputError
+
+NOBODY = 65534
+
+
+def _lines(objs) -> bytes:
+    return b"".join(json.dumps(o).encode() + b"\n" for o in objs)
+
+
+def _strict_json(line: str):
+    def no(c):
+        raise ValueError(f"{c} is not JSON")
+    return json.loads(line, parse_constant=no)
+
+
+@pytest.fixture
+def shared_dir():
+    """A folder an unprivileged child can use (pytest's tmp_path is root-only)."""
+    d = Path(tempfile.mkdtemp(prefix="fastsynth-hardening-"))
+    d.chmod(0o777)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def _child(code: str, *, fsize: int | None = None, unprivileged: bool = False,
+           timeout: float = 60) -> subprocess.CompletedProcess:
+    """Run ``code`` in a fresh Python, optionally under a file-size limit or as nobody.
+
+    The unprivileged child imports fastsynth first and then drops to ``nobody``: the
+    interpreter and the checkout may not be readable by that user."""
+    prelude = "import json, os\nimport fastsynth.corpus, fastsynth.errors\n"
+    if unprivileged and os.geteuid() == 0:
+        prelude += f"os.setgroups([]); os.setgid({NOBODY}); os.setuid({NOBODY})\n"
+
+    def setup():
+        if fsize is not None:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
+    return subprocess.run([sys.executable, "-c", prelude + textwrap.dedent(code)],
+                          capture_output=True, text=True, timeout=timeout, preexec_fn=setup)
+
+
+# ---------------------------------------------------------------- readers: JSONL
+
+def test_deeply_nested_line_is_a_reject_not_a_recursion_error(tmp_path):
+    """Was: a 2 KB line nested 1000 deep raised RecursionError past on_error='skip'."""
+    deep = b'{"text": "x", "n": ' + b"[" * 1000 + b"]" * 1000 + b"}"
+    path = tmp_path / "deep.jsonl"
+    path.write_bytes(_lines([{"text": "before"}]) + deep + b"\n" + _lines([{"text": "after"}]))
+    rej: list[dict] = []
+    reader = read(path, on_error="skip", rejects=rej)
+    assert [r["text"] for r in reader] == ["before", "after"]
+    assert [(e["line"], e["reason"]) for e in rej] == [(2, "malformed_json")]
+    assert "nested too deeply" in rej[0]["detail"]
+    assert reader.stats.read == 3 == reader.stats.yielded + reader.stats.rejected
+    with pytest.raises(InputError, match=r"deep\.jsonl:2: .*nested too deeply"):
+        list(read(path))
+
+
+def test_nan_and_infinity_are_not_json(tmp_path):
+    """Was: NaN/Infinity were read as floats and written back as bare NaN (invalid JSON)."""
+    path = tmp_path / "nan.jsonl"
+    path.write_bytes(b'{"text": "a", "s": NaN}\n{"text": "b", "s": -Infinity}\n{"text": "c"}\n')
+    rej: list[dict] = []
+    assert [r["text"] for r in read(path, on_error="skip", rejects=rej)] == ["c"]
+    assert [(e["line"], e["reason"]) for e in rej] == [(1, "malformed_json"), (2, "malformed_json")]
+
+
+def test_lone_surrogate_in_any_field_is_rejected_by_the_reader(tmp_path):
+    """Was: a lone surrogate in a non-text field passed the reader and crashed the writer
+    after all the work."""
+    path = tmp_path / "s.jsonl"
+    path.write_bytes(b'{"text": "ok", "meta": {"tag": "\\ud800"}}\n'
+                     b'{"text": "ok2", "\\udfff": 1}\n'
+                     b'{"text": "pair \\ud83d\\ude42", "meta": "\\ud83d\\ude42"}\n')
+    rej: list[dict] = []
+    recs = list(read(path, on_error="skip", rejects=rej))
+    assert [r["text"] for r in recs] == ["pair \U0001F642"]
+    assert [(e["line"], e["reason"]) for e in rej] == [(1, "invalid_utf8"), (2, "invalid_utf8")]
+    # What the reader yields, every writer can write.
+    for suffix in ("jsonl", "parquet"):
+        assert write(recs, tmp_path / f"out.{suffix}") == 1
+
+
+# ---------------------------------------------------------------- readers: gzip members
+
+def _member_with_bad_crc(data: bytes) -> bytes:
+    """A gzip member whose deflate data decodes fine but whose CRC-32 is wrong."""
+    z = bytearray(gzip.compress(data, mtime=0))
+    crc = struct.unpack_from("<I", z, len(z) - 8)[0]
+    struct.pack_into("<I", z, len(z) - 8, crc ^ 0x1)
+    return bytes(z)
+
+
+def test_gzip_member_failing_its_crc_rejects_its_records(tmp_path):
+    """Was: records decoded from a member before its CRC check failed were yielded as good."""
+    good = [{"text": f"good {i}"} for i in range(50)]
+    bad = [{"text": f"unvouched {i}"} for i in range(30)]
+    path = tmp_path / "crc.jsonl.gz"
+    path.write_bytes(gzip.compress(_lines(good)) + _member_with_bad_crc(_lines(bad)))
+    nxt = tmp_path / "next.jsonl"
+    nxt.write_bytes(_lines([{"text": "next file"}]))
+    rej: list[dict] = []
+    reader = read([path, nxt], on_error="skip", rejects=rej)
+    texts = [r["text"] for r in reader]
+    assert texts == [o["text"] for o in good] + ["next file"]
+    assert len(rej) == 1 and rej[0]["reason"] == "corrupt_stream" and rej[0]["line"] == 51
+    assert "after line 50" in rej[0]["detail"] and "incorrect data check" in rej[0]["detail"]
+    assert reader.stats.read == reader.stats.yielded + reader.stats.rejected
+    # A single damaged member: nothing from it is taken as good; raise mode names the file.
+    single = tmp_path / "single.jsonl.gz"
+    single.write_bytes(_member_with_bad_crc(_lines(bad)))
+    assert list(read(single, on_error="skip")) == []
+    with pytest.raises(InputError, match=r"single\.jsonl\.gz:1: .*\[corrupt_stream\]"):
+        list(read(single))
+    # read_batches agrees.
+    rows = sum(b.num_rows for b in read_batches([path, nxt], on_error="skip"))
+    assert rows == len(good) + 1
+
+
+def test_gzip_member_larger_than_the_buffer_is_checked_then_decoded(tmp_path, monkeypatch):
+    """Members past GZIP_MEMBER_BUFFER take the check-then-decode path (bounded memory)."""
+    monkeypatch.setattr(jsonl_mod, "GZIP_MEMBER_BUFFER", 4096)
+    objs = [{"text": f"line {i} " + "x" * (i % 97)} for i in range(3000)]
+    path = tmp_path / "big.jsonl.gz"
+    # Three members: big, small, big; one line spans the first two members.
+    data = _lines(objs)
+    cut1, cut2 = len(data) // 3 + 7, len(data) // 3 + 200
+    path.write_bytes(gzip.compress(data[:cut1]) + gzip.compress(data[cut1:cut2])
+                     + gzip.compress(data[cut2:]))
+    assert [r["text"] for r in read(path)] == [o["text"] for o in objs]
+    damaged = tmp_path / "damaged.jsonl.gz"
+    damaged.write_bytes(gzip.compress(data[:cut1]) + _member_with_bad_crc(data[cut1:]))
+    rej: list[dict] = []
+    got = list(read(damaged, on_error="skip", rejects=rej))
+    n_first = data[:cut1].count(b"\n")
+    assert [r["text"] for r in got] == [o["text"] for o in objs[:n_first]]
+    assert len(rej) == 1 and rej[0]["line"] == n_first + 1
+
+
+# ---------------------------------------------------------------- readers: Parquet
+
+def _invalid_strings(values: list[bytes]) -> pa.Array:
+    """A string array holding the given bytes unchecked (as a foreign writer could)."""
+    b = pa.array(values, pa.binary())
+    return pa.Array.from_buffers(pa.string(), len(values), b.buffers())
+
+
+def test_parquet_invalid_utf8_is_rejected_not_yielded(tmp_path):
+    """Was: invalid UTF-8 in a Parquet string column was scored silently (read_batches) or
+    raised a raw UnicodeDecodeError (read)."""
+    path = tmp_path / "bad.parquet"
+    pq.write_table(pa.table({
+        "text": _invalid_strings([b"ok", b"caf\xe9", b"\xed\xa0\x80", b"fine", b"also"]),
+        "meta": _invalid_strings([b"a", b"b", b"c", b"\xff", b"e"]),
+    }), path)
+    rej: list[dict] = []
+    reader = read(path, on_error="skip", rejects=rej)
+    assert [r["text"] for r in reader] == ["ok", "also"]
+    assert [(e["row"], e["reason"]) for e in rej] == [(1, "invalid_utf8"), (2, "invalid_utf8"),
+                                                       (3, "invalid_utf8")]
+    assert "'meta'" in rej[2]["detail"] and "'text'" in rej[0]["detail"]
+    assert reader.stats.read == 5 == reader.stats.yielded + reader.stats.rejected
+    # read_batches reads only text and id: the bad meta row is fine there.
+    brej: list[dict] = []
+    table = pa.Table.from_batches(list(read_batches(path, on_error="skip", rejects=brej)))
+    assert table.column("text").to_pylist() == ["ok", "fine", "also"]
+    table.validate(full=True)
+    assert [e["row"] for e in brej] == [1, 2]
+    with pytest.raises(InputError, match=r"bad\.parquet row 1: .*UTF-8"):
+        list(read(path))
+
+
+# ---------------------------------------------------------------- sources
+
+def test_empty_directory_or_glob_is_an_error_naming_it(tmp_path):
+    """Was: an empty directory source read as '0 documents' without a word."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.csv").write_text("not a corpus format")
+    with pytest.raises(ConfigError, match=r"empty.*no file of a supported type"):
+        read(empty)
+    with pytest.raises(ConfigError, match="no file of a supported type"):
+        read(str(empty / "*.csv"))
+
+
+def test_unreadable_subdirectory_is_counted_not_dropped(shared_dir):
+    """Was: os.walk skipped folders it could not list; their files vanished uncounted.
+    Run as an unprivileged user (root reads any folder)."""
+    root = shared_dir / "corpus"
+    (root / "ok").mkdir(parents=True)
+    (root / "locked").mkdir()
+    (root / "ok" / "a.jsonl").write_bytes(_lines([{"text": "a"}]))
+    (root / "locked" / "b.jsonl").write_bytes(_lines([{"text": "b"}]))
+    for p in (root, root / "ok"):
+        p.chmod(0o755)
+    (root / "ok" / "a.jsonl").chmod(0o644)
+    (root / "locked").chmod(0o000)
+    locked_top = shared_dir / "locked-top"
+    locked_top.mkdir(mode=0o000)
+    locked_top.chmod(0o000)
+    res = _child(f"""
+        import json
+        from fastsynth.corpus import read
+        from fastsynth.errors import InputError
+        rej = []
+        r = read({str(root)!r}, on_error="skip", rejects=rej)
+        out = [x["text"] for x in r]
+        print(json.dumps({{"out": out, "rej": rej, "stats": r.stats.as_dict()}}))
+        for src in ({str(root)!r}, {str(locked_top)!r}):
+            try:
+                list(read(src))
+            except InputError as e:
+                print("RAISED", e)
+    """, unprivileged=True)
+    assert res.returncode == 0, res.stderr
+    first, *raised = res.stdout.strip().splitlines()
+    got = json.loads(first)
+    assert got["out"] == ["a"]
+    assert [(e["reason"], Path(e["source"]).name) for e in got["rej"]] == [("unreadable_file", "locked")]
+    assert "cannot list directory" in got["rej"][0]["detail"]
+    assert got["stats"]["read"] == 2 == got["stats"]["yielded"] + got["stats"]["rejected"]
+    assert len(raised) == 2 and "locked" in raised[0] and "locked-top" in raised[1]
+
+
+# ---------------------------------------------------------------- writer
+
+def test_write_encodes_non_finite_floats_as_null(tmp_path):
+    """Was: corpus.write emitted bare NaN into JSONL (invalid JSON)."""
+    import numpy as np
+    recs = [{"id": "a", "text": "x", "score": float("nan"),
+             "nested": {"v": [float("inf"), 1.5, -float("inf")]}, "np": np.float64("nan")},
+            {"id": "b", "text": "y", "score": 0.25}]
+    for suffix in ("jsonl", "jsonl.gz"):
+        out = tmp_path / f"o.{suffix}"
+        assert write(recs, out) == 2
+        raw = gzip.decompress(out.read_bytes()) if suffix.endswith("gz") else out.read_bytes()
+        rows = [_strict_json(line) for line in raw.decode().splitlines()]
+        assert rows[0] == {"id": "a", "text": "x", "score": None,
+                           "nested": {"v": [None, 1.5, None]}, "np": None}
+        assert rows[1]["score"] == 0.25
+
+
+def test_write_mixed_types_names_field_and_record(tmp_path):
+    """Was: mixed-type extra fields crashed write(..., X.parquet) with ArrowInvalid."""
+    recs = [{"id": f"r{i}", "text": "t", "lang": "en", "n": i} for i in range(5)]
+    recs[3]["n"] = "three"
+    out = tmp_path / "o.parquet"
+    with pytest.raises(InputError, match=r"field 'n' has mixed types: record 3 holds string"):
+        write(recs, out)
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+    # The same records are fine as JSONL (no column types there).
+    assert write(recs, tmp_path / "o.jsonl") == 5
+
+
+def test_write_unencodable_value_names_record_and_field(tmp_path):
+    recs = [{"id": "a", "text": "x"}, {"id": "b", "text": "y", "tag": "\ud800"}]
+    for suffix in ("jsonl", "jsonl.zst", "parquet"):
+        with pytest.raises(InputError, match=r"field 'tag'") as info:
+            write(recs, tmp_path / f"o.{suffix}")
+        assert "record 1" in str(info.value)
+    with pytest.raises(InputError, match=r"record 0 \(id 'a'\), field 'blob'"):
+        write([{"id": "a", "text": "x", "blob": b"\x00"}], tmp_path / "o.jsonl")
+    assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------- fault injection
+
+def _records_code(n: int, pause: float = 0.0) -> str:
+    return f"""
+        import time
+        def records():
+            for i in range({n}):
+                if {pause} and i % 200 == 0:
+                    time.sleep({pause})
+                yield {{"id": f"r{{i}}", "text": "text number " + str(i) * 20}}
+    """
+
+
+@pytest.mark.parametrize("suffix", ["jsonl", "jsonl.gz", "parquet"])
+def test_disk_full_leaves_old_output_and_no_temp(shared_dir, suffix):
+    """A write that runs out of space (RLIMIT_FSIZE -> EFBIG, like ENOSPC) raises OSError,
+    removes its temporary file and leaves the previous output untouched."""
+    out = shared_dir / f"out.{suffix}"
+    write([{"id": "old", "text": "previous run"}], out)
+    before = out.read_bytes()
+    res = _child(_records_code(20000) + f"""
+        from fastsynth.corpus import write
+        try:
+            write(records(), {str(out)!r}, chunk_rows=500)
+        except OSError as e:
+            print("OSError", e.errno)
+    """, fsize=64 * 1024)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith("OSError"), res.stdout + res.stderr
+    assert out.read_bytes() == before
+    assert sorted(p.name for p in shared_dir.iterdir()) == [out.name]
+
+
+def test_read_only_folder_is_a_clean_oserror(shared_dir):
+    """Writing into a folder the user may not write: PermissionError naming the file,
+    nothing created (the CLI prints it as one line)."""
+    ro = shared_dir / "ro"
+    ro.mkdir(mode=0o555)
+    ro.chmod(0o555)
+    res = _child(f"""
+        from fastsynth.corpus import write
+        try:
+            write([{{"text": "a"}}], {str(ro / 'o.jsonl')!r})
+        except PermissionError as e:
+            print("PermissionError", e.filename)
+    """, unprivileged=True)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith("PermissionError") and "o.jsonl" in res.stdout
+    assert list(ro.iterdir()) == []
+
+
+@pytest.mark.parametrize("suffix", ["jsonl.gz", "parquet"])
+def test_sigkill_mid_write_never_leaves_a_half_file(shared_dir, suffix):
+    """SIGKILL at a random moment during write: the target is the old file or the whole
+    new one, never part of it; the killed writer's temp file is swept by the next write."""
+    rng = random.Random(15)
+    out = shared_dir / f"out.{suffix}"
+    write([{"id": "old", "text": "previous run"}], out)
+    n = 6000
+    for attempt in range(2):
+        code = textwrap.dedent(_records_code(n, 0.01)) + textwrap.dedent(f"""
+            from fastsynth.corpus import write
+            print("start", flush=True)
+            write(records(), {str(out)!r}, chunk_rows=200)
+        """)
+        proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+        assert proc.stdout.readline().strip() == "start"
+        time.sleep(rng.uniform(0.05, 0.25))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        ids = [r["id"] for r in read(out)]
+        assert ids == ["old"] or ids == [f"r{i}" for i in range(n)]
+    leftovers = [p for p in shared_dir.iterdir() if p.name != out.name]
+    assert leftovers, "the kill should have caught the writer mid-way"
+    assert write([{"id": "new", "text": "rerun"}], out) == 1
+    assert [p.name for p in shared_dir.iterdir()] == [out.name]
+    assert [r["id"] for r in read(out)] == ["new"]
+
+
+def test_records_in_equal_out_plus_rejects_through_read_and_write(tmp_path):
+    """A mixed, partly damaged corpus read in skip mode and written out: every input unit
+    is in the output or in the rejects file, with counts that add up."""
+    root = tmp_path / "in"
+    root.mkdir()
+    (root / "a.jsonl").write_bytes(
+        _lines([{"text": "one"}, {"text": "two", "x": 1}]) + b"{bad\n"
+        + b'{"text": "s", "m": "\\udc00"}\n' + b'{"text": "n", "v": NaN}\n')
+    (root / "b.jsonl.gz").write_bytes(gzip.compress(_lines([{"text": "g1"}]))
+                                      + _member_with_bad_crc(_lines([{"text": "g2"}])))
+    pq.write_table(pa.table({"text": _invalid_strings([b"p0", b"\xff", b"p2"])}), root / "c.parquet")
+    rejects = tmp_path / "rejects.jsonl"
+    reader = read(root, on_error="skip", rejects=rejects)
+    n_out = write(reader, tmp_path / "out.parquet")
+    st = reader.stats
+    rej = [json.loads(line) for line in rejects.read_text().splitlines()]
+    assert n_out == st.yielded == 5 and len(rej) == st.rejected == 5
+    assert st.read == n_out + len(rej)
+    assert sorted(e["reason"] for e in rej) == ["corrupt_stream", "invalid_utf8", "invalid_utf8",
+                                                 "malformed_json", "malformed_json"]
