@@ -61,3 +61,27 @@ def test_cli_bad_options_exit_2_with_one_line(corpus, tmp_path, capsys, argv, ne
 def test_cli_missing_input(tmp_path, capsys):
     assert main(["dedup", str(tmp_path / "nope.jsonl"), "-o", str(tmp_path / "o.jsonl")]) == 2
     assert "nope.jsonl" in capsys.readouterr().err
+
+
+def test_cli_on_error_skip_writes_rejects_and_counts_them(tmp_path, capsys):
+    path = tmp_path / "in.jsonl"
+    good = [json.dumps({"id": f"g{k}", "text": f"document {k} " + "word " * 20}) for k in range(4)]
+    path.write_text("\n".join(good[:2] + ["{not json", '{"id": "n", "text": 5}'] + good[2:]) + "\n")
+    out = tmp_path / "out.jsonl"
+    assert main(["dedup", str(path), "-o", str(out), "--on-error", "skip",
+                 "--summary-json", str(tmp_path / "s.json")]) == 0
+    rejects = [json.loads(x) for x in (tmp_path / "out.jsonl.rejects.jsonl").read_text().splitlines()]
+    assert sorted(r["reason"] for r in rejects) == ["malformed_json", "non_string_text"]
+    s = json.loads((tmp_path / "s.json").read_text())
+    assert s["input_records"] == 6 and s["rejected_at_input"] == 2
+    assert s["input_records"] == s["kept"] + s["duplicates_removed"] + s["rejected_at_input"]
+    assert "records in 6 = kept" in capsys.readouterr().out
+
+
+def test_cli_keep_score_with_unknown_field_names_it(corpus, tmp_path, capsys):
+    _, path = corpus
+    assert main(["dedup", str(path), "-o", str(tmp_path / "o.jsonl"), "--keep", "score",
+                 "--score-field", "qq"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "'qq'" in err[0] and "no such field" in err[0]
+    assert not (tmp_path / "o.jsonl").exists()
