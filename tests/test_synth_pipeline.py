@@ -161,6 +161,24 @@ def test_resume_after_crash_gives_the_same_records(tmp_path):
     assert idle.calls == 0 and s["total"] == len(a)
 
 
+def test_damaged_finished_part_is_named_and_redone_on_request(tmp_path, capsys):
+    from fastsynth.errors import InputError
+
+    docs = corpus()
+    cfg = SynthConfig(**FAST)
+    synthesize(docs, tmp_path / "run", generator=RuleModel(), config=cfg)
+    want = read_table(tmp_path / "run", "qa", QA_SCHEMA).to_pylist()
+    part = tmp_path / "run" / "qa" / "docs-00000.parquet"
+    part.write_bytes(part.read_bytes()[: part.stat().st_size // 2])  # a torn file
+    with pytest.raises(InputError, match=r"docs-00000.*--redo-damaged"):
+        synthesize(docs, tmp_path / "run", generator=RuleModel(), config=cfg)
+    again = RuleModel()
+    synthesize(docs, tmp_path / "run", generator=again, config=cfg, redo_damaged=True)
+    assert again.calls > 0
+    got = read_table(tmp_path / "run", "qa", QA_SCHEMA).to_pylist()
+    assert sorted(r["id"] for r in got) == sorted(r["id"] for r in want)
+
+
 def test_settings_mismatch_and_overwrite(tmp_path):
     docs = corpus(3)
     synthesize(docs, tmp_path / "r", generator=RuleModel(), config=SynthConfig(**FAST))

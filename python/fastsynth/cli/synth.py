@@ -52,6 +52,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dedup", choices=("auto", "exact"), default="auto")
     p.add_argument("--no-embeddings", action="store_true", help="skip the embedding diversity measure")
     p.add_argument("--overwrite", action="store_true", help="discard an existing run in OUT")
+    p.add_argument("--redo-damaged", action="store_true",
+                   help="generate again the finished parts whose files are damaged")
     p.add_argument("--max-tokens", type=int, default=None, help="cap new tokens of every request")
     p.set_defaults(func=run)
 
@@ -93,7 +95,8 @@ def run(args: argparse.Namespace) -> int:
     if args.limit is not None:
         records = itertools.islice(records, args.limit)
     summary = synthesize(records, args.output, generator=gen, answer_generator=ans, config=cfg,
-                         eval_set=args.eval_set, overwrite=args.overwrite)
+                         eval_set=args.eval_set, overwrite=args.overwrite,
+                         redo_damaged=args.redo_damaged)
     _print(summary, args.output)
     return 0
 

@@ -167,7 +167,8 @@ class _Run:
 
 def synthesize(source: Any, out: str | os.PathLike, *, generator: Any = None, answer_generator: Any = None,
                judge_generator: Any = None, config: SynthConfig | None = None, eval_set: Any = None,
-               overwrite: bool = False, show_progress: bool | None = None) -> dict[str, Any]:
+               overwrite: bool = False, show_progress: bool | None = None,
+               redo_damaged: bool = False) -> dict[str, Any]:
     """Generate question-answer records from ``source`` into the run directory ``out``.
 
     Args:
@@ -180,6 +181,8 @@ def synthesize(source: Any, out: str | os.PathLike, *, generator: Any = None, an
         judge_generator: the LLM judge (default: ``answer_generator``); used when
             ``config.judge_threshold`` is set.
         eval_set: texts (or a corpus path) to decontaminate against.
+        redo_damaged: forget finished parts whose files are damaged, so they are
+            generated again (otherwise such a part stops the run, named).
     Returns:
         The summary (also written to ``out/summary.json``); records are in ``out/qa/``.
     """
@@ -197,7 +200,7 @@ def synthesize(source: Any, out: str | os.PathLike, *, generator: Any = None, an
     ident.update(corpus_sha1=corpus_sha, eval_sha1=hashlib.sha1("\x1e".join(ev).encode()).hexdigest(),
                  prompts={p: prompts.load(p).id for p in PROMPTS},
                  models=[_name(generator), _name(ans_gen), _name(judge_gen) if cfg.judge_threshold else None])
-    rd = RunDir(out, ident, overwrite=overwrite)
+    rd = RunDir(out, ident, overwrite=overwrite, redo_damaged=redo_damaged)
     run = _Run(docs, cfg, rd, generator, ans_gen, judge_gen, ev)
     if not rd.done("input"):
         rd.finish("input", {"rejects": reject_table([Reject(0, "input", r, [d]) for d, r in skipped])}, {})

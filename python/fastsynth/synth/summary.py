@@ -21,7 +21,8 @@ from fastsynth.synth.concepts import merge_names, normalize
 from fastsynth.synth.documents import Doc
 from fastsynth.synth.level2 import DocConcepts
 from fastsynth.synth.provenance import QA_SCHEMA, REJECT_SCHEMA
-from fastsynth.synth.rundir import RunDir, atomic_write_bytes
+from fastsynth.atomic import atomic_write_bytes
+from fastsynth.synth.rundir import RunDir
 
 CONCEPT_SCHEMA = pa.schema([
     ("doc_id", pa.string()),
