@@ -6,7 +6,7 @@ Arrow arrays are passed as views of their buffers (zero copy of the text).
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Set
 from typing import Any
 
 import numpy as np
@@ -33,6 +33,11 @@ def native_chunks(texts: Any) -> Iterator[Any]:
         return
     if isinstance(texts, (str, bytes)):
         raise TypeError("texts must be a collection of texts, not a single str/bytes: wrap it in a list")
+    if isinstance(texts, (Mapping, Set)):
+        # Iterating a dict gives its keys and a set has no order: row i of the result
+        # would not belong to any input the caller can name.
+        raise TypeError(f"texts must be an ordered collection (list, tuple, array, iterable "
+                        f"of str/bytes), got {type(texts).__name__}")
     if isinstance(texts, np.ndarray):
         yield texts.tolist()
         return

@@ -98,7 +98,7 @@ def sweep_dead_temps(path: str | os.PathLike) -> list[Path]:
         name = p.name
         for prefix in (f".{path.name}{TMP_MARK}", f"{path.name}{TMP_MARK}"):
             pid = name[len(prefix):] if name.startswith(prefix) else ""
-            if pid.isdigit() and not _alive(int(pid)):
+            if pid.isdigit() and not process_alive(int(pid)):
                 try:
                     p.unlink()
                     gone.append(p)
@@ -107,7 +107,8 @@ def sweep_dead_temps(path: str | os.PathLike) -> list[Path]:
     return gone
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (other than this one: our own leftovers are dead)."""
     if pid == os.getpid():
         return False  # our own leftover from an earlier, failed attempt
     try:

@@ -2,14 +2,21 @@
 
 Memory: without ``memory_budget`` the band entries (16 bytes per document per band) and,
 with ``verify``, the shingle sets (8 bytes per distinct shingle) are held in memory. With
-``memory_budget`` (bytes) they spill to files in ``workdir`` (format: fastsynth.dedup.spill)
-and each band is processed in key-range partitions of about the budget, so memory stays
-bounded apart from the per-document result arrays (~25 bytes per document) and one batch.
-Results are identical either way.
+``memory_budget`` (bytes) they spill to files (format: fastsynth.dedup.spill) in a folder
+of their own, ``fastsynth-dedup-<pid>-<random>``, made inside ``workdir`` (default: the
+system temp folder), and each band is processed in key-range partitions of about the
+budget, so memory stays bounded apart from the per-document result arrays (~25 bytes per
+document) and one batch. Results are identical either way.
+
+Spill folders: removed when the call returns or raises; a process killed outright leaves
+its folder, and the next spilling call in the same ``workdir`` removes every such folder
+whose process is gone (docs/errors.md).
 """
 from __future__ import annotations
 
+import numbers
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -20,10 +27,11 @@ import numpy as np
 
 from fastsynth import _native
 from fastsynth._texts import resolve_threads
-from fastsynth.dedup.lsh import band_keys
+from fastsynth.corpus.write import process_alive
+from fastsynth.dedup.lsh import band_keys, check_sigs
 from fastsynth.dedup.minhash import (check_ngram, check_num_perm, check_seed, check_shingle, is_empty, minhash,
                                      scheme_of, shingle_sets)
-from fastsynth.dedup.params import check_threshold, optimal_params
+from fastsynth.dedup.params import check_bands_rows, check_threshold, optimal_params
 from fastsynth.dedup.spill import SpillParams
 from fastsynth.dedup.store import BandStore
 from fastsynth.errors import ConfigError
@@ -113,14 +121,18 @@ def dedup(texts: Any, threshold: float = 0.8, num_perm: int = 128, ngram: int = 
     scheme = scheme_of(compat)
     check_shingle(shingle)
     nthreads = resolve_threads(threads)
-    if keep not in KEEP_RULES:
-        raise ConfigError(f"keep must be one of {KEEP_RULES}, got {keep!r}")
-    if keep == "score" and scores is None:
-        raise ConfigError("keep='score' needs scores (an array or a column name)")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
-    if memory_budget is not None and (not isinstance(memory_budget, int) or memory_budget < 1):
-        raise ConfigError(f"memory_budget must be a positive number of bytes, got {memory_budget!r}")
+    if not isinstance(verify, (bool, np.bool_)):
+        raise ConfigError(f"verify must be True or False, got {verify!r}")
+    if isinstance(texts, (dict, set, frozenset)):
+        raise ConfigError(f"texts must be an ordered collection of texts or of batches, "
+                          f"got {type(texts).__name__}")
+    import pyarrow as pa
+
+    sized = isinstance(texts, (list, tuple, np.ndarray, pa.Array, pa.ChunkedArray))
+    score_arr = _check_keep(keep, scores, len(texts) if sized else None, allow_column=True)
+    _check_positive_int("batch_size", batch_size)
+    if memory_budget is not None:
+        _check_positive_int("memory_budget", memory_budget)
     if weights is None:
         weights = VERIFIED_WEIGHTS if verify else UNVERIFIED_WEIGHTS
     bands, rows = _bands_rows(t, num_perm, weights, params)
@@ -132,10 +144,11 @@ def dedup(texts: Any, threshold: float = 0.8, num_perm: int = 128, ngram: int = 
             sets = shingle_sets(chunk, ngram, shingle, nthreads) if verify else None
             col = None
             if keep == "score" and isinstance(scores, str):
-                if batch is None:
-                    raise ConfigError("scores as a column name needs RecordBatch input")
-                col = np.asarray(batch.column(scores).to_numpy(zero_copy_only=False), dtype=np.float64)
+                col = _score_column(batch, scores)
             yield sigs, sets, col
+
+    if score_arr is not None:
+        scores = score_arr
 
     return _run(stream(), sp, t, verify, keep, scores, memory_budget, workdir, nthreads, progress)
 
@@ -153,11 +166,17 @@ def cluster_signatures(sigs: Any, threshold: float = 0.8, *, num_perm: int | Non
     num_perm = check_num_perm(sigs.shape[1] if num_perm is None else num_perm)
     if sigs.shape[1] != num_perm:
         raise ConfigError(f"sigs has {sigs.shape[1]} columns but num_perm={num_perm}")
+    dtype = np.dtype(getattr(sigs, "dtype", np.asarray(sigs[:1]).dtype))
+    if dtype != np.uint32:
+        # A cast would turn float or signed values into wrong signatures (floats in [0, 1)
+        # all become 0, so unrelated rows "match"): convert only exact uint32 values.
+        sigs = check_sigs(sigs, num_perm, allow_1d=False)
     t = check_threshold(threshold)
-    if keep not in KEEP_RULES:
-        raise ConfigError(f"keep must be one of {KEEP_RULES}, got {keep!r}")
-    if keep == "score" and scores is None:
-        raise ConfigError("keep='score' needs scores (an array)")
+    score_arr = _check_keep(keep, scores, int(sigs.shape[0]), allow_column=False)
+    _check_positive_int("batch_size", batch_size)
+    if memory_budget is not None:
+        _check_positive_int("memory_budget", memory_budget)
+    nthreads = resolve_threads(threads)
     bands, rows = _bands_rows(t, num_perm, weights, params)
     sp = SpillParams(num_perm, check_seed(seed), scheme_of(compat), 0, "word", bands, rows)
 
@@ -165,29 +184,92 @@ def cluster_signatures(sigs: Any, threshold: float = 0.8, *, num_perm: int | Non
         for i in range(0, sigs.shape[0], batch_size):
             yield np.ascontiguousarray(sigs[i:i + batch_size], dtype=np.uint32), None, None
 
-    return _run(stream(), sp, t, False, keep, scores, memory_budget, workdir, resolve_threads(threads), None)
+    return _run(stream(), sp, t, False, keep, score_arr, memory_budget, workdir, nthreads, None)
+
+
+def _check_positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _check_keep(keep: Any, scores: Any, n: int | None, *, allow_column: bool) -> np.ndarray | None:
+    """Check the keep rule and its scores; return the scores as float64 ``(n,)`` when they
+    are an array (checked against ``n`` when the document count is known up front)."""
+    if keep not in KEEP_RULES:
+        raise ConfigError(f"keep must be one of {KEEP_RULES}, got {keep!r}")
+    if keep != "score":
+        return None
+    if scores is None:
+        raise ConfigError("keep='score' needs scores (an array"
+                          + (" or a column name)" if allow_column else ")"))
+    if isinstance(scores, str):
+        if not allow_column:
+            raise ConfigError("scores must be an array of one number per signature row")
+        return None
+    try:
+        arr = np.asarray(scores, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ConfigError("scores must be numbers, one per document") from None
+    if arr.ndim != 1 or (n is not None and arr.shape[0] != n):
+        want = f"({n},)" if n is not None else "(n_docs,)"
+        raise ConfigError(f"scores must have shape {want}, one per document; got {arr.shape}")
+    return arr
+
+
+def _score_column(batch: Any, name: str) -> np.ndarray:
+    if batch is None:
+        raise ConfigError("scores as a column name needs RecordBatch input")
+    if name not in batch.schema.names:
+        raise ConfigError(f"scores: column {name!r} is not in the input batches (columns: "
+                          f"{', '.join(batch.schema.names)})")
+    col = batch.column(name)
+    try:
+        return np.asarray(col.to_numpy(zero_copy_only=False), dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ConfigError(f"scores: column {name!r} has type {col.type}, not numbers") from None
 
 
 def _bands_rows(t: float, num_perm: int, weights, params) -> tuple[int, int]:
     if params is None:
         return optimal_params(t, num_perm, weights)
-    bands, rows = (int(v) for v in params)
-    if bands < 1 or rows < 1 or bands * rows > num_perm:
-        raise ConfigError(f"params (bands, rows) must satisfy bands*rows <= num_perm, got {params!r}")
-    return bands, rows
+    return check_bands_rows(params, num_perm)
+
+
+SPILL_PREFIX = "fastsynth-dedup-"
+
+
+def sweep_spill_dirs(base: str | os.PathLike) -> list[Path]:
+    """Remove ``fastsynth-dedup-<pid>-*`` folders under ``base`` whose process is gone
+    (left by killed runs); return them. Folders of live processes are left alone."""
+    gone = []
+    try:
+        entries = list(Path(base).iterdir())
+    except OSError:
+        return gone
+    for d in entries:
+        if not d.name.startswith(SPILL_PREFIX) or not d.is_dir():
+            continue
+        pid = d.name[len(SPILL_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and not process_alive(int(pid)):
+            shutil.rmtree(d, ignore_errors=True)
+            gone.append(d)
+    return gone
+
+
+def _make_spill_dir(workdir: Any) -> Path:
+    base = Path(tempfile.gettempdir() if workdir is None else workdir)
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"workdir {str(base)!r} cannot be created: {e.strerror or e}") from None
+    sweep_spill_dirs(base)
+    return Path(tempfile.mkdtemp(prefix=f"{SPILL_PREFIX}{os.getpid()}-", dir=base))
 
 
 def _run(stream: Iterator, sp: SpillParams, t: float, verify: bool, keep: str, scores: Any,
          memory_budget: int | None, workdir: Any, nthreads: int, progress: Any) -> DedupResult:
-    tmp = None
-    spill_dir = None
-    if memory_budget is not None:
-        if workdir is None:
-            tmp = tempfile.TemporaryDirectory(prefix="fastsynth-dedup-")
-            spill_dir = Path(tmp.name)
-        else:
-            spill_dir = Path(workdir)
-            spill_dir.mkdir(parents=True, exist_ok=True)
+    spill_dir = _make_spill_dir(workdir) if memory_budget is not None else None
     try:
         store = BandStore(sp, verify, spill_dir)
         n = 0
@@ -201,6 +283,9 @@ def _run(stream: Iterator, sp: SpillParams, t: float, verify: bool, keep: str, s
             if col is not None:
                 score_parts.append(col)
             n += m
+            if keep == "score" and not isinstance(scores, str) and n > len(scores):
+                raise ConfigError(f"scores has {len(scores)} values but the input has more "
+                                  "documents; give one score per document")
             if progress is not None:
                 progress(m)
         store.finish()
@@ -220,8 +305,8 @@ def _run(stream: Iterator, sp: SpillParams, t: float, verify: bool, keep: str, s
                 raise ConfigError(f"scores must hold one value per document ({n}), got shape {score_arr.shape}")
         return _result(parent, score_arr, sp.bands, sp.rows, stats)
     finally:
-        if tmp is not None:
-            tmp.cleanup()
+        if spill_dir is not None:
+            shutil.rmtree(spill_dir, ignore_errors=True)
 
 
 def _merge_part(part: np.ndarray, parent: np.ndarray, values, offsets, t: float, verify: bool, threads: int,

@@ -14,7 +14,7 @@ import numpy as np
 
 from fastsynth import _native
 from fastsynth.dedup.minhash import check_num_perm, is_empty
-from fastsynth.dedup.params import optimal_params
+from fastsynth.dedup.params import check_bands_rows, check_threshold, optimal_params
 from fastsynth.errors import ConfigError
 
 
@@ -23,9 +23,15 @@ def band_keys(sigs: np.ndarray, bands: int, rows: int, threads: int = 0) -> np.n
     return _native.band_keys(np.ascontiguousarray(sigs, dtype=np.uint32), bands, rows, threads)
 
 
-def check_sigs(sigs: Any, num_perm: int) -> np.ndarray:
-    arr = np.asarray(sigs)
-    if arr.ndim == 1:
+def check_sigs(sigs: Any, num_perm: int, *, allow_1d: bool = True) -> np.ndarray:
+    """``sigs`` as a C-contiguous uint32 ``(n, num_perm)`` array; other integer dtypes
+    are accepted when every value fits in uint32. Floats, bools and objects are refused
+    (a cast would turn them into wrong signatures, e.g. all zeros)."""
+    try:
+        arr = np.asarray(sigs)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"sigs must be a uint32 array (n, {num_perm}): {e}") from None
+    if arr.ndim == 1 and allow_1d:
         arr = arr[None, :]
     if arr.ndim != 2 or arr.shape[1] != num_perm:
         raise ConfigError(f"sigs must have shape (n, {num_perm}), got {arr.shape}")
@@ -46,14 +52,11 @@ class LSHIndex:
     def __init__(self, threshold: float = 0.8, num_perm: int = 128, weights: tuple[float, float] = (0.5, 0.5),
                  params: tuple[int, int] | None = None):
         self.num_perm = check_num_perm(num_perm)
+        self.threshold = check_threshold(threshold)
         if params is None:
-            self.bands, self.rows = optimal_params(threshold, num_perm, weights)
+            self.bands, self.rows = optimal_params(self.threshold, num_perm, weights)
         else:
-            b, r = params
-            if b < 1 or r < 1 or b * r > num_perm:
-                raise ConfigError(f"params (bands, rows) must satisfy bands*rows <= num_perm, got {params!r}")
-            self.bands, self.rows = int(b), int(r)
-        self.threshold = threshold
+            self.bands, self.rows = check_bands_rows(params, self.num_perm)
         self._tables: list[dict[int, list[int]]] = [{} for _ in range(self.bands)]
         self._keys: list[Hashable] = []
         self._index: dict[Hashable, int] = {}
@@ -67,6 +70,8 @@ class LSHIndex:
     def insert(self, keys: Sequence[Hashable], sigs: Any) -> None:
         """Index ``sigs`` (uint32 ``(n, num_perm)``) under ``keys`` (n unique, new keys)."""
         sigs = check_sigs(sigs, self.num_perm)
+        if isinstance(keys, (str, bytes)):
+            raise ConfigError("keys must be a sequence of keys, not one str: wrap it in a list")
         keys = list(keys)
         if len(keys) != sigs.shape[0]:
             raise ConfigError(f"keys has {len(keys)} entries but sigs has {sigs.shape[0]} rows")

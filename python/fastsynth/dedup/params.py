@@ -11,6 +11,7 @@ are evaluated at once with numpy and the result is cached.
 from __future__ import annotations
 
 import functools
+import numbers
 
 import numpy as np
 
@@ -19,13 +20,29 @@ from fastsynth.errors import ConfigError
 
 
 def check_threshold(threshold: float) -> float:
-    try:
-        t = float(threshold)
-    except (TypeError, ValueError):
-        raise ConfigError(f"threshold must be a number in (0, 1], got {threshold!r}") from None
+    """``threshold`` as a float in (0, 1]; a string ("0.8") or bool is refused, not parsed."""
+    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real):
+        raise ConfigError(f"threshold must be a number in (0, 1], got {type(threshold).__name__} "
+                          f"{threshold!r}")
+    t = float(threshold)
     if not 0.0 < t <= 1.0:
         raise ConfigError(f"threshold must be in (0, 1], got {threshold!r}")
     return t
+
+
+def check_bands_rows(params: object, num_perm: int) -> tuple[int, int]:
+    """An explicit ``params=(bands, rows)``: two positive integers with bands*rows <= num_perm."""
+    try:
+        bands, rows = params  # type: ignore[misc]
+    except (TypeError, ValueError):
+        raise ConfigError(f"params must be a pair (bands, rows), got {params!r}") from None
+    for v in (bands, rows):
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+            raise ConfigError(f"params (bands, rows) must be integers, got {params!r}")
+    if bands < 1 or rows < 1 or bands * rows > num_perm:
+        raise ConfigError(f"params (bands, rows) must be positive with bands*rows <= num_perm "
+                          f"({num_perm}), got {params!r}")
+    return int(bands), int(rows)
 
 
 @functools.lru_cache(maxsize=None)
@@ -77,9 +94,12 @@ def optimal_params(threshold: float, num_perm: int, weights: tuple[float, float]
     t = check_threshold(threshold)
     num_perm = check_num_perm(num_perm)
     try:
-        w_fp, w_fn = (float(v) for v in weights)
+        w_fp, w_fn = weights
     except (TypeError, ValueError):
         raise ConfigError(f"weights must be a pair of numbers, got {weights!r}") from None
-    if w_fp < 0 or w_fn < 0 or abs(w_fp + w_fn - 1.0) > 1e-9:
+    if any(isinstance(v, bool) or not isinstance(v, numbers.Real) for v in (w_fp, w_fn)):
+        raise ConfigError(f"weights must be a pair of numbers, got {weights!r}")
+    w_fp, w_fn = float(w_fp), float(w_fn)
+    if not (w_fp >= 0 and w_fn >= 0) or abs(w_fp + w_fn - 1.0) > 1e-9:
         raise ConfigError(f"weights must be non-negative and sum to 1, got {weights!r}")
     return _optimal(t, num_perm, w_fp, w_fn)

@@ -25,6 +25,12 @@ Payloads: SIGS — ``count x num_perm`` uint32, row-major. BAND — ``count`` re
 (uint64 key, int64 document id). SETS — the uint64 values (each document's sorted,
 de-duplicated hash64 shingle set, concatenated) then ``count + 1`` int64 offsets. A reader states the parameters it
 expects; a file of another version, seed, num_perm, scheme or shingling is refused.
+
+Crash safety (docs/errors.md): a writer writes ``.<name>.tmp-<pid>`` beside the target
+with ``count = 2**64 - 1`` ("unfinished") in its header, and only ``close()`` writes the
+real counts and renames the file into place. A reader refuses an unfinished header and
+any file whose size is not exactly the header plus the payload its counts describe, so a
+file cut short (or padded) is never read as a smaller valid one.
 """
 from __future__ import annotations
 
@@ -35,7 +41,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fastsynth.errors import InputError
+from fastsynth.atomic import temp_path
+from fastsynth.errors import ConfigError, InputError
 
 MAGIC = b"FSDD"
 VERSION = 2
@@ -44,6 +51,8 @@ assert HEADER.size == 64
 BAND_DTYPE = np.dtype([("key", "<u8"), ("id", "<i8")])
 _SCHEMES = {"fast": 0, "datasketch": 1}
 _SHINGLES = {"word": 0, "char": 1}
+#: Header count of a file whose writer has not finished (never a real count).
+UNFINISHED = 2**64 - 1
 
 
 @dataclass(frozen=True)
@@ -65,15 +74,18 @@ def _pack(kind: bytes, p: SpillParams, band: int, count: int, extra: int) -> byt
 
 
 class SpillWriter:
-    """Appends arrays to one spill file; the header's counts are written on close."""
+    """Appends arrays to one spill file; ``close()`` writes the header's counts and puts
+    the file in place (until then it is a temporary sibling marked unfinished);
+    ``discard()`` removes it instead."""
 
     def __init__(self, path: str | os.PathLike, kind: bytes, params: SpillParams, band: int = 0):
         self.path = Path(path)
+        self.tmp = temp_path(self.path)
         self.kind, self.params, self.band = kind, params, band
         self.count = 0
         self.extra = 0
-        self._f = open(self.path, "wb")
-        self._f.write(_pack(kind, params, band, 0, 0))
+        self._f = open(self.tmp, "wb")
+        self._f.write(_pack(kind, params, band, UNFINISHED, 0))
 
     def append(self, arr: np.ndarray, count: int) -> None:
         self._f.write(np.ascontiguousarray(arr).tobytes())
@@ -85,6 +97,16 @@ class SpillWriter:
         self._f.seek(0)
         self._f.write(_pack(self.kind, self.params, self.band, self.count, self.extra))
         self._f.close()
+        os.replace(self.tmp, self.path)
+
+    def discard(self) -> None:
+        """Close and delete the unfinished file (after an error)."""
+        if not self._f.closed:
+            self._f.close()
+            try:
+                self.tmp.unlink()
+            except FileNotFoundError:
+                pass
 
 
 def read_header(path: str | os.PathLike) -> dict:
@@ -100,8 +122,18 @@ def read_header(path: str | os.PathLike) -> dict:
             "bands": bands, "rows": rows, "band": band, "count": count, "extra": extra}
 
 
+def payload_bytes(kind: bytes, num_perm: int, count: int, extra: int) -> int:
+    """Bytes after the header that a complete file of this kind and counts holds."""
+    if kind == b"SIGS":
+        return count * num_perm * 4
+    if kind == b"BAND":
+        return count * BAND_DTYPE.itemsize
+    return 8 * extra + 8 * (count + 1)  # SETS
+
+
 def check_header(path: str | os.PathLike, kind: bytes, expected: SpillParams) -> dict:
-    """Read and validate a header against the parameters the caller will use."""
+    """Read and validate a header against the parameters the caller will use and the
+    file's size (see the module docstring); raises InputError naming the file."""
     h = read_header(path)
     if h["version"] != VERSION:
         raise InputError(f"spill file format version {h['version']} is not supported "
@@ -109,6 +141,14 @@ def check_header(path: str | os.PathLike, kind: bytes, expected: SpillParams) ->
     if h["kind"] != kind:
         raise InputError(f"spill file holds {h['kind'].decode(errors='replace')}, expected {kind.decode()}",
                          source=str(path))
+    if h["count"] == UNFINISHED:
+        raise InputError("spill file was never finished (its writer stopped before closing "
+                         "it); recompute it", source=str(path))
+    size = os.path.getsize(path)
+    want = HEADER.size + payload_bytes(kind, h["num_perm"], h["count"], h["extra"])
+    if size != want:
+        raise InputError(f"spill file is {size} bytes but its header describes {want} "
+                         f"(truncated or damaged); recompute it", source=str(path))
     for name in ("num_perm", "seed", "scheme", "ngram", "shingle", "bands", "rows"):
         want = getattr(expected, name)
         if kind != b"BAND" and name in ("bands", "rows"):
@@ -125,10 +165,14 @@ def write_signatures(path: str | os.PathLike, sigs: np.ndarray, params: SpillPar
     """Save signatures ``(n, num_perm)`` uint32 in the SIGS format."""
     sigs = np.asarray(sigs)
     if sigs.dtype != np.uint32 or sigs.ndim != 2 or sigs.shape[1] != params.num_perm:
-        raise ValueError(f"sigs must be uint32 (n, {params.num_perm}), got {sigs.dtype} {sigs.shape}")
+        raise ConfigError(f"sigs must be uint32 (n, {params.num_perm}), got {sigs.dtype} {sigs.shape}")
     w = SpillWriter(path, b"SIGS", params)
-    w.append(sigs, sigs.shape[0])
-    w.close()
+    try:
+        w.append(sigs, sigs.shape[0])
+        w.close()
+    except BaseException:
+        w.discard()
+        raise
 
 
 def read_signatures(path: str | os.PathLike, params: SpillParams) -> np.ndarray:
