@@ -30,6 +30,9 @@ PIECE_DTYPE = np.dtype([("row", np.int64), ("doc", np.int64), ("start", np.int64
                         ("length", np.int64)])
 PackMethod = Literal["best-fit", "first-fit", "concat"]
 METHODS: tuple[str, ...] = ("best-fit", "first-fit", "concat")
+#: Documents the loader packs at once (its shuffle window): large enough that best fit
+#: finds partners for long documents' tails, small enough to pack in milliseconds.
+DEFAULT_WINDOW = 8192
 #: Methods :func:`pack_stats` knows: the packers plus the padded layout.
 STAT_METHODS: tuple[str, ...] = (*METHODS, "padded")
 
