@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import html
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -45,7 +46,9 @@ class Document:
         """A PNG figure; ``path`` must exist when the document is rendered."""
         self.blocks.append(("fig", (Path(path), caption)))
 
-    def markdown(self) -> str:
+    def markdown(self, base: str | Path | None = None) -> str:
+        """Markdown; figures are linked relative to ``base`` (the folder the file will be
+        written to), or by file name when ``base`` is None."""
         out = [f"# {self.title}", ""]
         for kind, body in self.blocks:
             if kind == "h":
@@ -60,7 +63,8 @@ class Document:
                 out.append("")
             else:
                 path, caption = body
-                out += [f"![{caption}]({path.name})", f"*{caption}*", ""]
+                link = path.name if base is None else os.path.relpath(path, base)
+                out += [f"![{caption}]({link})", f"*{caption}*", ""]
         return "\n".join(out)
 
     def html(self) -> str:
@@ -90,6 +94,6 @@ class Document:
         """Write ``<stem>.md`` and ``<stem>.html`` into ``out_dir`` (each atomically)."""
         out_dir = Path(out_dir)
         md, page = out_dir / f"{stem}.md", out_dir / f"{stem}.html"
-        atomic_write_text(md, self.markdown())
+        atomic_write_text(md, self.markdown(base=out_dir))
         atomic_write_text(page, self.html())
         return {"markdown": md, "html": page}

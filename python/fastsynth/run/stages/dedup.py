@@ -80,7 +80,7 @@ def cluster(config: DedupConfig, view: View) -> PartResult:
 
     texts = list(batches())
     score_arr = np.concatenate(scores) if scores else None
-    result = dedup(texts, threshold=config.threshold, num_perm=config.num_perm, ngram=config.ngram,
+    result = dedup(iter(texts), threshold=config.threshold, num_perm=config.num_perm, ngram=config.ngram,
                    verify=config.verify, seed=config.seed, shingle=config.shingle, keep=config.keep,
                    scores=score_arr, threads=config.threads)
     id_arr = np.array(ids, dtype=object)

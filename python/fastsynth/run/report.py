@@ -1,0 +1,230 @@
+"""The run's report: ``RUN/report.md`` and a self-contained ``RUN/report.html``.
+
+Built from the manifest and the stages' files (never from memory of the process that
+ran them, so a resumed run reports the same): the funnel (records in/out/rejected per
+stage and why), the gzip-ratio histogram, dedup cluster sizes, the Level-3 concept
+graph (statistics and a drawing), sample questions per level, the mix, the training
+half (pending until its stages exist), and the budget plan. Figures go to
+``RUN/figures/``. Rendered through :class:`fastsynth.report.Document`.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from fastsynth.errors import DependencyError
+from fastsynth.report import Document
+from fastsynth.run.rundir import RunDir
+
+
+def write_report(rd: RunDir) -> dict[str, Path]:
+    root, m = rd.root, rd.manifest
+    figs = root / "figures"
+    stages = m["stages"]
+    order = m["config"].get("stages", list(stages))
+    doc = Document(f"fastsynth run — {root.name}")
+    v = m.get("versions", {})
+    done = [n for n in order if stages.get(n, {}).get("state") == "done"]
+    pending = [n for n in order if stages.get(n, {}).get("state") == "pending"]
+    doc.p(f"fastsynth {v.get('fastsynth')} · Python {v.get('python')} · pyarrow {v.get('pyarrow')} · "
+          f"created {m.get('created')} · updated {m.get('updated')}. Stages done: {len(done)} of "
+          f"{len(order)}" + (f"; pending: {', '.join(pending)}." if pending else "."))
+    _funnel(doc, order, stages, figs)
+    _optional(doc, "Quality scores", lambda: _scores(doc, rd, figs))
+    _optional(doc, "Near-duplicates", lambda: _dedup(doc, stages, figs))
+    _optional(doc, "Concept graph", lambda: _graph(doc, root, figs))
+    _optional(doc, "Sample questions", lambda: _samples(doc, root, stages))
+    _mix(doc, stages)
+    _training(doc, order, stages)
+    _plan(doc, root, stages)
+    return doc.write(root, "report")
+
+
+def _optional(doc: Document, what: str, fn: Any) -> None:
+    try:
+        fn()
+    except DependencyError as e:
+        doc.h(what)
+        doc.p(f"Figure skipped: {e}")
+
+
+def _funnel(doc: Document, order: list[str], stages: dict, figs: Path) -> None:
+    doc.h("Funnel")
+    rows, labels, ins, outs = [], [], [], []
+    for n in order:
+        st = stages.get(n, {})
+        c = st.get("counts") or {}
+        why = "; ".join(f"{k} {v:,}" for k, v in (c.get("rejected_by_reason") or {}).items())
+        if st.get("state") == "pending":
+            why = f"PENDING: {st.get('reason', '')}"
+        rows.append([n, st.get("state", "not run"), st.get("unit", ""),
+                     _n(c.get("in")), _n(c.get("out")), _n(c.get("rejected")),
+                     "yes" if c.get("balanced") else ("-" if not c else "NO"), why or "-",
+                     f"{st['seconds']:.1f}" if "seconds" in st else "-"])
+        if c and c.get("in") is not None and st.get("unit") in ("documents",):
+            labels.append(n)
+            ins.append(c["in"])
+            outs.append(c["out"])
+    doc.table(["stage", "state", "unit", "in", "out", "rejected", "in = out + rejected",
+               "rejected because", "seconds"], rows)
+    if labels:
+        from fastsynth.report.charts import bars_png
+        doc.figure(bars_png(figs / "funnel.png", labels, {"in": ins, "out": outs},
+                            title="Documents in and out per stage", ylabel="documents"),
+                   "Documents in and out of each corpus stage")
+
+
+def _n(x: Any) -> str:
+    return "-" if x is None else f"{x:,}"
+
+
+def _scores(doc: Document, rd: RunDir, figs: Path) -> None:
+    parts = rd.parts("score", "out")
+    if not parts:
+        return
+    import numpy as np
+
+    from fastsynth.report.histogram import histogram_png
+
+    values = np.concatenate([pq.read_table(rd.root / "score" / "scores" / f"{p}.parquet",
+                                           columns=["gzip_ratio"]).column("gzip_ratio").to_numpy()
+                             for p in parts])
+    band = rd.manifest["config"].get("score", {}).get("gzip_band")
+    doc.h("Quality scores")
+    doc.p("gzip ratio = compressed/original size (zlib, level "
+          f"{rd.manifest['config'].get('score', {}).get('level', 6)}); lower = more compressible. "
+          f"Median {np.median(values):.3f} over {values.size:,} documents.")
+    doc.figure(histogram_png(values, figs / "gzip_ratio.png", title="gzip ratio of the ingested documents",
+                             xlabel="gzip ratio (compressed/original)",
+                             band=tuple(band) if band else None, band_label="filter band"),
+               "gzip-ratio histogram with the filter's band")
+
+
+def _dedup(doc: Document, stages: dict, figs: Path) -> None:
+    info = stages.get("dedup", {}).get("phases", {}).get("cluster", {}).get("global", {}).get("info")
+    if not info:
+        return
+    doc.h("Near-duplicates")
+    hist = {int(k): v for k, v in info["cluster_size_histogram"].items()}
+    doc.p(f"{info['documents']:,} documents, {info['removed']:,} removed as near-duplicates; LSH "
+          f"{info['bands']} bands x {info['rows']} rows; candidate pairs {info['pairs']['candidates']:,}, "
+          f"verified {info['pairs']['verified']:,}, matched {info['pairs']['matched']:,}.")
+    doc.table(["cluster size", "clusters"], [[k, f"{v:,}"] for k, v in sorted(hist.items())])
+    if hist:
+        from fastsynth.report.charts import bars_png
+        doc.figure(bars_png(figs / "dedup_clusters.png", [str(k) for k in sorted(hist)],
+                            {"clusters": [hist[k] for k in sorted(hist)]}, title="Dedup cluster sizes",
+                            ylabel="clusters", log=True), "Clusters by size (size 1: no duplicate)")
+
+
+def _graph(doc: Document, root: Path, figs: Path) -> None:
+    work = root / "synth" / "work"
+    if not (work / "manifest.json").exists():
+        return
+    from fastsynth.synth import level3
+    from fastsynth.synth.rundir import RunDir as SynthRunDir
+    from fastsynth.synth.summary import CONCEPT_SCHEMA, read_concepts
+
+    manifest = json.loads((work / "manifest.json").read_text())
+    srd = SynthRunDir.__new__(SynthRunDir)  # read-only view: no config check, no writes
+    srd.root, srd.manifest = work, manifest
+    concepts = read_concepts(srd.read("concepts", CONCEPT_SCHEMA))
+    if not concepts:
+        return
+    graph, display = level3.build_graph(concepts)
+    edges = {kind: {frozenset((a, b)) for a, nb in graph.counts[kind].items() for b in nb if a != b}
+             for kind in ("tt", "tc", "cc")}
+    degree: dict[str, int] = {}
+    for kind in ("tc", "cc"):
+        for e in edges[kind]:
+            for x in e:
+                degree[x] = degree.get(x, 0) + 1
+    doc.h("Concept graph (Level 3)")
+    n_docs = len(graph.doc_concepts)
+    seen: dict[str, int] = {}
+    for cs_of_doc in graph.doc_concepts.values():
+        for c in cs_of_doc:
+            seen[c] = seen.get(c, 0) + 1
+    doc.table(["documents", "topics", "concepts", "topic-topic edges", "topic-concept edges",
+               "concept-concept edges", "concepts in 2+ documents"],
+              [[n_docs, len(graph.topics), len(graph.concepts), len(edges["tt"]), len(edges["tc"]),
+                len(edges["cc"]), sum(1 for c in graph.concepts if seen.get(c, 0) > 1)]])
+    top = sorted(graph.topics, key=lambda t: -degree.get(t, 0))[:8]
+    cs = sorted(graph.concepts, key=lambda c: -degree.get(c, 0))[:32]
+    nodes = top + [c for c in cs if c not in top]
+    idx = {n: i for i, n in enumerate(nodes)}
+    pairs = sorted({tuple(sorted((idx[a], idx[b]))) for kind in ("tt", "tc", "cc") for e in edges[kind]
+                    for a, b in [tuple(e)] if a in idx and b in idx})
+    from fastsynth.report.charts import graph_png
+    doc.figure(graph_png(figs / "concept_graph.png", [display.get(n, n) for n in nodes],
+                         ["topic" if n in top else "concept" for n in nodes], pairs,
+                         title=f"Concept graph: the {len(nodes)} best-connected nodes"),
+               "Topics and concepts with the most edges, and the edges between them")
+
+
+def _samples(doc: Document, root: Path, stages: dict) -> None:
+    src = root / "qa_dedup" / "out" / "00000.parquet"
+    if stages.get("qa_dedup", {}).get("state") != "done":
+        src = root / "synth" / "out" / "00000.parquet"
+        if stages.get("synth", {}).get("state") != "done":
+            return
+    t = pq.read_table(src, columns=["level", "question", "answer", "source_ids"]).to_pylist()
+    doc.h("Sample questions per level")
+    rows = []
+    for lv in (1, 2, 3):
+        picked = [r for r in t if r["level"] == lv][:3]
+        rows += [[lv, r["question"], (r["answer"] or "")[:200], ", ".join(r["source_ids"])[:60]] for r in picked]
+        if not picked:
+            rows.append([lv, "(none accepted)", "", ""])
+    doc.table(["level", "question", "answer (first 200 chars)", "sources"], rows)
+
+
+def _mix(doc: Document, stages: dict) -> None:
+    info = stages.get("mix", {}).get("phases", {}).get("out", {}).get("global", {}).get("info")
+    if not info:
+        return
+    doc.h("Mix")
+    doc.p(f"{info['rows']:,} rows: {info['organic_chars']:,} organic and {info['synthetic_chars']:,} "
+          f"synthetic characters — synthetic share {info['synthetic_share']:.1%} (asked "
+          f"{info['synthetic_share_asked']:.0%}; a synthetic text repeats at most "
+          f"{info['max_repeat_used']} times).")
+
+
+def _training(doc: Document, order: list[str], stages: dict) -> None:
+    doc.h("Training, evaluation and the fitted law")
+    rows = []
+    for n in ("tokenize", "train", "evaluate", "fit"):
+        st = stages.get(n, {})
+        if n not in order:
+            continue
+        state = st.get("state", "not run")
+        note = st.get("reason", "") if state == "pending" else ""
+        if n == "tokenize" and state == "done":
+            s = st["phases"]["out"]["global"]["info"]["summary"]
+            note = f"{s['tokens']:,} tokens in {s['shards']} shard(s), tokenizer {s['tokenizer']}"
+        rows.append([n, state, note])
+    doc.table(["stage", "state", "result"], rows)
+    if any(r[1] == "pending" for r in rows):
+        doc.p("Training curves, the law fitted to this run (with R^2 and intervals) and the "
+              "plan with fitted constants appear here once the pending stages exist; nothing is "
+              "shown in their place.")
+
+
+def _plan(doc: Document, root: Path, stages: dict) -> None:
+    st = stages.get("plan", {})
+    if st.get("state") != "done":
+        return
+    info = st["phases"]["plan"]["global"]["info"]
+    doc.h("Budget plan (scenario seed-5m)")
+    doc.table(["item", "GPU-hours", "dollars"],
+              [[i["name"], "-" if i["gpu_hours"] is None else f"{i['gpu_hours']:,.0f}", f"${i['usd']:,.0f}"]
+               for i in info["items"]])
+    doc.p(f"Total ${info['total_usd']:,.0f} of ${info['budget_usd']:,.0f} ("
+          f"{'fits' if info['fits'] else 'does NOT fit'}), published constants {info['constants']}; "
+          f"constants fitted on this run: {info['fitted_constants']}. Full plan: {info['files']['html']}.")
+    fig = root / "plan" / "cost_breakdown.png"
+    if fig.exists():
+        doc.figure(fig, "Cost breakdown of the plan")
