@@ -24,10 +24,13 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_server(batch_size: int, start_timeout_s: float = 180) -> Iterator[str]:
-    """Start ``fastsynth serve``, wait for /health, yield its ``.../v1`` base URL, stop it."""
+def running_server(batch_size: int, start_timeout_s: float = 180,
+                   extra_args: tuple[str, ...] = ()) -> Iterator[str]:
+    """Start ``fastsynth serve`` (``extra_args`` appended to its command line), wait for
+    /health, yield its ``.../v1`` base URL, stop it."""
     port = free_port()
-    proc = subprocess.Popen([*CLI, "serve", "--port", str(port), "--batch-size", str(batch_size)],
+    proc = subprocess.Popen([*CLI, "serve", "--port", str(port), "--batch-size", str(batch_size),
+                             *extra_args],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=ENV)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + start_timeout_s

@@ -55,7 +55,9 @@ def test_server_rejects_bad_requests(server):
                                  headers={"Content-Type": "application/json"})
     with pytest.raises(urllib.error.HTTPError) as e:
         urllib.request.urlopen(req)
-    assert e.value.code == 400 and "requests[0]" in json.load(e.value)["error"]["message"]
+    err = json.load(e.value)["error"]
+    assert e.value.code == 400 and err["param"] == "messages"
+    assert err["type"] == "invalid_request_error" and "messages" in err["message"]
 
 
 def test_generate_cli_over_openai_backend(server, tmp_path):
