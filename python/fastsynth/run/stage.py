@@ -78,6 +78,12 @@ class Map:
     fn: Callable[[Any, Part], PartResult]
     parts: Callable[[Any, View, str, str], list[Part]]  # (config, view, stage, phase) -> parts
     counts: bool = False  # this phase's results are the stage's records in/out/rejected
+    # Where a distributed executor runs the parts (the local executor ignores these):
+    # Ray resources of one part (e.g. {"num_cpus": 2} or {"num_gpus": 1}; none: one CPU),
+    # and ``actors`` = N > 0 to run them on a pool of N long-lived workers, so what ``fn``
+    # caches per process (a loaded model) loads once per worker (fastsynth.run.ray_executor).
+    resources: dict[str, float] | None = None
+    actors: int = 0
 
 
 @dataclass(frozen=True)
