@@ -1,0 +1,525 @@
+"""Fused attention for packed variable-length batches with grouped-query heads (Triton).
+
+FlashAttention-2 schedule: the forward keeps a running max and sum per query row and never
+writes the score matrix; the backward recomputes scores from the saved log-sum-exp. What
+Triton's fused-attention tutorial lacks and this adds: packed varlen batches (``cu_seqlens``),
+grouped-query attention without repeating K/V, q and k lengths that differ (causal aligned
+bottom-right), any sequence length (not a multiple of the block), and a CPU path through the
+Triton interpreter for tests.
+
+Layout (flash-attn's ``flash_attn_varlen_func`` contract)::
+
+    q: (total_q, Hq, D)    k, v: (total_k, Hkv, D)    Hq % Hkv == 0, D in HEAD_DIMS
+    cu_seqlens_q/k: int32 (B + 1,), cu[0] == 0, non-decreasing, cu[-1] == total
+    out: (total_q, Hq, D), q's dtype     lse: float32 (Hq, total_q), natural log
+
+Query head ``h`` uses KV head ``h // (Hq // Hkv)``. Sequence ``b`` owns query tokens
+``cu_seqlens_q[b]:cu_seqlens_q[b+1]`` and key tokens ``cu_seqlens_k[b]:cu_seqlens_k[b+1]``;
+sequences never see each other. Causal, bottom-right aligned (as flash-attn >= 2.1 and the
+model's SDPA backend): local query ``i`` sees local key ``j`` iff ``j <= i + len_k - len_q``.
+A query row that sees no key (causal with ``len_k < len_q``, or ``len_k == 0``) gets output 0
+and lse ``-inf``, and its gradients are 0 — the SDPA backend's convention
+(``fastsynth.model.attention``).
+
+Kernels (no atomics, so the interpreter runs them exactly):
+
+- ``_fwd_kernel``: one program per (query block, query head, sequence); key blocks that are
+  fully visible run without masks, the at most ``BLOCK_M / BLOCK_N + 1`` blocks on the causal
+  diagonal or at the sequence end run masked, fully masked blocks are never visited.
+- ``_bwd_dkdv_kernel``: one program per (key block, KV head, sequence); loops over the query
+  heads of the group and their query blocks, so dK/dV are summed over the group in registers.
+- ``_bwd_dq_kernel``: one program per (query block, query head, sequence), as the forward.
+
+Precision: fp16/bf16 (or fp32) in, fp32 accumulation, P and dS rounded to the input dtype
+before their matmuls (as FlashAttention-2). fp32 inputs use IEEE fp32 dots (no TF32).
+Under ``TRITON_INTERPRET=1`` (set before this module is imported) every dot runs in fp32,
+because the interpreter multiplies bf16 bit patterns wrongly (docs: DESIGN.md, "Triton on CPU").
+"""
+from __future__ import annotations
+
+import math
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+HEAD_DIMS = (16, 32, 64, 128)
+DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+_INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+_LOG2E = 1.4426950408889634
+_LN2 = 0.6931471805599453
+# Set by tests: fill outputs and gradients with NaN before the kernels run, so an element a
+# kernel fails to write shows up as NaN instead of as leftover memory.
+POISON = False
+
+
+def _configs(kernel: str) -> list[triton.Config]:
+    """Autotuning candidates (CUDA) or the one configuration the interpreter runs.
+
+    The interpreter blocks are small and unequal (BLOCK_M != BLOCK_N) so that short test
+    sequences cross several blocks and every masked/unmasked stage split is exercised.
+    On the GPU, the candidates are the shapes that win in FlashAttention-2-style Triton kernels
+    on Hopper (128-row query tiles in the forward and dQ, 128-column key tiles in dK/dV); the
+    ones that do not fit in shared memory are pruned by the autotuner.
+    """
+    if _INTERPRET:
+        m, n = {"fwd": (128, 64), "dkdv": (64, 128), "dq": (128, 64)}[kernel]
+        return [triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=4, num_stages=1)]
+    shapes = {
+        "fwd": [(128, 64, 8, 3), (128, 128, 8, 2), (128, 64, 4, 3), (64, 64, 4, 3), (64, 32, 4, 2)],
+        "dkdv": [(32, 128, 4, 3), (64, 128, 8, 2), (64, 64, 4, 3), (32, 64, 4, 2)],
+        "dq": [(128, 32, 4, 3), (128, 64, 8, 2), (64, 64, 4, 3), (64, 32, 4, 2)],
+    }[kernel]
+    return [triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=s)
+            for m, n, w, s in shapes]
+
+
+# Tuned once per (head dim, causal, group, dtype): timing every sequence length would cost
+# more GPU time than it saves.
+_KEY = ["HEAD_DIM", "CAUSAL", "GROUP", "PREC"]
+
+
+@triton.jit
+def _fwd_blocks(acc, l_i, m_i, q, k_base, v_base, stride_kt, stride_vt, offs_m, offs_d,
+                lo, hi, len_k, shift, qk_scale,
+                MASK: tl.constexpr, CAUSAL: tl.constexpr, BLOCK_N: tl.constexpr,
+                DOT_T: tl.constexpr, PREC: tl.constexpr):
+    # Scores are kept in the log2 domain (qk_scale includes log2(e)) so exp2 can be used.
+    offs_n0 = tl.arange(0, BLOCK_N)
+    for start_n in range(lo, hi, BLOCK_N):
+        offs_n = start_n + offs_n0
+        kt_ptrs = k_base + offs_n[None, :] * stride_kt + offs_d[:, None]     # (D, BLOCK_N)
+        v_ptrs = v_base + offs_n[:, None] * stride_vt + offs_d[None, :]      # (BLOCK_N, D)
+        if MASK:
+            kmask = offs_n < len_k
+            kt = tl.load(kt_ptrs, mask=kmask[None, :], other=0.0)
+            v = tl.load(v_ptrs, mask=kmask[:, None], other=0.0)
+        else:
+            kt = tl.load(kt_ptrs)
+            v = tl.load(v_ptrs)
+        s = tl.dot(q.to(DOT_T), kt.to(DOT_T), input_precision=PREC) * qk_scale
+        if MASK:
+            ok = kmask[None, :]
+            if CAUSAL:
+                ok = ok & (offs_n[None, :] <= offs_m[:, None] + shift)
+            s = tl.where(ok, s, float("-inf"))
+            m_new = tl.maximum(m_i, tl.max(s, 1))
+            # a row with every key masked so far keeps m = -inf; subtract 0 instead (p = 0)
+            m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
+        else:
+            m_new = tl.maximum(m_i, tl.max(s, 1))
+            m_use = m_new
+        p = tl.math.exp2(s - m_use[:, None])
+        alpha = tl.math.exp2(m_i - m_use)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype).to(DOT_T), v.to(DOT_T), input_precision=PREC)
+        m_i = m_new
+    return acc, l_i, m_i
+
+
+@triton.autotune(configs=_configs("fwd"), key=_KEY)
+@triton.jit
+def _fwd_kernel(Q, K, V, O, LSE, cu_q, cu_k, qk_scale,
+                stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh,
+                stride_ot, stride_oh, stride_lh,
+                HEAD_DIM: tl.constexpr, CAUSAL: tl.constexpr, GROUP: tl.constexpr,
+                DOT_T: tl.constexpr, PREC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    # Longest causal rows first: the last query blocks of a sequence do the most work.
+    start_m = tl.num_programs(0) - 1 - tl.program_id(0)
+    h = tl.program_id(1)
+    b = tl.program_id(2)
+    q_start = tl.load(cu_q + b)
+    len_q = tl.load(cu_q + b + 1) - q_start
+    k_start = tl.load(cu_k + b)
+    len_k = tl.load(cu_k + b + 1) - k_start
+    m0 = start_m * BLOCK_M
+    if m0 < len_q:
+        offs_m = m0 + tl.arange(0, BLOCK_M)
+        offs_d = tl.arange(0, HEAD_DIM)
+        row_ok = offs_m < len_q
+        q = tl.load(Q + (q_start + offs_m)[:, None] * stride_qt + h * stride_qh + offs_d[None, :],
+                    mask=row_ok[:, None], other=0.0)
+        hk = h // GROUP
+        k_base = K + k_start * stride_kt + hk * stride_kh
+        v_base = V + k_start * stride_vt + hk * stride_vh
+        if CAUSAL:
+            shift = len_k - len_q
+            # keys [0, full) are visible to every row of the block, [0, hi) to some row
+            hi = tl.maximum(tl.minimum(len_k, m0 + BLOCK_M + shift), 0)
+            full = tl.maximum(tl.minimum(len_k, m0 + shift + 1), 0)
+        else:
+            shift = 0
+            hi = len_k
+            full = len_k
+        full_end = (full // BLOCK_N) * BLOCK_N
+        m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+        l_i = tl.zeros([BLOCK_M], tl.float32)
+        acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
+        acc, l_i, m_i = _fwd_blocks(acc, l_i, m_i, q, k_base, v_base, stride_kt, stride_vt,
+                                    offs_m, offs_d, 0, full_end, len_k, shift, qk_scale,
+                                    False, CAUSAL, BLOCK_N, DOT_T, PREC)
+        acc, l_i, m_i = _fwd_blocks(acc, l_i, m_i, q, k_base, v_base, stride_kt, stride_vt,
+                                    offs_m, offs_d, full_end, hi, len_k, shift, qk_scale,
+                                    True, CAUSAL, BLOCK_N, DOT_T, PREC)
+        empty = l_i == 0.0                       # no visible key: output 0, lse -inf
+        l_safe = tl.where(empty, 1.0, l_i)
+        out = acc / l_safe[:, None]
+        lse = tl.where(empty, float("-inf"), (m_i + tl.math.log2(l_safe)) * 0.6931471805599453)
+        tl.store(O + (q_start + offs_m)[:, None] * stride_ot + h * stride_oh + offs_d[None, :],
+                 out.to(O.dtype.element_ty), mask=row_ok[:, None])
+        tl.store(LSE + h * stride_lh + q_start + offs_m, lse, mask=row_ok)
+
+
+@triton.jit
+def _bwd_dq_blocks(dq, q, do, lse2, delta, k_base, v_base, stride_kt, stride_vt, offs_m, offs_d,
+                   lo, hi, len_k, shift, qk_scale,
+                   MASK: tl.constexpr, CAUSAL: tl.constexpr, BLOCK_N: tl.constexpr,
+                   DOT_T: tl.constexpr, PREC: tl.constexpr):
+    offs_n0 = tl.arange(0, BLOCK_N)
+    for start_n in range(lo, hi, BLOCK_N):
+        offs_n = start_n + offs_n0
+        k_ptrs = k_base + offs_n[:, None] * stride_kt + offs_d[None, :]      # (BLOCK_N, D)
+        v_ptrs = v_base + offs_n[:, None] * stride_vt + offs_d[None, :]
+        if MASK:
+            kmask = offs_n < len_k
+            k = tl.load(k_ptrs, mask=kmask[:, None], other=0.0)
+            v = tl.load(v_ptrs, mask=kmask[:, None], other=0.0)
+        else:
+            k = tl.load(k_ptrs)
+            v = tl.load(v_ptrs)
+        s = tl.dot(q.to(DOT_T), tl.trans(k).to(DOT_T), input_precision=PREC) * qk_scale
+        if MASK:
+            ok = kmask[None, :]
+            if CAUSAL:
+                ok = ok & (offs_n[None, :] <= offs_m[:, None] + shift)
+            s = tl.where(ok, s, float("-inf"))
+        p = tl.math.exp2(s - lse2[:, None])
+        dp = tl.dot(do.to(DOT_T), tl.trans(v).to(DOT_T), input_precision=PREC)
+        ds = p * (dp - delta[:, None])
+        dq += tl.dot(ds.to(k.dtype).to(DOT_T), k.to(DOT_T), input_precision=PREC)
+    return dq
+
+
+@triton.autotune(configs=_configs("dq"), key=_KEY)
+@triton.jit
+def _bwd_dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, cu_q, cu_k, qk_scale, sm_scale,
+                   stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh,
+                   stride_dot, stride_doh, stride_dqt, stride_dqh, stride_lh,
+                   HEAD_DIM: tl.constexpr, CAUSAL: tl.constexpr, GROUP: tl.constexpr,
+                   DOT_T: tl.constexpr, PREC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    start_m = tl.num_programs(0) - 1 - tl.program_id(0)
+    h = tl.program_id(1)
+    b = tl.program_id(2)
+    q_start = tl.load(cu_q + b)
+    len_q = tl.load(cu_q + b + 1) - q_start
+    k_start = tl.load(cu_k + b)
+    len_k = tl.load(cu_k + b + 1) - k_start
+    m0 = start_m * BLOCK_M
+    if m0 < len_q:
+        offs_m = m0 + tl.arange(0, BLOCK_M)
+        offs_d = tl.arange(0, HEAD_DIM)
+        row_ok = offs_m < len_q
+        rows = (q_start + offs_m)[:, None]
+        # rows past the sequence load q = dO = 0, lse = delta = 0: their dS is exactly 0
+        q = tl.load(Q + rows * stride_qt + h * stride_qh + offs_d[None, :],
+                    mask=row_ok[:, None], other=0.0)
+        do = tl.load(DO + rows * stride_dot + h * stride_doh + offs_d[None, :],
+                     mask=row_ok[:, None], other=0.0)
+        lse = tl.load(LSE + h * stride_lh + q_start + offs_m, mask=row_ok, other=0.0)
+        delta = tl.load(DELTA + h * stride_lh + q_start + offs_m, mask=row_ok, other=0.0)
+        # lse = -inf marks a row with no visible key: +inf makes its P (and dS) exactly 0
+        lse2 = tl.where(lse == float("-inf"), float("inf"), lse * 1.4426950408889634)
+        hk = h // GROUP
+        k_base = K + k_start * stride_kt + hk * stride_kh
+        v_base = V + k_start * stride_vt + hk * stride_vh
+        if CAUSAL:
+            shift = len_k - len_q
+            hi = tl.maximum(tl.minimum(len_k, m0 + BLOCK_M + shift), 0)
+            full = tl.maximum(tl.minimum(len_k, m0 + shift + 1), 0)
+        else:
+            shift = 0
+            hi = len_k
+            full = len_k
+        full_end = (full // BLOCK_N) * BLOCK_N
+        dq = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
+        dq = _bwd_dq_blocks(dq, q, do, lse2, delta, k_base, v_base, stride_kt, stride_vt,
+                            offs_m, offs_d, 0, full_end, len_k, shift, qk_scale,
+                            False, CAUSAL, BLOCK_N, DOT_T, PREC)
+        dq = _bwd_dq_blocks(dq, q, do, lse2, delta, k_base, v_base, stride_kt, stride_vt,
+                            offs_m, offs_d, full_end, hi, len_k, shift, qk_scale,
+                            True, CAUSAL, BLOCK_N, DOT_T, PREC)
+        tl.store(DQ + rows * stride_dqt + h * stride_dqh + offs_d[None, :],
+                 (dq * sm_scale).to(DQ.dtype.element_ty), mask=row_ok[:, None])
+
+
+@triton.jit
+def _bwd_dkdv_blocks(dk, dv, k, v, q_base, do_base, lse_base, delta_base,
+                     stride_qt, stride_dot, offs_n, offs_d, lo, hi, len_q, shift, qk_scale,
+                     MASK: tl.constexpr, CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr,
+                     DOT_T: tl.constexpr, PREC: tl.constexpr):
+    # Transposed scores (keys x queries) so dK and dV accumulate without transposes.
+    # Rows past the query sequence load q = dO = 0 and lse = delta = 0: P = 1 there, but
+    # P^T dO and dS^T q are exactly 0, so no row mask is needed; keys past len_k are never
+    # stored (each key's dK/dV row depends only on that key).
+    offs_m0 = tl.arange(0, BLOCK_M)
+    for start_m in range(lo, hi, BLOCK_M):
+        offs_m = start_m + offs_m0
+        row_ok = offs_m < len_q
+        q = tl.load(q_base + offs_m[:, None] * stride_qt + offs_d[None, :],
+                    mask=row_ok[:, None], other=0.0)
+        do = tl.load(do_base + offs_m[:, None] * stride_dot + offs_d[None, :],
+                     mask=row_ok[:, None], other=0.0)
+        lse = tl.load(lse_base + offs_m, mask=row_ok, other=0.0)
+        delta = tl.load(delta_base + offs_m, mask=row_ok, other=0.0)
+        lse2 = tl.where(lse == float("-inf"), float("inf"), lse * 1.4426950408889634)
+        st = tl.dot(k.to(DOT_T), tl.trans(q).to(DOT_T), input_precision=PREC) * qk_scale  # (N, M)
+        if MASK:
+            st = tl.where(offs_n[:, None] <= offs_m[None, :] + shift, st, float("-inf"))
+        pt = tl.math.exp2(st - lse2[None, :])
+        dv += tl.dot(pt.to(do.dtype).to(DOT_T), do.to(DOT_T), input_precision=PREC)
+        dpt = tl.dot(v.to(DOT_T), tl.trans(do).to(DOT_T), input_precision=PREC)
+        dst = pt * (dpt - delta[None, :])
+        dk += tl.dot(dst.to(q.dtype).to(DOT_T), q.to(DOT_T), input_precision=PREC)
+    return dk, dv
+
+
+@triton.autotune(configs=_configs("dkdv"), key=_KEY)
+@triton.jit
+def _bwd_dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV, cu_q, cu_k, qk_scale, sm_scale,
+                     stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh,
+                     stride_dot, stride_doh, stride_dkt, stride_dkh, stride_dvt, stride_dvh,
+                     stride_lh,
+                     HEAD_DIM: tl.constexpr, CAUSAL: tl.constexpr, GROUP: tl.constexpr,
+                     DOT_T: tl.constexpr, PREC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    start_n = tl.num_programs(0) - 1 - tl.program_id(0)
+    hk = tl.program_id(1)
+    b = tl.program_id(2)
+    q_start = tl.load(cu_q + b)
+    len_q = tl.load(cu_q + b + 1) - q_start
+    k_start = tl.load(cu_k + b)
+    len_k = tl.load(cu_k + b + 1) - k_start
+    n0 = start_n * BLOCK_N
+    if n0 < len_k:
+        offs_n = n0 + tl.arange(0, BLOCK_N)
+        offs_d = tl.arange(0, HEAD_DIM)
+        col_ok = offs_n < len_k
+        cols = (k_start + offs_n)[:, None]
+        k = tl.load(K + cols * stride_kt + hk * stride_kh + offs_d[None, :],
+                    mask=col_ok[:, None], other=0.0)
+        v = tl.load(V + cols * stride_vt + hk * stride_vh + offs_d[None, :],
+                    mask=col_ok[:, None], other=0.0)
+        end_q = tl.cdiv(len_q, BLOCK_M) * BLOCK_M
+        if CAUSAL:
+            shift = len_k - len_q
+            # query i sees key j iff i >= j - shift: rows below n0 - shift see none of the
+            # block, rows from n0 + BLOCK_N - 1 - shift on see all of it
+            lo = (tl.maximum(n0 - shift, 0) // BLOCK_M) * BLOCK_M
+            full = tl.cdiv(tl.maximum(n0 + BLOCK_N - 1 - shift, 0), BLOCK_M) * BLOCK_M
+            lo = tl.minimum(lo, end_q)
+            full = tl.minimum(full, end_q)
+        else:
+            shift = 0
+            lo = 0
+            full = 0
+        dk = tl.zeros([BLOCK_N, HEAD_DIM], tl.float32)
+        dv = tl.zeros([BLOCK_N, HEAD_DIM], tl.float32)
+        for g in range(0, GROUP):               # the group's query heads share this K/V block
+            h = hk * GROUP + g
+            q_base = Q + q_start * stride_qt + h * stride_qh
+            do_base = DO + q_start * stride_dot + h * stride_doh
+            lse_base = LSE + h * stride_lh + q_start
+            delta_base = DELTA + h * stride_lh + q_start
+            dk, dv = _bwd_dkdv_blocks(dk, dv, k, v, q_base, do_base, lse_base, delta_base,
+                                      stride_qt, stride_dot, offs_n, offs_d, lo, full, len_q,
+                                      shift, qk_scale, True, CAUSAL, BLOCK_M, DOT_T, PREC)
+            dk, dv = _bwd_dkdv_blocks(dk, dv, k, v, q_base, do_base, lse_base, delta_base,
+                                      stride_qt, stride_dot, offs_n, offs_d, full, end_q, len_q,
+                                      shift, qk_scale, False, CAUSAL, BLOCK_M, DOT_T, PREC)
+        tl.store(DK + cols * stride_dkt + hk * stride_dkh + offs_d[None, :],
+                 (dk * sm_scale).to(DK.dtype.element_ty), mask=col_ok[:, None])
+        tl.store(DV + cols * stride_dvt + hk * stride_dvh + offs_d[None, :],
+                 dv.to(DV.dtype.element_ty), mask=col_ok[:, None])
+
+
+# ------------------------------------------------------------------------------ host side
+
+def _check_seqlens(name: str, cu: torch.Tensor, total: int, max_seqlen: int | None,
+                   max_name: str) -> torch.Tensor:
+    """Shape/dtype checks of one cu_seqlens; returns the device-side facts to verify."""
+    if not isinstance(cu, torch.Tensor) or cu.dtype != torch.int32 or cu.dim() != 1:
+        got = f"{cu.dtype} {tuple(cu.shape)}" if isinstance(cu, torch.Tensor) else type(cu).__name__
+        raise ValueError(f"{name} must be a 1-D int32 tensor (batch + 1,), got {got}")
+    if cu.numel() < 2:
+        raise ValueError(f"{name} must hold at least 2 offsets (one sequence), got {cu.numel()}")
+    if max_seqlen is not None and (isinstance(max_seqlen, bool) or not isinstance(max_seqlen, int)
+                                   or max_seqlen < 0):
+        raise ValueError(f"{max_name} must be a non-negative int or None, got {max_seqlen!r}")
+    lens = cu[1:] - cu[:-1]
+    return torch.stack([cu[0], cu[-1], lens.min(), lens.max()]).to(torch.int64)
+
+
+def _validate(q, k, v, cu_q, cu_k, max_q, max_k) -> tuple[int, int]:
+    """Every documented argument check, before any kernel launch; returns (max_q, max_k)."""
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(t, torch.Tensor) or t.dim() != 3:
+            got = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+            raise ValueError(f"{name} must be a 3-D tensor (total, heads, head_dim), got {got}")
+    if q.dtype not in DTYPES:
+        raise ValueError(f"q has unsupported dtype {q.dtype}; supported: {DTYPES}")
+    for name, t in (("k", k), ("v", v)):
+        if t.dtype != q.dtype:
+            raise ValueError(f"{name} dtype {t.dtype} differs from q's {q.dtype}")
+    if q.shape[2] not in HEAD_DIMS:
+        raise ValueError(f"q head dim {q.shape[2]} unsupported; supported: {HEAD_DIMS}")
+    if k.shape[2] != q.shape[2] or v.shape != k.shape:
+        raise ValueError(f"k {tuple(k.shape)} and v {tuple(v.shape)} must both be "
+                         f"(total_k, Hkv, {q.shape[2]})")
+    if k.shape[1] == 0 or q.shape[1] % k.shape[1] != 0:
+        raise ValueError(f"k has {k.shape[1]} heads; q's {q.shape[1]} heads must be a multiple")
+    for name, t in (("k", k), ("v", v), ("cu_seqlens_q", cu_q), ("cu_seqlens_k", cu_k)):
+        if isinstance(t, torch.Tensor) and t.device != q.device:
+            raise ValueError(f"{name} is on {t.device}, q on {q.device}: all must share a device")
+    fq = _check_seqlens("cu_seqlens_q", cu_q, q.shape[0], max_q, "max_seqlen_q")
+    fk = _check_seqlens("cu_seqlens_k", cu_k, k.shape[0], max_k, "max_seqlen_k")
+    if cu_q.numel() != cu_k.numel():
+        raise ValueError(f"cu_seqlens_q has {cu_q.numel()} offsets, cu_seqlens_k "
+                         f"{cu_k.numel()}: both must be (batch + 1,)")
+    if cu_q.numel() - 1 > 65535:
+        raise ValueError(f"cu_seqlens_q holds {cu_q.numel() - 1} sequences; at most 65535")
+    facts = torch.cat([fq, fk]).tolist()          # the one host sync of the checks
+    maxes = []
+    for (name, total, mx, mname), (first, last, lmin, lmax) in zip(
+            (("cu_seqlens_q", q.shape[0], max_q, "max_seqlen_q"),
+             ("cu_seqlens_k", k.shape[0], max_k, "max_seqlen_k")),
+            (facts[:4], facts[4:])):
+        if first != 0:
+            raise ValueError(f"{name} must start at 0, starts at {first}")
+        if lmin < 0:
+            raise ValueError(f"{name} must be non-decreasing")
+        if last != total:
+            raise ValueError(f"{name}[-1] = {last} must equal the token count {total}")
+        if mx is not None and mx < lmax:
+            raise ValueError(f"{mname} = {mx} is shorter than the longest sequence ({lmax})")
+        maxes.append(lmax if mx is None else mx)
+    return maxes[0], maxes[1]
+
+
+def _alloc(shape, dtype, device) -> torch.Tensor:
+    if POISON:
+        return torch.full(shape, float("nan"), dtype=dtype, device=device)
+    return torch.empty(shape, dtype=dtype, device=device)
+
+
+def _last_dim_contiguous(t: torch.Tensor) -> torch.Tensor:
+    return t if t.stride(-1) == 1 else t.contiguous()
+
+
+def _dot_args(dtype: torch.dtype) -> dict:
+    """Operand type and precision of every tl.dot: the input dtype on the GPU (fp32 inputs in
+    IEEE fp32, not TF32); fp32 under the interpreter, which multiplies bf16 bit patterns."""
+    if _INTERPRET or dtype == torch.float32:
+        return {"DOT_T": tl.float32, "PREC": "ieee"}
+    return {"DOT_T": tl.float16 if dtype == torch.float16 else tl.bfloat16, "PREC": "tf32"}
+
+
+def _forward(q, k, v, cu_q, cu_k, max_q, causal, scale):
+    total_q, hq, d = q.shape
+    hkv = k.shape[1]
+    out = _alloc(q.shape, q.dtype, q.device)
+    lse = _alloc((hq, total_q), torch.float32, q.device)
+    batch = cu_q.numel() - 1
+    if total_q == 0 or max_q == 0:
+        return out, lse
+    grid = lambda meta: (triton.cdiv(max_q, meta["BLOCK_M"]), hq, batch)  # noqa: E731
+    _fwd_kernel[grid](q, k, v, out, lse, cu_q, cu_k, scale * _LOG2E,
+                      q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
+                      out.stride(0), out.stride(1), lse.stride(0),
+                      HEAD_DIM=d, CAUSAL=causal, GROUP=hq // hkv,
+                      **_dot_args(q.dtype))
+    return out, lse
+
+
+def _backward(do, q, k, v, out, lse, cu_q, cu_k, max_q, max_k, causal, scale):
+    total_q, hq, d = q.shape
+    hkv = k.shape[1]
+    do = _last_dim_contiguous(do)
+    dq = _alloc(q.shape, q.dtype, q.device)
+    dk = _alloc(k.shape, k.dtype, k.device)
+    dv = _alloc(v.shape, v.dtype, v.device)
+    # delta_i = sum_d dO_id * O_id = rowsum(P * dP), the softmax-gradient correction term
+    delta = (do.float() * out.float()).sum(-1).t().contiguous()          # (Hq, total_q)
+    batch = cu_q.numel() - 1
+    if k.shape[0] > 0 and max_k > 0:
+        grid_kv = lambda meta: (triton.cdiv(max_k, meta["BLOCK_N"]), hkv, batch)  # noqa: E731
+        _bwd_dkdv_kernel[grid_kv](
+            q, k, v, do, lse, delta, dk, dv, cu_q, cu_k, scale * _LOG2E, scale,
+            q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
+            do.stride(0), do.stride(1), dk.stride(0), dk.stride(1), dv.stride(0), dv.stride(1),
+            lse.stride(0), HEAD_DIM=d, CAUSAL=causal, GROUP=hq // hkv, **_dot_args(q.dtype))
+    if total_q > 0 and max_q > 0:
+        grid_q = lambda meta: (triton.cdiv(max_q, meta["BLOCK_M"]), hq, batch)  # noqa: E731
+        _bwd_dq_kernel[grid_q](
+            q, k, v, do, lse, delta, dq, cu_q, cu_k, scale * _LOG2E, scale,
+            q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
+            do.stride(0), do.stride(1), dq.stride(0), dq.stride(1), lse.stride(0),
+            HEAD_DIM=d, CAUSAL=causal, GROUP=hq // hkv, **_dot_args(q.dtype))
+    return dq, dk, dv
+
+
+class FlashAttnVarlen(torch.autograd.Function):
+    """Autograd wrapper: ``apply(q, k, v, cu_q, cu_k, max_q, max_k, causal, scale)`` ->
+    ``(out, lse)``; arguments already validated (see :func:`flash_attn_varlen`). lse carries
+    no gradient."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, cu_q, cu_k, max_q, max_k, causal, scale):
+        out, lse = _forward(q, k, v, cu_q, cu_k, max_q, causal, scale)
+        ctx.save_for_backward(q, k, v, out, lse, cu_q, cu_k)
+        ctx.meta = (max_q, max_k, causal, scale)
+        ctx.mark_non_differentiable(lse)
+        return out, lse
+
+    @staticmethod
+    def backward(ctx, dout, _dlse):
+        q, k, v, out, lse, cu_q, cu_k = ctx.saved_tensors
+        max_q, max_k, causal, scale = ctx.meta
+        dq, dk, dv = _backward(dout, q, k, v, out, lse, cu_q, cu_k, max_q, max_k, causal, scale)
+        return dq, dk, dv, None, None, None, None, None, None
+
+
+def flash_attn_varlen(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                      cu_seqlens_q: torch.Tensor, cu_seqlens_k: torch.Tensor,
+                      max_seqlen_q: int | None, max_seqlen_k: int | None, causal: bool = True,
+                      softmax_scale: float | None = None, return_lse: bool = False):
+    """Attention over packed variable-length sequences; differentiable in q, k and v.
+
+    Args:
+        q: ``(total_q, Hq, D)`` fp16, bf16 or fp32; D in :data:`HEAD_DIMS`.
+        k, v: ``(total_k, Hkv, D)``, q's dtype and device; ``Hq % Hkv == 0``, query head ``h``
+            uses KV head ``h // (Hq // Hkv)`` (K/V are never repeated in memory).
+        cu_seqlens_q, cu_seqlens_k: int32 ``(batch + 1,)`` offsets: start at 0,
+            non-decreasing, last entry = total_q (total_k). Sequence ``b`` is
+            ``q[cu_seqlens_q[b]:cu_seqlens_q[b+1]]`` against ``k/v[cu_seqlens_k[b]:...]``.
+        max_seqlen_q, max_seqlen_k: upper bounds of the sequence lengths (sizes the launch
+            grid); None computes them.
+        causal: bottom-right aligned mask: local query ``i`` sees local key ``j`` iff
+            ``j <= i + len_k - len_q``. Rows that see no key output 0 (lse ``-inf``).
+        softmax_scale: defaults to ``1 / sqrt(D)``.
+        return_lse: also return the log-sum-exp.
+
+    Returns:
+        ``out`` ``(total_q, Hq, D)`` in q's dtype, or ``(out, lse)`` with lse float32
+        ``(Hq, total_q)``: natural-log ``log sum_j exp(scale * q_i . k_j)`` over visible keys.
+
+    Raises:
+        ValueError naming the argument (shapes, dtypes, devices, head dim, head ratio,
+        cu_seqlens values, max_seqlen too small) before any kernel is launched. The value
+        checks cost one device-to-host copy of 8 numbers.
+    """
+    max_q, max_k = _validate(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k)
+    scale = 1.0 / math.sqrt(q.shape[2]) if softmax_scale is None else float(softmax_scale)
+    q, k, v = (_last_dim_contiguous(t) for t in (q, k, v))
+    out, lse = FlashAttnVarlen.apply(q, k, v, cu_seqlens_q, cu_seqlens_k, max_q, max_k,
+                                     bool(causal), scale)
+    return (out, lse) if return_lse else out
