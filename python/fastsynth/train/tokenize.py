@@ -93,7 +93,9 @@ class _LengthHistogram:
 def encode_documents(tok: LoadedTokenizer, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """``(flat, lengths)``: the documents' ids, separator appended, back to back (uint32),
     and each document's length (int64; 0 for an empty document, which gets no separator)."""
-    encs = tok.tok.encode_batch_fast(texts, add_special_tokens=False)
+    # encode_batch_fast (tokenizers >= 0.20) skips the character offsets we never use
+    encode = getattr(tok.tok, "encode_batch_fast", tok.tok.encode_batch)
+    encs = encode(texts, add_special_tokens=False)
     ids = [e.ids for e in encs]
     lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
     sep = tok.separator_id
