@@ -91,3 +91,42 @@ def test_generate_cli_local_and_bad_input(tmp_path):
     r = subprocess.run([*CLI, "generate", str(bad), "-o", str(out)], capture_output=True,
                        text=True, env=ENV, timeout=120)
     assert r.returncode == 2 and "bad.jsonl:2" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_generate_cli_keeps_every_record_and_names_bad_ones(server, tmp_path):
+    """--on-error skip: non-UTF-8 bytes, a lone-surrogate id, a bad seed go to the rejects file
+    with their line; the good records are generated (in = out + rejects). --on-error raise
+    (default): one line naming file:line, no traceback, nothing written. A damaged cache
+    database: one line naming it and the recovery."""
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_bytes(b'{"id": "q1", "prompt": "Name a colour."}\n'
+                        b'{"prompt": "caf\xe9"}\n'
+                        b'{"id": "\\udc80", "prompt": "Name a number."}\n'
+                        b'{"prompt": "Name a fruit.", "seed": 18446744073709551616}\n'
+                        b'{"id": "q5", "prompt": "Name a planet."}\n')
+    out = tmp_path / "out.jsonl"
+    base = [*CLI, "generate", str(prompts), "-o", str(out), "--backend", "openai",
+            "--base-url", server, "--max-tokens", "4"]
+    r = subprocess.run([*base, "--on-error", "skip"], capture_output=True, text=True, env=ENV,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [row["id"] for row in rows] == ["q1", "q5"] and all(row["text"] for row in rows)
+    rejects = [json.loads(line) for line in (tmp_path / "out.rejects.jsonl").read_text()
+               .splitlines()]
+    assert [(j["line"], j["reason"]) for j in rejects] == [
+        (2, "invalid_utf8"), (3, "invalid_utf8"), (4, "invalid_seed")]
+    assert "5 records: 2 completions (0 errors), 3 rejected" in r.stderr
+    out.unlink()
+    r = subprocess.run(base, capture_output=True, text=True, env=ENV, timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "p.jsonl:2: invalid UTF-8" in r.stderr and not out.exists()
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "responses.sqlite").write_bytes(b"garbage" * 1000)
+    prompts.write_text(json.dumps({"prompt": "Say hi."}) + "\n")
+    r = subprocess.run([*base, "--cache-dir", str(cache)], capture_output=True, text=True,
+                       env=ENV, timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "responses.sqlite" in r.stderr and "delete it" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1

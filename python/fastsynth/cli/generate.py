@@ -8,8 +8,9 @@ import sys
 import time
 from typing import Any
 
-from fastsynth.cli.local_options import add_kernel_options, kernel_kwargs
-from fastsynth.errors import ConfigError, InputError
+from fastsynth.cli.local_options import (add_engine_options, add_kernel_options, engine_kwargs,
+                                         kernel_kwargs)
+from fastsynth.errors import ConfigError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -18,9 +19,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Each input line is a JSON object with 'messages' (a chat: a list of "
                     "{role, content}) or 'prompt' (a string, sent as one user message), and "
                     "optionally 'id' and 'seed'. Each output line holds id, text, "
-                    "finish_reason, prompt_tokens, completion_tokens and error.")
+                    "finish_reason, prompt_tokens, completion_tokens (end-of-sequence token "
+                    "included) and error.")
     p.add_argument("input", help="PROMPTS.jsonl")
     p.add_argument("-o", "--out", required=True, help="output JSONL file")
+    p.add_argument("--on-error", choices=["raise", "skip"], default="raise",
+                   help="bad input records: stop before generating, naming file and line "
+                        "(raise), or write them to --rejects and generate the others (skip)")
+    p.add_argument("--rejects", default=None,
+                   help="rejects file for --on-error skip (default: OUT with .rejects.jsonl)")
     p.add_argument("--backend", choices=["local", "openai", "vllm"], default="local")
     p.add_argument("--model", default=None, help="local/vllm: model path; openai: model id")
     p.add_argument("--base-url", default=None, help="openai backend: API root, e.g. "
@@ -35,51 +42,33 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=16, help="local backend: batch size")
     p.add_argument("--threads", type=int, default=None, help="local backend: CPU threads")
     add_kernel_options(p, prefix="local backend: ")
+    add_engine_options(p)
     p.add_argument("--cache-dir", default=None, help="response cache folder (re-runs reuse it)")
     p.set_defaults(func=run)
 
 
-def read_prompts(path: str) -> tuple[list[Any], list[list[dict[str, str]]], list[int | None]]:
-    """(ids, chats, seeds) from a prompts JSONL file; errors name the file and line."""
-    from fastsynth.llm.base import check_requests
-    ids, chats, seeds = [], [], []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(f"invalid JSON: {e.msg}", source=path, line=lineno) from None
-            if not isinstance(rec, dict):
-                raise InputError("expected a JSON object", source=path, line=lineno)
-            if "messages" in rec:
-                chat = rec["messages"]
-            elif isinstance(rec.get("prompt"), str):
-                chat = [{"role": "user", "content": rec["prompt"]}]
-            else:
-                raise InputError("record needs 'messages' (a chat) or 'prompt' (a string)",
-                                 source=path, line=lineno)
-            try:
-                chats.append(check_requests([chat])[0])
-            except ConfigError as e:
-                raise InputError(str(e).replace("requests[0]", "messages"), source=path,
-                                 line=lineno) from None
-            seed = rec.get("seed")
-            if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
-                raise InputError("'seed' must be an integer", source=path, line=lineno)
-            ids.append(rec.get("id", len(ids)))
-            seeds.append(seed)
-    return ids, chats, seeds
+def _rejects_path(out: str) -> str:
+    base = out[:-len(".jsonl")] if out.endswith(".jsonl") else out
+    return base + ".rejects.jsonl"
+
+
+def _write_rejects(path: str, rejects: list[dict[str, Any]]) -> None:
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        for r in rejects:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
 
 
 def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see cli/serve.py
     import fastsynth.llm as llm
+    from fastsynth.llm.prompts import read_prompts
     from fastsynth.progress import progress
 
-    ids, chats, seeds = read_prompts(args.input)
-    seeds = [s if s is not None else args.seed for s in seeds]
+    prompts = read_prompts(args.input, on_error=args.on_error)
+    ids, chats = prompts.ids, prompts.chats
+    seeds = [s if s is not None else args.seed for s in prompts.seeds]
     if args.backend == "local":
         opts: dict[str, Any] = {"model": args.model, "batch_size": args.batch_size,
                                 "threads": args.threads, **kernel_kwargs(args)}
@@ -92,27 +81,39 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError("--model is required with --backend vllm")
         opts = {"model": args.model}
         chunk = max(len(chats), 1)
+    opts.update(engine_kwargs(args))
     gen = llm.generator(args.backend, cache_dir=args.cache_dir, **opts)
     out_dir = os.path.dirname(os.path.abspath(args.out))
     os.makedirs(out_dir, exist_ok=True)
-    tmp = args.out + ".tmp"
+    rejects_path = args.rejects or _rejects_path(args.out)
+    tmp = f"{args.out}.tmp-{os.getpid()}"
     t0 = time.perf_counter()
     n_tok = n_err = 0
-    with gen, open(tmp, "w", encoding="utf-8") as f, \
-            progress(total=len(chats), desc="generate", unit="req") as bar:
-        for start in range(0, len(chats), chunk):
-            part = slice(start, start + chunk)
-            comps = gen.generate(chats[part], max_tokens=args.max_tokens,
-                                 temperature=args.temperature, top_p=args.top_p,
-                                 top_k=args.top_k, seed=seeds[part], stop=args.stop)
-            for rid, c in zip(ids[part], comps):
-                n_tok += c.completion_tokens
-                n_err += not c.ok
-                f.write(json.dumps({"id": rid, **c.to_dict()}, ensure_ascii=False) + "\n")
-            bar.update(len(comps))
-            bar.set_postfix(tok_s=f"{n_tok / max(time.perf_counter() - t0, 1e-9):.1f}")
+    try:
+        with gen, open(tmp, "w", encoding="utf-8") as f, \
+                progress(total=len(chats), desc="generate", unit="req") as bar:
+            for start in range(0, len(chats), chunk):
+                part = slice(start, start + chunk)
+                comps = gen.generate(chats[part], max_tokens=args.max_tokens,
+                                     temperature=args.temperature, top_p=args.top_p,
+                                     top_k=args.top_k, seed=seeds[part], stop=args.stop)
+                for rid, c in zip(ids[part], comps):
+                    n_tok += c.completion_tokens
+                    n_err += not c.ok
+                    f.write(json.dumps({"id": rid, **c.to_dict()}, ensure_ascii=False) + "\n")
+                bar.update(len(comps))
+                bar.set_postfix(tok_s=f"{n_tok / max(time.perf_counter() - t0, 1e-9):.1f}")
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    if args.on_error == "skip":
+        _write_rejects(rejects_path, prompts.rejects)
     os.replace(tmp, args.out)
     dt = time.perf_counter() - t0
-    print(f"fastsynth generate: {len(chats)} completions ({n_err} errors), {n_tok} new tokens "
-          f"in {dt:.1f} s = {n_tok / max(dt, 1e-9):.1f} tokens/s -> {args.out}", file=sys.stderr)
+    rej = (f", {len(prompts.rejects)} rejected -> {rejects_path}"
+           if args.on_error == "skip" else "")
+    print(f"fastsynth generate: {prompts.read} records: {len(chats)} completions ({n_err} "
+          f"errors){rej}; {n_tok} new tokens in {dt:.1f} s = {n_tok / max(dt, 1e-9):.1f} "
+          f"tokens/s -> {args.out}", file=sys.stderr)
     return 1 if chats and n_err == len(chats) else 0
