@@ -24,7 +24,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from fastsynth.corpus.builtin import python_docs
+from fastsynth.corpus.builtin import builtin_documents
 from fastsynth.corpus.jsonl import iter_jsonl
 from fastsynth.corpus.parquet import iter_parquet
 from fastsynth.corpus.rejects import ErrorPolicy, ReadStats
@@ -119,7 +119,7 @@ def _items(sf: SourceFile, text_field: str, id_field: str,
         if item is not None:
             yield item[0], item[1], {}
     elif sf.kind == "builtin":
-        yield from python_docs()
+        yield from builtin_documents(sf.name)
     else:  # "missing"
         policy.reject(sf.display, "unreadable_file", sf.problem or "cannot read")
 

@@ -14,7 +14,9 @@ Accepted sources:
   mistyped folder is an error, not a result;
 * a glob pattern given as a ``str`` (``*``, ``?``, ``[``; ``**`` recurses) that names no
   existing path: its matches, sorted, with the same suffix rules as a directory;
-* ``"builtin:python-docs"`` (see :mod:`fastsynth.corpus.builtin`);
+* ``"builtin:python-docs"``, ``"builtin:python-stdlib"`` (its training split; also
+  ``:train``) and ``"builtin:python-stdlib:eval"`` (held out) (see
+  :mod:`fastsynth.corpus.builtin`);
 * a list or tuple of any of these, read in order.
 
 Each file gets a *name*: its path relative to the source root (the directory given, the
@@ -32,7 +34,8 @@ from typing import Any
 
 from fastsynth.errors import ConfigError
 
-BUILTIN_SOURCES = ("builtin:python-docs",)
+BUILTIN_SOURCES = ("builtin:python-docs", "builtin:python-stdlib", "builtin:python-stdlib:train",
+                   "builtin:python-stdlib:eval")
 
 # suffix (lower case) -> (kind, compression); longest suffixes first so ".jsonl.gz" wins.
 _SUFFIXES: dict[str, tuple[str, str | None]] = {
