@@ -18,8 +18,8 @@ Query head ``h`` uses KV head ``h // (Hq // Hkv)``. Sequence ``b`` owns query to
 sequences never see each other. Causal, bottom-right aligned (as flash-attn >= 2.1 and the
 model's SDPA backend): local query ``i`` sees local key ``j`` iff ``j <= i + len_k - len_q``.
 A query row that sees no key (causal with ``len_k < len_q``, or ``len_k == 0``) gets output 0
-and lse ``-inf``, and its gradients are 0 — the SDPA backend's convention
-(``fastsynth.model.attention``).
+and lse ``-inf`` (the log of an empty sum; flash-attn 2 writes +inf there), and its gradients
+are 0 — the output the SDPA backend of ``fastsynth.model.attention`` gives too.
 
 Kernels (no atomics, so the interpreter runs them exactly):
 
@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import math
 import os
+import weakref
 
 import torch
 import triton
@@ -344,9 +345,8 @@ def _bwd_dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV, cu_q, cu_k, qk_scale, sm_s
 
 # ------------------------------------------------------------------------------ host side
 
-def _check_seqlens(name: str, cu: torch.Tensor, total: int, max_seqlen: int | None,
-                   max_name: str) -> torch.Tensor:
-    """Shape/dtype checks of one cu_seqlens; returns the device-side facts to verify."""
+def _check_seqlens(name: str, cu: torch.Tensor, max_seqlen: int | None, max_name: str) -> None:
+    """Type and shape checks of one cu_seqlens and its max_seqlen (values: in _validate)."""
     if not isinstance(cu, torch.Tensor) or cu.dtype != torch.int32 or cu.dim() != 1:
         got = f"{cu.dtype} {tuple(cu.shape)}" if isinstance(cu, torch.Tensor) else type(cu).__name__
         raise ValueError(f"{name} must be a 1-D int32 tensor (batch + 1,), got {got}")
@@ -355,6 +355,10 @@ def _check_seqlens(name: str, cu: torch.Tensor, total: int, max_seqlen: int | No
     if max_seqlen is not None and (isinstance(max_seqlen, bool) or not isinstance(max_seqlen, int)
                                    or max_seqlen < 0):
         raise ValueError(f"{max_name} must be a non-negative int or None, got {max_seqlen!r}")
+
+
+def _seqlen_facts(cu: torch.Tensor) -> torch.Tensor:
+    """(first offset, last offset, shortest, longest sequence) on cu's device."""
     lens = cu[1:] - cu[:-1]
     return torch.stack([cu[0], cu[-1], lens.min(), lens.max()]).to(torch.int64)
 
@@ -380,14 +384,18 @@ def _validate(q, k, v, cu_q, cu_k, max_q, max_k) -> tuple[int, int]:
     for name, t in (("k", k), ("v", v), ("cu_seqlens_q", cu_q), ("cu_seqlens_k", cu_k)):
         if isinstance(t, torch.Tensor) and t.device != q.device:
             raise ValueError(f"{name} is on {t.device}, q on {q.device}: all must share a device")
-    fq = _check_seqlens("cu_seqlens_q", cu_q, q.shape[0], max_q, "max_seqlen_q")
-    fk = _check_seqlens("cu_seqlens_k", cu_k, k.shape[0], max_k, "max_seqlen_k")
+    _check_seqlens("cu_seqlens_q", cu_q, max_q, "max_seqlen_q")
+    _check_seqlens("cu_seqlens_k", cu_k, max_k, "max_seqlen_k")
     if cu_q.numel() != cu_k.numel():
         raise ValueError(f"cu_seqlens_q has {cu_q.numel()} offsets, cu_seqlens_k "
                          f"{cu_k.numel()}: both must be (batch + 1,)")
     if cu_q.numel() - 1 > 65535:
         raise ValueError(f"cu_seqlens_q holds {cu_q.numel() - 1} sequences; at most 65535")
-    facts = torch.cat([fq, fk]).tolist()          # the one host sync of the checks
+    key = (q.shape[0], k.shape[0], max_q, max_k, cu_q._version, cu_k._version)
+    if _last_checked is not None and _last_checked[0]() is cu_q and _last_checked[1]() is cu_k \
+            and _last_checked[2] == key:
+        return _last_checked[3]          # same live, unmodified offsets as the previous call
+    facts = torch.cat([_seqlen_facts(cu_q), _seqlen_facts(cu_k)]).tolist()  # the one host sync
     maxes = []
     for (name, total, mx, mname), (first, last, lmin, lmax) in zip(
             (("cu_seqlens_q", q.shape[0], max_q, "max_seqlen_q"),
@@ -402,7 +410,19 @@ def _validate(q, k, v, cu_q, cu_k, max_q, max_k) -> tuple[int, int]:
         if mx is not None and mx < lmax:
             raise ValueError(f"{mname} = {mx} is shorter than the longest sequence ({lmax})")
         maxes.append(lmax if mx is None else mx)
+    _remember(cu_q, cu_k, key, (maxes[0], maxes[1]))
     return maxes[0], maxes[1]
+
+
+# The value checks need a device-to-host copy, which stalls the CPU until the GPU catches up.
+# Every layer of a model step passes the same cu_seqlens tensors, so the last validated pair is
+# remembered (weak references: a new batch is a new tensor; _version changes on in-place writes).
+_last_checked: tuple | None = None
+
+
+def _remember(cu_q: torch.Tensor, cu_k: torch.Tensor, key: tuple, maxes: tuple[int, int]) -> None:
+    global _last_checked
+    _last_checked = (weakref.ref(cu_q), weakref.ref(cu_k), key, maxes)
 
 
 def _alloc(shape, dtype, device) -> torch.Tensor:
@@ -515,7 +535,8 @@ def flash_attn_varlen(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     Raises:
         ValueError naming the argument (shapes, dtypes, devices, head dim, head ratio,
         cu_seqlens values, max_seqlen too small) before any kernel is launched. The value
-        checks cost one device-to-host copy of 8 numbers.
+        checks cost one device-to-host copy of 8 numbers, skipped when the same (unmodified)
+        cu_seqlens tensors were checked by the previous call, as in every layer of a model.
     """
     max_q, max_k = _validate(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k)
     scale = 1.0 / math.sqrt(q.shape[2]) if softmax_scale is None else float(softmax_scale)

@@ -108,3 +108,108 @@ def test_unknown_backend_is_named():
                        torch.randn(1, 1, 1, 2), backend="no-such")
     with pytest.raises(ConfigError, match="no-such"):
         attn.set_backend("no-such")
+
+
+# ------------------------------------------------------------- backend choice and the Triton kernel
+
+@pytest.fixture
+def fake_backend(monkeypatch):
+    """A registered backend that records its calls; the default choice reset afterwards."""
+    calls = []
+
+    def fake_varlen(q, k, v, cu_q, cu_k, mq, mk, causal=True):
+        calls.append("varlen")
+        return torch.zeros_like(q)
+
+    monkeypatch.delenv("FASTSYNTH_ATTENTION", raising=False)
+    attn.register_backend("test-fake", varlen=fake_varlen)
+    yield calls
+    attn.set_backend(None)
+    attn._BACKENDS.pop("test-fake")
+
+
+def _varlen_call(**kw):
+    q = torch.randn(5, 2, 4)
+    cu = torch.tensor([0, 2, 5], dtype=torch.int32)
+    return attn.attention(q, q, q, cu_seqlens_q=cu, max_seqlen_q=3, **kw)
+
+
+def test_auto_picks_sdpa_on_cpu_and_environment_variable_overrides(fake_backend, monkeypatch):
+    q = torch.randn(5, 2, 64)
+    assert attn.get_backend() == "auto"
+    assert attn.resolve_backend(q) == "sdpa" and attn.resolve_backend(q, varlen=False) == "sdpa"
+    monkeypatch.setenv("FASTSYNTH_ATTENTION", "test-fake")      # read at each call
+    assert attn.resolve_backend(q) == "test-fake"
+    _varlen_call()
+    assert fake_backend == ["varlen"]
+    _varlen_call(backend="sdpa")                                  # the call's choice wins
+    assert fake_backend == ["varlen"]
+    attn.set_backend("sdpa")                                      # set_backend beats the variable
+    _varlen_call()
+    assert fake_backend == ["varlen"] and attn.get_backend() == "sdpa"
+    attn.set_backend(None)
+    monkeypatch.setenv("FASTSYNTH_ATTENTION", "no-such-backend")
+    with pytest.raises(ConfigError, match="FASTSYNTH_ATTENTION"):
+        _varlen_call()
+
+
+def test_triton_backend_needs_a_gpu_or_the_interpreter(monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    if torch.cuda.is_available():
+        pytest.skip("CUDA present: the Triton backend is available")
+    assert "triton" not in attn.backends()
+    with pytest.raises(ConfigError, match="triton"):
+        _varlen_call(backend="triton")
+
+
+def test_triton_head_dims_listed_in_dispatch_match_the_kernel():
+    pytest.importorskip("triton")
+    from fastsynth.kernels.attention import HEAD_DIMS
+    assert attn._TRITON_HEAD_DIMS == HEAD_DIMS
+
+
+TRITON_VS_SDPA = """
+import torch
+from fastsynth.model import attention as attn
+from fastsynth.kernels import attention as kern
+kern.POISON = True                      # unwritten outputs or gradients become NaN
+assert "triton" in attn.backends()
+g = torch.Generator().manual_seed(0)
+# GQA 3; per document (q, k) lengths: equal, more keys, fewer keys (rows that see no key), none
+lq, lk = [7, 40, 9, 3], [7, 70, 2, 0]
+cq = torch.tensor([0, *torch.tensor(lq).cumsum(0).tolist()], dtype=torch.int32)
+ck = torch.tensor([0, *torch.tensor(lk).cumsum(0).tolist()], dtype=torch.int32)
+q = torch.randn(sum(lq), 3, 64, generator=g)
+k = torch.randn(sum(lk), 1, 64, generator=g)
+v = torch.randn(sum(lk), 1, 64, generator=g)
+dout = torch.randn(sum(lq), 3, 64, generator=g)
+assert attn.resolve_backend(q) == "sdpa"  # auto on the CPU, even with the interpreter
+for causal in (True,):                  # non-causal: tests/test_kernels_attention.py
+    res = {}
+    for name in ("triton", "sdpa"):
+        xs = [t.clone().requires_grad_() for t in (q, k, v)]
+        out = attn.attention(*xs, cu_seqlens_q=cq, cu_seqlens_k=ck, max_seqlen_q=max(lq),
+                             max_seqlen_k=max(lk), causal=causal, backend=name)
+        out.backward(dout)
+        res[name] = [out.detach()] + [x.grad for x in xs]
+    for a, b, what in zip(res["triton"], res["sdpa"], ("out", "dq", "dk", "dv")):
+        assert not a.isnan().any(), what
+        err = (a - b).abs().max().item()
+        assert err < 2e-5, (causal, what, err)
+    if causal:  # rows of document 2 before its keys start, and all of document 3: exactly 0
+        assert (res["triton"][0][47:54] == 0).all() and (res["triton"][0][56:] == 0).all()
+print("OK")
+"""
+
+
+def test_triton_backend_matches_sdpa_under_interpreter():
+    import os
+    import subprocess
+    import sys
+    pytest.importorskip("triton")
+    env = dict(os.environ, TRITON_INTERPRET="1", OMP_WAIT_POLICY="PASSIVE")
+    env.pop("FASTSYNTH_ATTENTION", None)
+    proc = subprocess.run([sys.executable, "-c", TRITON_VS_SDPA], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().endswith("OK")

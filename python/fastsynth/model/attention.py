@@ -17,12 +17,22 @@ Scale is ``1/sqrt(D)``. Output has q's shape.
 
 Backends register with :func:`register_backend`; a backend supplies a varlen function, a padded
 function, or both, and :func:`attention` falls back to ``"sdpa"`` for a layout the chosen backend
-lacks. The Triton kernel (``fastsynth.kernels.attention``) and flash-attn register the same
-way, so the model never changes.
+lacks. The Triton kernel (``fastsynth.kernels.attention``, backend ``"triton"``, varlen only) and
+flash-attn (``"flash-attn"``) register the same way, so the model never changes.
+
+Choosing a backend, first match wins: ``backend=`` of the call; :func:`set_backend`; the
+``FASTSYNTH_ATTENTION`` environment variable (read at each call); else ``"auto"``. ``"auto"``
+decides per call: on CUDA with fp16/bf16 inputs, ``"triton"`` for the varlen layout when the
+kernel supports the head dim, else ``"flash-attn"`` when installed; ``"sdpa"`` otherwise (the
+CPU, fp32, the padded layout).
+
+Rows that see no key (causal with ``len_k < len_q``, or an empty key sequence) output 0 in
+every backend (flash-attn 2 too; its log-sum-exp there is +inf, the Triton kernel's -inf).
 """
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 from dataclasses import dataclass
 from typing import Callable
@@ -45,7 +55,9 @@ class Backend:
 
 
 _BACKENDS: dict[str, Backend] = {}
-_active = os.environ.get("FASTSYNTH_ATTENTION", "sdpa")
+_ENV = "FASTSYNTH_ATTENTION"
+_AUTO = "auto"
+_active: str | None = None        # set_backend's choice; None defers to $FASTSYNTH_ATTENTION
 
 
 def register_backend(name: str, *, varlen: VarlenFn | None = None,
@@ -62,28 +74,57 @@ def register_backend(name: str, *, varlen: VarlenFn | None = None,
 
 
 def backends() -> list[str]:
-    """Names of registered backends that are usable on this machine."""
+    """Names of registered backends that are usable on this machine (``"auto"`` not included)."""
     return [n for n, b in _BACKENDS.items() if b.available()]
 
 
-def set_backend(name: str) -> None:
-    """Make ``name`` the default backend for :func:`attention`."""
+def set_backend(name: str | None) -> None:
+    """Make ``name`` (a backend or ``"auto"``) the default for :func:`attention`; None goes back
+    to ``$FASTSYNTH_ATTENTION`` / ``"auto"``."""
     global _active
-    _get(name)
+    if name is not None and name != _AUTO:
+        _get(name)
     _active = name
 
 
 def get_backend() -> str:
-    return _active
+    """The default backend name (may be ``"auto"``, resolved per call)."""
+    return _active or os.environ.get(_ENV) or _AUTO
 
 
-def _get(name: str) -> Backend:
+def _get(name: str, source: str = "backend") -> Backend:
     b = _BACKENDS.get(name)
     if b is None:
-        raise ConfigError(f"unknown attention backend {name!r}; registered: {sorted(_BACKENDS)}")
+        raise ConfigError(f"unknown attention backend {name!r} ({source}); "
+                          f"registered: {sorted(_BACKENDS)} or {_AUTO!r}")
     if not b.available():
-        raise ConfigError(f"attention backend {name!r} is not available on this machine")
+        raise ConfigError(f"attention backend {name!r} ({source}) is not available on this machine")
     return b
+
+
+def _auto(q: torch.Tensor, varlen: bool) -> Backend:
+    """The automatic choice for these inputs (see the module docstring)."""
+    if q.is_cuda and q.dtype in (torch.float16, torch.bfloat16):
+        if varlen and q.shape[-1] in _TRITON_HEAD_DIMS and _BACKENDS["triton"].available():
+            return _BACKENDS["triton"]
+        if _BACKENDS["flash-attn"].available():
+            return _BACKENDS["flash-attn"]
+    return _BACKENDS["sdpa"]
+
+
+def resolve_backend(q: torch.Tensor, *, varlen: bool = True, backend: str | None = None) -> str:
+    """The backend :func:`attention` would use for ``q`` with these arguments."""
+    return _resolve(q, varlen, backend).name
+
+
+def _resolve(q: torch.Tensor, varlen: bool, backend: str | None) -> Backend:
+    if backend is not None:
+        name, source = backend, "backend argument"
+    elif _active is not None:
+        name, source = _active, "set_backend"
+    else:
+        name, source = os.environ.get(_ENV) or _AUTO, f"${_ENV}"
+    return _auto(q, varlen) if name == _AUTO else _get(name, source)
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
@@ -92,8 +133,10 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
               max_seqlen_q: int | None = None, max_seqlen_k: int | None = None,
               key_mask: torch.Tensor | None = None, causal: bool = True,
               backend: str | None = None) -> torch.Tensor:
-    """Scaled dot-product attention in the padded or varlen layout (see module docstring)."""
-    b = _get(backend or _active)
+    """Scaled dot-product attention in the padded or varlen layout (see module docstring).
+
+    ``backend``: a registered name or ``"auto"``; None uses the default (module docstring)."""
+    b = _resolve(q, cu_seqlens_q is not None, backend)
     if cu_seqlens_q is not None:
         if cu_seqlens_k is None:
             cu_seqlens_k, max_seqlen_k = cu_seqlens_q, max_seqlen_q
@@ -165,16 +208,26 @@ def _flash_attn_varlen(q, k, v, cu_q, cu_k, max_q, max_k, causal=True):  # pragm
     return flash_attn_varlen_func(q, k, v, cu_q, cu_k, max_q, max_k, causal=causal)
 
 
+# Head dims the Triton kernel compiles for (fastsynth.kernels.attention.HEAD_DIMS; repeated so
+# that choosing a backend does not import triton).
+_TRITON_HEAD_DIMS = (16, 32, 64, 128)
+
+
 def _triton_available() -> bool:
+    # A GPU to run on, or the Triton interpreter (TRITON_INTERPRET=1: CPU tensors, for tests).
+    if not (torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") == "1"):
+        return False
     try:
         mod = importlib.import_module("fastsynth.kernels.attention")
-    except Exception:  # the kernel module may not exist yet or triton may be missing
+    except ImportError:  # triton missing
         return False
     return hasattr(mod, "flash_attn_varlen")
 
 
 def _triton_varlen(q, k, v, cu_q, cu_k, max_q, max_k, causal=True):
     from fastsynth.kernels.attention import flash_attn_varlen
+    max_q = None if max_q is None else int(max_q)
+    max_k = None if max_k is None else int(max_k)
     return flash_attn_varlen(q, k, v, cu_q, cu_k, max_q, max_k, causal=causal)
 
 
