@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import json
 import socket
 import threading
 
@@ -18,9 +19,11 @@ from fastsynth.errors import ConfigError  # noqa: E402
 
 
 class FlakyServer:
-    """OpenAI-style server; behaviour chosen by the user message:
-    ``429xN`` / ``500xN``: fail N times then answer; ``always500``; ``bad``: HTTP 400;
-    ``slowxN``: sleep past the client timeout N times; anything else: answer at once."""
+    """OpenAI-style server (plain JSON or, when asked, a server-sent-event stream); behaviour
+    chosen by the user message: ``429xN`` / ``500xN``: fail N times then answer;
+    ``always500``; ``bad``: HTTP 400; ``slowxN``: sleep past the client timeout N times;
+    ``dropxN``: end the stream after one chunk, without a finish reason, N times;
+    ``errevent``: an error event after one chunk, always; anything else: answer at once."""
 
     def __init__(self):
         self.calls = collections.Counter()
@@ -53,6 +56,30 @@ class FlakyServer:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
 
+    async def stream(self, request, body, msg, drop):
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+
+        async def send(obj):
+            await resp.write(f"data: {json.dumps(obj)}\n\n".encode())
+
+        def chunk(delta, reason=None):
+            return {"model": body["model"], "object": "chat.completion.chunk",
+                    "choices": [{"index": 0, "delta": delta, "finish_reason": reason}]}
+
+        await send(chunk({"role": "assistant", "content": ""}))
+        await send(chunk({"content": "echo"}))
+        if msg == "errevent":
+            await send({"error": {"message": "model crashed", "type": "server_error"}})
+        elif not drop:
+            await send(chunk({"content": f" {msg}"}))
+            await send(chunk({}, "stop"))
+            await send({"model": body["model"], "choices": [],
+                        "usage": {"prompt_tokens": len(msg), "completion_tokens": 2}})
+            await resp.write(b"data: [DONE]\n\n")
+        await resp.write_eof()
+        return resp
+
     async def models(self, request):
         return web.json_response({"object": "list", "data": [{"id": "flaky-model"}]})
 
@@ -77,6 +104,8 @@ class FlakyServer:
                 return web.json_response({"error": {"message": "bad request"}}, status=400)
             if kind == "slow" and n <= times:
                 await asyncio.sleep(2.0)
+            if body.get("stream"):
+                return await self.stream(request, body, msg, kind == "drop" and n <= times)
             return web.json_response({
                 "model": body["model"],
                 "choices": [{"index": 0, "finish_reason": "stop",
@@ -108,6 +137,25 @@ def test_retries_429_and_500_then_succeeds(server):
     body = server.bodies[-1]
     assert body["max_tokens"] == 5 and body["seed"] == 7 and body["stop"] == ["\n"]
     assert body["top_k"] == 20 and body["model"] == "flaky-model"
+    assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
+
+
+def test_plain_requests_without_streaming(server):
+    g = llm.generator("openai", base_url=server.url, model="flaky-model", backoff=0.01,
+                      stream=False)
+    out = g.generate([chat("429x1"), chat("plain")], max_tokens=3)
+    assert [c.text for c in out] == ["echo 429x1", "echo plain"]
+    assert out[1].completion_tokens == 2 and "stream" not in server.bodies[-1]
+
+
+def test_broken_streams_are_retried_and_error_events_fail_alone(server):
+    g = llm.generator("openai", base_url=server.url, model="flaky-model", backoff=0.01,
+                      max_retries=2)
+    out = g.generate([chat("dropx2"), chat("errevent"), chat("fine")])
+    assert out[0].text == "echo dropx2" and server.calls["dropx2"] == 3
+    assert out[1].finish_reason == "error" and "model crashed" in out[1].error
+    assert "error event" in out[1].error and server.calls["errevent"] == 3
+    assert out[2].text == "echo fine" and out[2].completion_tokens == 2
 
 
 def test_persistent_failures_become_error_completions_and_others_are_kept(server):

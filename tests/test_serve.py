@@ -44,7 +44,15 @@ def test_openai_backend_against_fastsynth_serve(server):
     assert out[2].ok and out[3].ok and out[2].completion_tokens > 0
     # the server's greedy answer equals the in-process local backend's
     local = llm.generator("local")
-    assert local.generate(reqs[:1], max_tokens=16)[0].text == out[0].text
+    here = local.generate(reqs[:1], max_tokens=16)[0]
+    assert here.text == out[0].text
+    # one token-count convention (end-of-turn token counted) over HTTP and in process, and
+    # the same answer with plain (non-streamed) requests
+    assert here.completion_tokens == out[0].completion_tokens
+    assert here.prompt_tokens == out[0].prompt_tokens
+    plain = llm.generator("openai", base_url=server, stream=False).generate(reqs[:1],
+                                                                            max_tokens=16)[0]
+    assert (plain.text, plain.completion_tokens) == (out[0].text, out[0].completion_tokens)
     short = g.generate([chat("Write a long story.")], max_tokens=4)[0]
     assert short.finish_reason == "length" and short.completion_tokens == 4
 

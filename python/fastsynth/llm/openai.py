@@ -6,10 +6,18 @@ exponential backoff (``backoff * 2**attempt`` seconds, capped at ``max_backoff``
 or the server's ``Retry-After``) on HTTP 429, 5xx, connection errors and timeouts, up to
 ``max_retries`` times; other 4xx answers fail at once. A request that still fails becomes an
 error :class:`Completion`; the others are kept.
+
+Streaming (``stream=True``, the default): requests ask for OpenAI's server-sent events with
+``stream_options.include_usage`` (token counts arrive in the last chunk). ``timeout`` then
+bounds the wait for the *next* chunk rather than the whole answer, so a long completion is
+never cut by a total timeout while a stalled server is still detected within ``timeout``
+seconds; a stream that ends without a finish reason (a dropped connection) or carries an error
+event is retried like a 5xx. ``stream=False`` sends plain requests (servers without streaming).
 """
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import threading
@@ -33,7 +41,7 @@ class OpenAIGenerator(Generator):
     def __init__(self, base_url: str | None = None, model: str | None = None, *,
                  api_key: str | None = None, concurrency: int = 8, max_retries: int = 5,
                  timeout: float = 120.0, backoff: float = 0.5, max_backoff: float = 30.0,
-                 extra_body: dict[str, Any] | None = None):
+                 extra_body: dict[str, Any] | None = None, stream: bool = True):
         try:
             import aiohttp  # noqa: F401
         except ImportError as e:  # pragma: no cover
@@ -50,6 +58,7 @@ class OpenAIGenerator(Generator):
         self.concurrency, self.max_retries = concurrency, max_retries
         self.timeout, self.backoff, self.max_backoff = timeout, backoff, max_backoff
         self.extra_body = dict(extra_body or {})
+        self.stream = bool(stream)
         self._model = model
         self.attempts = 0  # HTTP attempts made, retries included (for reports and tests)
 
@@ -105,6 +114,9 @@ class OpenAIGenerator(Generator):
             body["stop"] = list(params.stop)
         if seed is not None:
             body["seed"] = seed
+        if self.stream:
+            body["stream"] = True
+            body["stream_options"] = {"include_usage": True}
         body.update(self.extra_body)
         return body
 
@@ -118,13 +130,19 @@ class OpenAIGenerator(Generator):
                 self.attempts += 1
                 try:
                     async with session.post(url, json=body) as r:
-                        if r.status == 200:
+                        if r.status == 200 and body.get("stream"):
+                            done = await _read_stream(r, body["model"])
+                            if isinstance(done, Completion):
+                                return done
+                            last = f"{done} ({url})"   # broken stream: retried
+                        elif r.status == 200:
                             return _parse(await r.json(content_type=None), body["model"])
-                        text = (await r.text())[:300]
-                        last = f"HTTP {r.status} from {url}: {text}"
-                        if r.status not in RETRY_STATUS:
-                            return Completion.failed(last, body["model"])
-                        retry_after = r.headers.get("Retry-After")
+                        else:
+                            text = (await r.text())[:300]
+                            last = f"HTTP {r.status} from {url}: {text}"
+                            if r.status not in RETRY_STATUS:
+                                return Completion.failed(last, body["model"])
+                            retry_after = r.headers.get("Retry-After")
                 except asyncio.TimeoutError:
                     last = f"timed out after {self.timeout} s ({url})"
                 except aiohttp.ClientError as e:
@@ -142,7 +160,10 @@ class OpenAIGenerator(Generator):
         import aiohttp
         bodies = [self._body(c, params, s) for c, s in zip(chats, seeds)]
         sem = asyncio.Semaphore(self.concurrency)
-        timeout = aiohttp.ClientTimeout(total=self.timeout)
+        # streamed: the limit is per chunk (sock_read), not per answer
+        timeout = (aiohttp.ClientTimeout(total=None, connect=self.timeout,
+                                         sock_read=self.timeout)
+                   if self.stream else aiohttp.ClientTimeout(total=self.timeout))
         conn = aiohttp.TCPConnector(limit=self.concurrency)
         async with aiohttp.ClientSession(timeout=timeout, headers=self._headers(),
                                          connector=conn) as session:
@@ -169,6 +190,38 @@ def _parse(data: dict[str, Any], model: str) -> Completion:
                       prompt_tokens=int(usage.get("prompt_tokens", 0)),
                       completion_tokens=int(usage.get("completion_tokens", 0)),
                       model=str(data.get("model", model)))
+
+
+async def _read_stream(r: Any, model: str) -> Completion | str:
+    """A chat-completions SSE stream -> its :class:`Completion`, or a string saying why the
+    stream broke (no finish reason before it ended, an error event)."""
+    parts: list[str] = []
+    reason = None
+    usage: dict[str, Any] = {}
+    name = model
+    async for raw in r.content:
+        line = raw.decode("utf-8").strip()
+        if not line.startswith("data:"):
+            continue                      # blank separators, comments, "event:" lines
+        data = line[5:].strip()
+        if data == "[DONE]":
+            break
+        obj = json.loads(data)
+        if not isinstance(obj, dict):
+            raise ValueError(f"stream chunk is not an object: {data[:100]}")
+        if obj.get("error"):
+            return f"error event in the stream: {str(obj['error'])[:300]}"
+        name = str(obj.get("model", name))
+        if obj.get("usage"):
+            usage = obj["usage"]
+        for choice in obj.get("choices") or []:
+            parts.append((choice.get("delta") or {}).get("content") or "")
+            reason = choice.get("finish_reason") or reason
+    if reason is None:
+        return "the stream ended before a finish reason"
+    return Completion(text="".join(parts), finish_reason="length" if reason == "length" else "stop",
+                      prompt_tokens=int(usage.get("prompt_tokens", 0)),
+                      completion_tokens=int(usage.get("completion_tokens", 0)), model=name)
 
 
 def _run(coro: Any) -> Any:
