@@ -207,3 +207,12 @@ def test_bad_configs(tmp_path, corpus):
         PackedDataset(path, LoaderConfig(seq_len=128)).load_state_dict(state)
     with pytest.raises(ConfigError, match="num_workers"):
         PackedDataset(path, LoaderConfig(seq_len=64, num_workers=2)).load_state_dict(state)
+
+
+def test_finite_stream_starts_over_after_its_end(corpus):
+    path, tokens = corpus
+    ds = PackedDataset(path, LoaderConfig(seq_len=64, batch_rows=8, epochs=1, window=100))
+    first = [b["input_ids"] for b in ds]
+    second = [b["input_ids"] for b in ds]
+    assert len(first) == len(second) > 0 and all(torch.equal(x, y) for x, y in zip(first, second))
+    assert sum(int((x != 0).sum()) for x in first) == tokens.size

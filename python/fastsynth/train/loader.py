@@ -329,6 +329,8 @@ class PackedDataset(IterableDataset):
             if info is None:
                 self._taken += 1
             yield batch
+        if info is None:  # a finite stream ran to its end: the next pass starts over
+            self._start = self._taken = 0
 
     # ------------------------------------------------------------------ resume
     def state_dict(self) -> dict[str, Any]:
@@ -372,7 +374,9 @@ class PackedLoader:
     """A torch DataLoader over a :class:`PackedDataset` that counts the batches it hands
     out, so ``state_dict()`` resumes at exactly the next batch.
 
-    Iterate it (endless unless ``config.epochs``); memory is pinned when CUDA is present.
+    Iterate it (endless unless ``config.epochs``; a finite stream that ran to its end
+    starts over on the next pass, e.g. an evaluation set); memory is pinned when CUDA is
+    present.
     """
 
     def __init__(self, sources: Any, config: LoaderConfig | None = None, *, verify: bool = True,
@@ -394,6 +398,7 @@ class PackedLoader:
         for batch in dl:
             self._taken += 1
             yield batch
+        self._taken = 0  # a finite stream ran to its end: the next pass starts over
 
     def state_dict(self) -> dict[str, Any]:
         return _state(self.dataset, self._taken)
