@@ -40,6 +40,19 @@ _LAZY: dict[str, str] = {
     "LoaderConfig": "fastsynth.train.loader",
     # statistics
     "shard_stats": "fastsynth.train.stats",
+    # the training loop, checkpoints, export (docs/training.md)
+    "TrainConfig": "fastsynth.train.config",
+    "load_config": "fastsynth.train.config",
+    "train": "fastsynth.train.loop",
+    "TrainResult": "fastsynth.train.loop",
+    "TrainingDiverged": "fastsynth.train.loop",
+    "chunked_cross_entropy": "fastsynth.train.loss",
+    "flops_per_token": "fastsynth.train.flops",
+    "export": "fastsynth.train.export",
+    # scaling sweeps
+    "SweepConfig": "fastsynth.train.sweep",
+    "SweepSize": "fastsynth.train.sweep",
+    "sweep": "fastsynth.train.sweep",
 }
 
 
