@@ -197,7 +197,9 @@ FS_SCAN void scan(std::string_view raw, WordScanScratch& s, std::vector<uint64_t
       out.resize(count + s.slow.size() + (runs - r - 1));
       o = out.data();
     }
-    std::memcpy(o + count, s.slow.data(), s.slow.size() * sizeof(uint64_t));
+    // A run of punctuation alone yields no words: memcpy from an empty vector's null
+    // data() is undefined behaviour even for 0 bytes (UBSan, scripts/sanitize.sh).
+    if (!s.slow.empty()) std::memcpy(o + count, s.slow.data(), s.slow.size() * sizeof(uint64_t));
     count += s.slow.size();
   }
   out.resize(count);
