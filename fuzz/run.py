@@ -1,0 +1,117 @@
+"""Run every fuzz target for a bounded time with atheris; exit 1 on any finding.
+
+    .venv/bin/python fuzz/run.py                      # CI: 60 s shared by all targets
+    .venv/bin/python fuzz/run.py --total 3600 --keep fuzz-work   # a longer campaign
+    .venv/bin/python fuzz/run.py --targets gguf,spill --total 600
+    .venv/bin/python fuzz/run.py --native build/sanitize/_native...so --only-native
+
+Each target runs in its own process (``fuzz/fuzz_<target>.py``, libFuzzer flags from
+here) over its seed corpus ``fuzz/corpus/<target>/``; inputs the fuzzer finds new
+coverage with go to a scratch folder (or ``--keep DIR/<target>``), never into the seeds.
+A crash (an exception escaping the target, a violated invariant, a sanitizer report, a
+timeout or running out of memory) leaves its input as ``<artifacts>/<target>-crash-*``:
+replay it with ``python fuzz/fuzz_<target>.py <file>``, then turn it into a regression
+test. See docs/fuzzing.md.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+# Every target, in the order CI runs them. NATIVE: targets whose entry point is C++
+# (these are also run against the sanitized build by scripts/sanitize.sh).
+TARGETS = ["gzip_ratio", "heuristics", "minhash", "pack", "corpus_jsonl", "corpus_parquet",
+           "corpus_text", "gguf", "spill", "shards"]
+NATIVE = ["gzip_ratio", "heuristics", "minhash", "pack"]
+MAX_LEN = 8192  # bytes per input: the seeds' largest is ~3 KiB
+
+
+def _targets_present() -> list[str]:
+    return [t for t in TARGETS if (HERE / f"fuzz_{t}.py").exists()]
+
+
+def run_target(name: str, seconds: float, work: Path, artifacts: Path, env: dict[str, str]
+               ) -> tuple[bool, int, float, str]:
+    """Fuzz one target; returns (ok, executions, wall seconds, output tail)."""
+    corpus = work / name
+    corpus.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, str(HERE / f"fuzz_{name}.py"), str(corpus), str(HERE / "corpus" / name),
+           f"-max_total_time={max(1, int(seconds))}", f"-max_len={MAX_LEN}", "-timeout=30",
+           "-rss_limit_mb=4096", f"-artifact_prefix={artifacts}/{name}-", "-print_final_stats=1"]
+    start = time.monotonic()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=HERE.parent,
+                          errors="replace")
+    wall = time.monotonic() - start
+    out = proc.stdout + proc.stderr
+    m = re.search(r"stat::number_of_executed_units:\s*(\d+)", out)
+    execs = int(m.group(1)) if m else 0
+    return proc.returncode == 0, execs, wall, out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--total", type=float, default=60.0,
+                    help="fuzzing seconds shared by the targets (start-up comes on top)")
+    ap.add_argument("--targets", default="", help="comma-separated subset (default: all)")
+    ap.add_argument("--only-native", action="store_true", help="only the C++ entry points")
+    ap.add_argument("--native", default="", help="load fastsynth._native from this file "
+                    "(the sanitized build; LD_PRELOAD must name the ASan runtime)")
+    ap.add_argument("--keep", default="", help="keep the grown corpus in this folder")
+    ap.add_argument("--artifacts", default="", help="folder for crash inputs (default: a temp dir)")
+    args = ap.parse_args(argv)
+
+    names = [t for t in args.targets.split(",") if t] or _targets_present()
+    if args.only_native:
+        names = [t for t in names if t in NATIVE]
+    unknown = [t for t in names if t not in TARGETS]
+    if unknown:
+        ap.error(f"unknown target(s) {unknown}; known: {TARGETS}")
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(HERE), env.get("PYTHONPATH", "")) if p)
+    if args.native:
+        env["FASTSYNTH_NATIVE"] = str(Path(args.native).resolve())
+    scratch = Path(tempfile.mkdtemp(prefix="fastsynth-fuzz-"))
+    work = Path(args.keep) if args.keep else scratch / "corpus"
+    artifacts = Path(args.artifacts) if args.artifacts else scratch / "artifacts"
+    artifacts.mkdir(parents=True, exist_ok=True)
+    per = args.total / max(1, len(names))
+    failed = []
+    print(f"fuzzing {len(names)} target(s), {per:.0f} s each"
+          + (f", native module {args.native}" if args.native else ""), flush=True)
+    try:
+        for name in names:
+            ok, execs, wall, out = run_target(name, per, work, artifacts, env)
+            known = sorted(set(re.findall(r"known open defect (\S+)", out)))
+            print(f"  {name:15s} {'ok' if ok else 'FAILED':6s} {execs:8d} executions "
+                  f"in {wall:5.1f} s" + (f"  (known open defects hit: {', '.join(known)})"
+                                         if known else ""), flush=True)
+            if not ok:
+                failed.append(name)
+                print("\n".join(out.splitlines()[-60:]), flush=True)
+                crashes = sorted(artifacts.glob(f"{name}-*"))
+                saved = Path.cwd() / "fuzz-crashes"
+                saved.mkdir(exist_ok=True)
+                for c in crashes:
+                    keep = saved / c.name
+                    shutil.copy(c, keep)
+                    print(f"  crash input saved as {keep}: replay with "
+                          f"python fuzz/fuzz_{name}.py {keep}", flush=True)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    if failed:
+        print(f"fuzzing found problems in: {', '.join(failed)}")
+        return 1
+    print("fuzzing: no findings")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

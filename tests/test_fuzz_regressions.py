@@ -1,0 +1,160 @@
+"""Regression tests from fuzzing (fuzz/, docs/fuzzing.md).
+
+* Every seed of every target's corpus (``fuzz/corpus/<target>/``) replays through the
+  target's checks — the same invariants the fuzzer enforces, without atheris — so a
+  change that breaks an entry point on a seed fails here first.
+* One test per finding the fuzzers or the sanitizers made, named after the behaviour it
+  guards. Findings that are open defects in code owned elsewhere are strict ``xfail``
+  tests whose reason says what is wrong; the fuzz targets list them in ``KNOWN`` so that
+  a campaign notes them and goes on. Fixing the defect makes the test pass, which fails
+  the suite (strict) until the ``xfail`` mark and the ``KNOWN`` entry are removed.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+FUZZ = Path(__file__).resolve().parent.parent / "fuzz"
+sys.path.insert(0, str(FUZZ))
+
+import harness  # noqa: E402
+import run as fuzz_run  # noqa: E402
+
+import fastsynth as fs  # noqa: E402
+from fastsynth import _native  # noqa: E402
+
+TARGETS = [t for t in fuzz_run.TARGETS if (FUZZ / f"fuzz_{t}.py").exists()]
+
+
+def _target(name: str):
+    return importlib.import_module(f"fuzz_{name}")
+
+
+@pytest.mark.parametrize("name", TARGETS)
+def test_seed_corpus_replays_clean(name):
+    seeds = sorted((FUZZ / "corpus" / name).glob("*"))
+    assert seeds, f"fuzz/corpus/{name} holds no seeds"
+    mod = _target(name)
+    for seed in seeds:
+        harness.run_one(mod.check, mod.KNOWN, seed.read_bytes())
+
+
+def test_every_known_defect_has_its_xfail_test():
+    here = sys.modules[__name__]
+    for name in TARGETS:
+        for kind, test in _target(name).KNOWN.items():
+            path, _, func = test.partition("::")
+            assert path == "tests/test_fuzz_regressions.py" and hasattr(here, func), (name, kind)
+
+
+def test_targets_report_violated_invariants():
+    """The harness must fail on a finding that is not known, and on any other exception."""
+    def broken(data: bytes) -> None:
+        raise harness.Finding("made_up", "an invariant does not hold")
+
+    with pytest.raises(harness.Finding):
+        harness.run_one(broken, {}, b"")
+    harness.run_one(broken, {"made_up": "tests/x.py::t"}, b"")  # known: noted, not raised
+    with pytest.raises(ZeroDivisionError):
+        harness.run_one(lambda data: 1 / 0, {}, b"")
+
+
+# ---- findings: native code (fixed) -------------------------------------------------
+
+@pytest.mark.parametrize("text", ["\u2014", "x \u201c\u201d y", "\u3002\u3001", "a\u00bf b", ""])
+def test_word_scanner_on_punctuation_only_runs(text):
+    """UBSan (scripts/sanitize.sh): a non-ASCII run holding only punctuation gives no
+    words, and the scanner copied zero words from an empty vector's null ``data()`` —
+    undefined behaviour (csrc/word_scan.cpp). Under the sanitized build this aborted;
+    under any build both scanners must agree."""
+    assert _native.word_hashes(text, True) == _native.word_hashes(text, False)
+    sigs = fs.minhash([text, text.encode("utf-8")], num_perm=4, device="cpu")
+    assert np.array_equal(sigs[0], sigs[1])
+
+
+# ---- findings: open defects in code owned elsewhere (strict xfail) -----------------
+
+@pytest.mark.xfail(strict=True, reason=(
+    "corpus/parquet.py rejects valid rows as invalid_utf8 when another row of the batch "
+    "holds an invalid string in a list (or dictionary) column: the check is not per row"))
+def test_parquet_keeps_valid_rows_beside_invalid_strings(tmp_path):
+    meta = pa.array([[b"ok"], [b"bad \xff"]], pa.list_(pa.binary())).view(pa.list_(pa.string()))
+    path = tmp_path / "t.parquet"
+    pq.write_table(pa.table({"text": ["good row", "row with a bad tag"], "meta": meta}), path)
+    rejects: list[dict] = []
+    records = list(fs.corpus.read(path, on_error="skip", rejects=rejects))
+    assert [r["text"] for r in records] == ["good row"]
+    assert [r["row"] for r in rejects] == [1]
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "corpus/parquet.py: a dictionary-encoded text column whose dictionary holds one "
+    "invalid string makes read_batches reject every row of the batch"))
+def test_parquet_batches_keep_valid_rows_of_a_dictionary_column(tmp_path):
+    texts = pa.array([b"fine", b"bad \xff"], pa.binary()).view(pa.string()).dictionary_encode()
+    path = tmp_path / "d.parquet"
+    pq.write_table(pa.table({"text": texts}), path)
+    rejects: list[dict] = []
+    batches = list(fs.corpus.read_batches(path, on_error="skip", rejects=rejects))
+    assert [t for b in batches for t in b.column("text").to_pylist()] == ["fine"]
+    assert [r["row"] for r in rejects] == [1]
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "corpus/jsonl.py: a number past float range (1e400) parses to inf, so a record "
+    "carries a value JSON cannot hold, against the module's own contract (NaN/Infinity "
+    "literals are rejected as malformed_json)"))
+def test_jsonl_number_past_float_range_is_not_yielded_as_inf(tmp_path):
+    path = tmp_path / "n.jsonl"
+    path.write_text('{"text": "a", "n": 1e400}\n{"text": "b", "n": -1e999}\n', encoding="utf-8")
+    for rec in fs.corpus.read(path, on_error="skip"):
+        json.dumps(rec, allow_nan=False)  # ValueError on inf
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "csrc/pack.cpp concat: the running token position overflows int64 when the lengths "
+    "sum past 2**63, and rows come out negative; lengths whose sum overflows should be "
+    "refused with ConfigError naming lengths"))
+def test_pack_concat_refuses_lengths_whose_sum_overflows():
+    from fastsynth.errors import ConfigError
+    from fastsynth.train import pack
+
+    try:
+        pieces = pack([2**62] * 3, 2**62, "concat")
+    except ConfigError as e:
+        assert "lengths" in str(e)
+        return
+    rows = pieces["row"]
+    assert rows.min() >= 0 and np.all(np.diff(rows) >= 0), rows.tolist()
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "csrc/pack.cpp best-fit sizes its free-space tree by seq_len: seq_len=2**62 gives "
+    "'cannot create std::vector larger than max_size()' (and seq_len=2**34 would try to "
+    "allocate gigabytes) instead of a ConfigError naming seq_len"))
+def test_pack_best_fit_refuses_a_seq_len_it_cannot_index():
+    from fastsynth.errors import ConfigError
+    from fastsynth.train import pack
+
+    try:
+        pack([5, 3], 2**62, "best-fit")
+    except ConfigError as e:
+        assert "seq_len" in str(e)
+        return
+    except ValueError as e:
+        assert "seq_len" in str(e), f"ValueError without the parameter's name: {e}"
+        return
+
+
+def test_nan_guard():
+    """Sanity of the JSON check the jsonl regression relies on."""
+    with pytest.raises(ValueError):
+        json.dumps({"n": math.inf}, allow_nan=False)
