@@ -1,5 +1,8 @@
-"""The vllm backend: runs where vllm is importable (GPU machines); elsewhere the factory must
-say which extra to install."""
+"""The vllm backend. Without vLLM: the factory names the extra, and the prompt-length pre-check
+counts tokens right with the same ``transformers`` tokenizer API vLLM hands out. With vLLM
+(``scripts/test-vllm.sh`` sets its CPU build up): fp32 answers equal to the local backend's,
+per-request context errors, the end-of-sequence token counted, and ``close()`` stopping the
+engine's processes."""
 from __future__ import annotations
 
 import importlib.util
@@ -10,6 +13,9 @@ import fastsynth.llm as llm
 from fastsynth.errors import DependencyError
 
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
+CHATS = [[{"role": "user", "content": "What is the capital of France?"}],
+         [{"role": "system", "content": "Be brief."},
+          {"role": "user", "content": "Name three colours, " + "please " * 40}]]
 
 
 @pytest.mark.skipif(HAS_VLLM, reason="vllm is installed")
@@ -18,14 +24,50 @@ def test_missing_vllm_names_the_extra():
         llm.generator("vllm", model="any")
 
 
-@pytest.mark.skipif(not HAS_VLLM, reason="vllm is not installed (GPU-only extra)")
-def test_vllm_generates_from_a_fastsynth_checkpoint(tmp_path):  # pragma: no cover
+@pytest.fixture(scope="module")
+def hf_checkpoint(tmp_path_factory):
+    pytest.importorskip("torch")
     from fastsynth.model import load, save_hf
     model, tok = load()
-    save_hf(model, tmp_path, tokenizer=tok)
-    g = llm.generator("vllm", model=str(tmp_path), gpu_memory_utilization=0.3)
-    reqs = [[{"role": "user", "content": "What is the capital of France?"}],
-            [{"role": "user", "content": "x " * 20000}]]
+    path = tmp_path_factory.mktemp("smollm2-hf")
+    save_hf(model, path, tokenizer=tok)
+    return path, tok
+
+
+def test_prompt_token_count_with_a_transformers_tokenizer(tmp_path):
+    """What vLLM's get_tokenizer() returns (a transformers fast tokenizer, here loaded from the
+    embedded model's tokenizer in HF layout) counts the same tokens as fastsynth's own template
+    + tokenizer."""
+    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("tokenizers")
+    from fastsynth.llm.vllm import prompt_token_count
+    from fastsynth.model.gguf_file import open_gguf
+    from fastsynth.model.loading import default_model_path
+    from fastsynth.model.tokenizer import Tokenizer
+    path = default_model_path()
+    tok = Tokenizer.from_gguf(open_gguf(path), path)
+    tok.save(tmp_path)
+    hf = transformers.AutoTokenizer.from_pretrained(str(tmp_path))
+    for chat in CHATS:
+        want = len(tok.encode(tok.apply_chat_template(chat)))
+        assert want > 10 and prompt_token_count(hf, chat) == want
+
+
+@pytest.mark.skipif(not HAS_VLLM, reason="vllm is not installed (scripts/test-vllm.sh)")
+def test_vllm_matches_the_local_backend_and_closes(hf_checkpoint):  # pragma: no cover
+    psutil = pytest.importorskip("psutil")
+    path, _ = hf_checkpoint
+    g = llm.generator("vllm", model=str(path), max_model_len=2048)
+    reqs = [CHATS[0], [{"role": "user", "content": "x " * 20000}], CHATS[1]]
     out = g.generate(reqs, max_tokens=16)
-    assert "Paris" in out[0].text and out[0].completion_tokens > 0
-    assert out[1].finish_reason == "error"
+    assert "Paris" in out[0].text and out[0].finish_reason == "stop"
+    assert out[1].finish_reason == "error" and "context" in out[1].error
+    local = llm.generator("local").generate([reqs[0], reqs[2]], max_tokens=16)
+    assert [c.text for c in local] == [out[0].text, out[2].text]
+    assert [c.completion_tokens for c in local] == [out[0].completion_tokens,
+                                                     out[2].completion_tokens]
+    before = psutil.Process().children(recursive=True)
+    g.close()
+    g.close()
+    gone, alive = psutil.wait_procs(before, timeout=30)
+    assert not alive, f"engine processes still running after close(): {alive}"
