@@ -1,0 +1,386 @@
+"""The Ray executor: each part of a Map phase is one Ray task (or one call on a pool of
+actors), on a local Ray started for the run or on an existing cluster.
+
+It replaces only :meth:`fastsynth.run.executor.LocalExecutor.map_parts`: the driver
+(this process) still lists the parts, and is the only process that writes the manifest.
+A part counts once its files are renamed into place (by the worker, through
+:mod:`fastsynth.atomic`) **and** the driver has recorded the returned
+:class:`~fastsynth.run.rundir.PartResult` in the manifest — at-least-once work,
+exactly-once output (docs/scale.md, "Ray executor"). What happens to a part:
+
+* it runs as ``fn(config, part)`` in a Ray worker; a worker process that dies (killed,
+  out of memory, node lost) or an unexpected exception makes Ray run the part again, up
+  to ``max_retries`` more times. A :class:`~fastsynth.errors.FastsynthError` (bad input,
+  bad config) is deterministic and is not retried;
+* every attempt appends JSON lines to ``RUN/logs/<stage>/<phase>/<part>.jsonl``: start
+  (pid, host), then done (seconds, peak RSS, counts) or failed (the error);
+* the driver records results in the order they return, shows a progress bar, and names
+  the parts still running when none finished for ``stall_seconds``;
+* when a part fails for good, no new parts are submitted, the ones in flight are waited
+  for and recorded, and :class:`~fastsynth.run.rundir.RunError` names the stage and part:
+  re-running the same command continues from the recorded parts.
+
+Declarations on a :class:`~fastsynth.run.stage.Map` phase (read with ``getattr``, so
+phases without them get the defaults): ``resources`` — Ray resources of one part, e.g.
+``{"num_cpus": 2}`` or ``{"num_gpus": 1}`` (default one CPU); ``actors`` — 0 runs each part
+as a task, N > 0 runs the parts on a pool of N long-lived actors, so that what ``fn``
+keeps per process (a loaded model, cached by the stage's own code) is loaded once per
+actor rather than once per part. A config with a ``threads`` field left at ``None``
+("all cores") runs each part with ``threads`` = the part's CPUs, so parallel parts on
+one node do not oversubscribe it.
+
+Ray is the optional extra ``fastsynth[ray]``; nothing here imports it until an executor
+starts.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import socket
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+from fastsynth.errors import ConfigError, DependencyError, FastsynthError
+from fastsynth.progress import progress
+from fastsynth.run.rundir import PartResult, RunError
+from fastsynth.run.stage import Part
+
+#: Linux limits AF_UNIX socket paths to 107 bytes; Ray puts its sockets at
+#: ``<temp_dir>/session_<date>_<time>_<usec>_<pid>/sockets/plasma_store``.
+SOCKET_PATH_LIMIT = 107
+_SESSION_TAIL = len("/session_2026-11-26_14-07-17_164324_4194304/sockets/plasma_store")
+
+
+def log_path(part: Part) -> Path:
+    """Where the attempts of ``part`` are logged (JSON lines)."""
+    return Path(part.root) / "logs" / part.stage / part.phase / f"{part.id}.jsonl"
+
+
+def _log(path: Path, event: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = json.dumps({"t": round(time.time(), 3), **event}, sort_keys=True) + "\n"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.write(fd, line.encode("utf-8"))  # one write per line: attempts never interleave
+    finally:
+        os.close(fd)
+
+
+def _peak_rss_mb() -> float:
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # Linux: KiB
+
+
+def run_part(fn: Callable[[Any, Part], PartResult], config: Any, part: Part) -> tuple[str, Any]:
+    """Run one part in a worker, logging the attempt. Returns ``("ok", PartResult)`` or
+    ``("error", message)`` for a deterministic fastsynth error (not worth a retry); any
+    other exception propagates, so Ray retries the part."""
+    log = log_path(part)
+    _log(log, {"event": "start", "pid": os.getpid(), "host": socket.gethostname()})
+    t0 = time.perf_counter()
+    try:
+        res = fn(config, part)
+    except FastsynthError as e:
+        _log(log, {"event": "failed", "retry": False, "error": f"{type(e).__name__}: {e}"})
+        return "error", str(e)
+    except BaseException as e:
+        _log(log, {"event": "failed", "retry": True, "error": f"{type(e).__name__}: {e}",
+                   "traceback": traceback.format_exc(limit=20)})
+        raise
+    _log(log, {"event": "done", "seconds": round(time.perf_counter() - t0, 4),
+               "peak_rss_mb": _peak_rss_mb(), "n_in": res.n_in, "n_out": res.n_out,
+               "n_rejected": res.n_rejected})
+    return "ok", res
+
+
+class PartActor:
+    """A long-lived worker of an actor pool: whatever the part function caches per
+    process (a model) survives from one part to the next."""
+
+    def run(self, fn: Callable[[Any, Part], PartResult], config: Any, part: Part) -> tuple[str, Any]:
+        return run_part(fn, config, part)
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+def _import_ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise DependencyError("ray", "ray", "--executor ray") from None
+    return ray
+
+
+def temp_dir_for(root: str | os.PathLike) -> tuple[Path, str | None]:
+    """Ray's temp dir for a local Ray of the run at ``root``: ``RUN/ray``, unless Ray's
+    socket paths under it would pass the 107-byte AF_UNIX limit; then a short folder in
+    the system temp dir, linked from ``RUN/ray``, and a note saying so."""
+    want = Path(root).resolve() / "ray"
+    if len(os.fsencode(str(want))) + _SESSION_TAIL <= SOCKET_PATH_LIMIT:
+        return want, None
+    short = Path(tempfile.mkdtemp(prefix="fsray-", dir="/tmp" if os.path.isdir("/tmp") else None))
+    try:
+        if want.is_symlink():
+            want.unlink()
+        if not want.exists():
+            want.symlink_to(short, target_is_directory=True)
+    except OSError:
+        pass
+    return short, (f"ray: {want} is too long a path for Ray's sockets ({SOCKET_PATH_LIMIT}-byte "
+                   f"limit); its temp dir and logs are in {short}")
+
+
+def check_address(address: str, timeout: float = 5.0) -> None:
+    """ConfigError unless something accepts TCP connections at ``address``
+    (``host:port`` or ``ray://host:port``); Ray itself would retry for minutes."""
+    if address == "auto":
+        return
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise ConfigError(f"--ray-address {address!r}: expected HOST:PORT (the head node's GCS "
+                          "address, e.g. 10.0.0.1:6379) or ray://HOST:PORT")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            pass
+    except OSError as e:
+        raise ConfigError(f"--ray-address {address}: no Ray cluster reachable there "
+                          f"({e.strerror or e}); start one with `ray start --head` or leave out "
+                          "--ray-address to run on a local Ray") from None
+
+
+class RayExecutor:
+    """Run Map phases on Ray. ``address``: an existing cluster (``HOST:PORT``,
+    ``ray://HOST:PORT`` or ``auto``); None starts a local Ray with ``num_cpus`` CPUs (None:
+    all) and its temp dir in the run directory. ``max_retries``: extra attempts of a part
+    after a crash or an unexpected error. ``max_in_flight``: parts submitted at once
+    (None: twice the cluster's CPUs; bounds what the driver tracks, not the cluster's work)."""
+
+    name = "ray"
+
+    def __init__(self, address: str | None = None, *, num_cpus: int | None = None, max_retries: int = 3,
+                 max_in_flight: int | None = None, stall_seconds: float = 300.0,
+                 show_progress: bool | None = None):
+        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+            raise ConfigError(f"max_retries must be a non-negative integer, got {max_retries!r}")
+        if num_cpus is not None and (isinstance(num_cpus, bool) or not isinstance(num_cpus, int) or num_cpus < 1):
+            raise ConfigError(f"num_cpus must be a positive integer, got {num_cpus!r}")
+        if max_in_flight is not None and (not isinstance(max_in_flight, int) or max_in_flight < 1):
+            raise ConfigError(f"max_in_flight must be a positive integer, got {max_in_flight!r}")
+        self.address = address
+        self.num_cpus = num_cpus
+        self.max_retries = max_retries
+        self.max_in_flight = max_in_flight
+        self.stall_seconds = stall_seconds
+        self.show_progress = show_progress
+        self.temp_dir: Path | None = None
+        self._started_here = False
+        self._checked = False
+
+    # -- cluster ------------------------------------------------------------------------
+    def start(self, root: str | os.PathLike) -> None:
+        """Connect to the cluster (or start a local Ray for the run at ``root``) and check
+        that its workers have this fastsynth. Called by the first :meth:`map_parts`."""
+        ray = _import_ray()
+        if not ray.is_initialized():
+            import logging
+
+            common = {"include_dashboard": False, "log_to_driver": False,
+                      "logging_level": logging.WARNING}
+            if self.address is not None:
+                check_address(self.address)
+                try:
+                    ray.init(address=self.address, **common)
+                except (ConnectionError, RuntimeError, ValueError) as e:
+                    raise ConfigError(f"--ray-address {self.address}: cannot join the Ray cluster "
+                                      f"there: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+            else:
+                self.temp_dir, note = temp_dir_for(root)
+                if note:
+                    print(note, file=sys.stderr)
+                ray.init(num_cpus=self.num_cpus, _temp_dir=str(self.temp_dir), **common)
+                self._started_here = True
+        if not self._checked:
+            self._check_workers(ray)
+            self._checked = True
+
+    def shutdown(self) -> None:
+        """Stop the local Ray this executor started (a joined cluster keeps running)."""
+        if self._started_here:
+            _import_ray().shutdown()
+            self._started_here = False
+            self._checked = False
+
+    def __enter__(self) -> "RayExecutor":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.shutdown()
+
+    def _check_workers(self, ray: Any) -> None:
+        """Every alive node runs a probe; a node whose Python lacks fastsynth (or has
+        another version) is named in one ConfigError before any part runs."""
+        from fastsynth._version import __version__
+
+        def probe() -> tuple[str, str | None]:  # nested: pickled by value, needs no fastsynth
+            import socket as s
+            try:
+                from fastsynth._version import __version__ as v
+            except ImportError as e:
+                return s.gethostname(), f"missing ({e})"
+            return s.gethostname(), v
+
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        nodes = [n for n in ray.nodes() if n.get("Alive")]
+        refs = [ray.remote(probe).options(num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(
+            n["NodeID"], soft=False)).remote() for n in nodes]
+        try:
+            found = ray.get(refs, timeout=300)
+        except ray.exceptions.GetTimeoutError:
+            raise ConfigError("ray: the cluster's workers did not answer a probe within 300 s") from None
+        bad = [f"{host}: fastsynth {v}" for host, v in found if v != __version__]
+        if bad:
+            raise ConfigError(f"ray: the workers need fastsynth {__version__} installed (pip install "
+                              f"'fastsynth[ray]=={__version__}' on every node); found {'; '.join(bad)}")
+
+    # -- parts --------------------------------------------------------------------------
+    def map_parts(self, fn: Callable[[Any, Part], PartResult], config: Any, parts: list[Part],
+                  record: Callable[[Part, PartResult], None], phase: Any = None) -> None:
+        """Run ``fn(config, part)`` for every part on Ray; ``record(part, result)`` on the
+        driver as each returns. ``phase``: the Map phase, for its ``resources``/``actors``
+        declarations (looked up among the run's stages when not given)."""
+        if not parts:
+            return
+        self.start(parts[0].root)
+        ray = _import_ray()
+        if phase is None:
+            phase = find_phase(parts[0].stage, parts[0].phase, fn)
+        resources = dict(getattr(phase, "resources", None) or {})
+        resources.setdefault("num_cpus", 1)
+        actors = int(getattr(phase, "actors", 0) or 0)
+        config = _with_threads(config, resources["num_cpus"])
+        where = f"{parts[0].stage}/{parts[0].phase}"
+        if actors:
+            submit, limit = self._actor_submitter(ray, resources, actors, fn, config), actors
+        else:
+            task = ray.remote(run_part).options(max_retries=self.max_retries, retry_exceptions=True,
+                                                **resources)
+            fn_ref = ray.put(fn)  # shipped once, not once per part
+            conf_ref = ray.put(config)
+
+            def submit(part: Part) -> Any:
+                return task.remote(fn_ref, conf_ref, part)
+            limit = self.max_in_flight or max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
+        self._drive(ray, submit, parts, record, limit, where)
+
+    def _actor_submitter(self, ray: Any, resources: dict, n: int, fn: Callable, config: Any) -> Callable:
+        cls = ray.remote(PartActor).options(max_restarts=self.max_retries,
+                                           max_task_retries=self.max_retries, **resources)
+        pool = [cls.remote() for _ in range(n)]
+        free = list(pool)
+        owner: dict[Any, Any] = {}
+
+        def submit(part: Part) -> Any:
+            actor = free.pop() if free else None
+            if actor is None:  # _drive never has more than n parts in flight
+                raise RuntimeError("actor pool exhausted")
+            ref = actor.run.remote(fn, config, part)
+            owner[ref] = actor
+            return ref
+
+        def release(ref: Any) -> None:
+            free.append(owner.pop(ref))
+
+        submit.release = release  # type: ignore[attr-defined]
+        submit.pool = pool  # type: ignore[attr-defined]
+        return submit
+
+    def _drive(self, ray: Any, submit: Callable, parts: list[Part], record: Callable, limit: int,
+               where: str) -> None:
+        todo = list(reversed(parts))
+        running: dict[Any, tuple[Part, float]] = {}
+        failure: str | None = None
+        last = time.monotonic()
+        release = getattr(submit, "release", None)
+        with progress(total=len(parts), desc=f"{where} [ray]", unit="part", enabled=self.show_progress) as bar:
+            while todo or running:
+                while todo and failure is None and len(running) < limit:
+                    part = todo.pop()
+                    running[submit(part)] = (part, time.monotonic())
+                if not running:
+                    break
+                ready, _ = ray.wait(list(running), num_returns=1, timeout=self.stall_seconds)
+                if not ready:
+                    self._report_stall(running)
+                    continue
+                for ref in ready:
+                    part, _t0 = running.pop(ref)
+                    if release is not None:
+                        release(ref)
+                    err = self._collect(ray, ref, part, record)
+                    if err is not None and failure is None:
+                        failure = err
+                    bar.update(1)
+                    last = time.monotonic()
+        del last
+        if failure is not None:
+            raise RunError(failure)
+
+    def _collect(self, ray: Any, ref: Any, part: Part, record: Callable) -> str | None:
+        """Record one returned part; the error line if it failed for good."""
+        where = f"stage {part.stage}, part {part.phase}/{part.id}"
+        resume = "finished parts are recorded: re-run the same command to continue"
+        try:
+            status, value = ray.get(ref)
+        except ray.exceptions.RayError as e:
+            cause = getattr(e, "cause", None)
+            what = f"{type(cause).__name__}: {cause}" if cause is not None else f"{type(e).__name__}: {e}"
+            what = next((ln.strip() for ln in what.splitlines() if ln.strip()), type(e).__name__)[:300]
+            return (f"{where} failed on each of its {self.max_retries + 1} attempts (last: "
+                    f"{what}; log: {log_path(part)}); {resume}")
+        if status == "error":
+            return f"{where}: {value} ({resume})"
+        try:
+            record(part, value)
+        except FastsynthError as e:
+            return str(e) if str(e).startswith("stage ") else f"{where}: {e}"
+        return None
+
+    def _report_stall(self, running: dict[Any, tuple[Part, float]]) -> None:
+        now = time.monotonic()
+        oldest = sorted(running.values(), key=lambda pt: pt[1])[:5]
+        names = ", ".join(f"{p.phase}/{p.id} ({now - t:.0f} s)" for p, t in oldest)
+        print(f"ray: no part of stage {oldest[0][0].stage} finished in {self.stall_seconds:.0f} s; "
+              f"running: {names}{' ...' if len(running) > 5 else ''} (logs: "
+              f"{log_path(oldest[0][0]).parent})", file=sys.stderr)
+
+
+def _with_threads(config: Any, cpus: float) -> Any:
+    """``config`` with ``threads`` = the part's CPUs where it says "all cores" (None)."""
+    if dataclasses.is_dataclass(config) and any(f.name == "threads" for f in dataclasses.fields(config)) \
+            and getattr(config, "threads") is None:
+        return dataclasses.replace(config, threads=max(1, int(cpus)))
+    return config
+
+
+def find_phase(stage: str, phase: str, fn: Callable) -> Any:
+    """The Map phase named ``phase`` of the run's stage ``stage`` whose function is
+    ``fn`` (for its declarations), or None (a stage outside the run's stage list)."""
+    import importlib
+
+    try:
+        mod = importlib.import_module(f"fastsynth.run.stages.{stage}")
+    except ImportError:
+        return None
+    for ph in getattr(getattr(mod, "STAGE", None), "phases", ()):
+        if getattr(ph, "name", None) == phase and getattr(ph, "fn", None) is fn:
+            return ph
+    return None

@@ -1,0 +1,367 @@
+"""The Ray executor (fastsynth.run.ray_executor) on a real local Ray with 2 CPUs.
+
+One Ray session serves the module (its start-up is most of the cost). The same stages
+run with the local executor and with Ray must leave byte-identical part files; a
+killed worker costs one retry; a killed driver resumes; bad addresses and failing parts
+are one-line errors naming the stage and part.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+import ray  # the ray extra: scripts/test.sh installs it, so this test runs in CI (never skips)
+
+from fastsynth.errors import ConfigError  # noqa: E402
+from fastsynth.run.executor import LocalExecutor, run_stage  # noqa: E402
+from fastsynth.run.ray_executor import RayExecutor, check_address, log_path, temp_dir_for  # noqa: E402
+from fastsynth.run.rundir import PartResult, RunDir, RunError  # noqa: E402
+from fastsynth.run.stage import Map, Part, Stage, View, one_to_one  # noqa: E402
+from fastsynth.run.stages import dedup, ingest, score  # noqa: E402
+
+# Test stages below are defined in this module; Ray workers get them by value.
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+def _corpus(path: Path) -> Path:
+    """260 English documents (150-word pieces of Python's own help topics) plus ~50 edited
+    copies of some of them (near-duplicates), shuffled with a fixed seed."""
+    from pydoc_data.topics import topics
+
+    paras = []
+    for name in sorted(topics):
+        words = topics[name].split()
+        for k in range(0, len(words) - 149, 150):
+            paras.append((f"{name}/{k}", " ".join(words[k:k + 150]).replace(". ", ".\n")))
+    rng = random.Random(7)
+    docs = paras[:260]
+    for i, (pid, text) in enumerate(rng.sample(docs, 50)):
+        # one word more at the end, and a different case or punctuation (normalised away)
+        edited = (text.upper() if i % 2 else text.replace(".", ",")) + " indeed"
+        docs.append((f"{pid}/copy", edited))
+    rng.shuffle(docs)
+    with open(path, "w", encoding="utf-8") as f:
+        for i, t in docs:
+            f.write(json.dumps({"id": i, "text": t}) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    return tmp_path_factory.mktemp("r")
+
+
+@pytest.fixture(scope="module")
+def source(base):
+    return _corpus(base / "corpus.jsonl")
+
+
+@pytest.fixture(scope="module")
+def executor(base):
+    ex = RayExecutor(num_cpus=2, max_retries=2, show_progress=False)
+    ex.start(base / "ray-home")
+    yield ex
+    ex.shutdown()
+
+
+def _configs(source: Path, **dedup_kw):
+    return [(ingest.STAGE, ingest.IngestConfig(source=str(source), part_docs=40)),
+            (score.STAGE, score.ScoreConfig(gzip_band=(0.25, 0.6))),
+            (dedup.STAGE, dedup.DedupConfig(**dedup_kw))]
+
+
+def _run(root: Path, stages, executor) -> RunDir:
+    rd = RunDir(root, {s.name: str(c) for s, c in stages})
+    for stage, config in stages:
+        run_stage(rd, stage, config, executor)
+    return rd
+
+
+def _outputs(root: Path) -> dict[str, bytes]:
+    """Every record file of the run (parts, rejects, global steps), by relative path."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*.parquet"))
+            if p.relative_to(root).parts[0] not in ("ray", "logs")}
+
+
+@pytest.mark.parametrize("keep", ["first", "score"])
+def test_ray_output_identical_to_local(tmp_path, source, executor, keep):
+    kw = {"keep": keep, "score_field": "gzip_ratio"} if keep == "score" else {}
+    stages = _configs(source, **kw)
+    local = _run(tmp_path / "local", stages, LocalExecutor(show_progress=False))
+    remote = _run(tmp_path / "ray", stages, executor)
+    a, b = _outputs(tmp_path / "local"), _outputs(tmp_path / "ray")
+    assert sorted(a) == sorted(b)
+    assert any(k.startswith("score/out/") for k in a) and any(k.startswith("dedup/out/") for k in a)
+    assert [k for k in a if a[k] != b[k]] == []
+    for name in ("score", "dedup"):
+        assert local.manifest["stages"][name]["counts"] == remote.manifest["stages"][name]["counts"]
+    counts = remote.manifest["stages"]["dedup"]["counts"]
+    assert counts["rejected_by_reason"].get("near_duplicate", 0) >= 30  # the edited copies
+    assert counts["balanced"]
+    # every Ray part left a log: one start and one done line
+    for part in remote.manifest["stages"]["score"]["phases"]["out"]:
+        lines = [json.loads(x) for x in log_path(Part(str(tmp_path / "ray"), "score", "out", part))
+                 .read_text().splitlines()]
+        assert [x["event"] for x in lines] == ["start", "done"] and lines[1]["n_in"] > 0
+
+
+# -- a worker killed mid-part -------------------------------------------------------------
+@dataclass(frozen=True)
+class SlowConfig:
+    marks: str  # folder for pid files and attempt markers
+    victim: str = ""  # the part whose first attempt waits to be killed
+    fail: str = ""  # the part that raises on every attempt
+
+
+def slow_part(config: SlowConfig, part: Part) -> PartResult:
+    from fastsynth.atomic import write_parquet
+    import pyarrow as pa
+
+    marks = Path(config.marks)
+    if part.id == config.fail:
+        raise RuntimeError(f"part {part.id} always fails")
+    first = not (marks / f"{part.id}.tried").exists()
+    (marks / f"{part.id}.tried").touch()
+    if part.id == config.victim and first:
+        (marks / f"{part.id}.pid").write_text(str(os.getpid()))
+        time.sleep(120)  # the test kills this process long before
+    write_parquet(part.out, pa.table({"part": [part.id], "pid": [0]}))
+    return PartResult(n_in=1, n_out=1)
+
+
+def _slow_parts(config, view: View, stage: str, phase: str) -> list[Part]:
+    return [Part(view.root, stage, phase, f"{i:03d}") for i in range(6)]
+
+
+SLOW = Stage("slow", SlowConfig, (Map("out", slow_part, _slow_parts, counts=True),), output="out",
+             unit="parts")
+
+
+def test_worker_killed_mid_part_costs_one_retry(tmp_path, executor):
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    config = SlowConfig(str(marks), victim="002")
+    pidfile = marks / "002.pid"
+    killed = []
+
+    def killer():
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not pidfile.exists():
+            time.sleep(0.05)
+        if not pidfile.exists():
+            return
+        time.sleep(0.1)  # the pid is written in one small write; let it land
+        pid = int(pidfile.read_text())
+        os.kill(pid, signal.SIGKILL)
+        killed.append(pid)
+
+    t = threading.Thread(target=killer, daemon=True)
+    t.start()
+    rd = RunDir(tmp_path / "run", {"slow": "kill"})
+    st = run_stage(rd, SLOW, config, executor)
+    t.join()
+    assert killed and st["state"] == "done" and st["counts"]["out"] == 6
+    starts = {p: [json.loads(x)["event"] for x in log_path(Part(str(rd.root), "slow", "out", p))
+                  .read_text().splitlines()].count("start") for p in st["phases"]["out"]}
+    assert starts == {f"{i:03d}": (2 if i == 2 else 1) for i in range(6)}
+
+
+def test_part_failing_every_retry_names_stage_and_part_and_resumes(tmp_path, executor):
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    rd = RunDir(tmp_path / "run", {"slow": "fail"})
+    with pytest.raises(RunError) as e:
+        run_stage(rd, SLOW, SlowConfig(str(marks), fail="004"), executor)
+    msg = str(e.value)
+    assert "\n" not in msg and "stage slow, part out/004" in msg and "3 attempts" in msg
+    assert "always fails" in msg
+    # the other parts were recorded; the log shows the three attempts
+    assert sorted(rd.parts("slow", "out")) == ["000", "001", "002", "003", "005"]
+    log = log_path(Part(str(rd.root), "slow", "out", "004")).read_text().splitlines()
+    assert [json.loads(x)["event"] for x in log].count("start") == 3
+    # the run stays resumable: with the fault gone only part 004 runs
+    rd2 = RunDir(tmp_path / "run", {"slow": "fail"})
+    st = run_stage(rd2, SLOW, SlowConfig(str(marks), fail=""), executor)
+    assert st["state"] == "done" and st["counts"]["out"] == 6
+    assert log_path(Part(str(rd.root), "slow", "out", "000")).read_text().count('"start"') == 1
+
+
+def test_bad_address_is_one_line_error(tmp_path):
+    with pytest.raises(ConfigError) as e:
+        check_address("127.0.0.1:1", timeout=2)
+    assert "--ray-address 127.0.0.1:1" in str(e.value) and "\n" not in str(e.value)
+    with pytest.raises(ConfigError, match="expected HOST:PORT"):
+        check_address("no-port-here")
+
+
+def test_bad_address_through_the_cli(tmp_path, source):
+    r = subprocess.run([sys.executable, "-c", "import sys; from fastsynth.cli import main; sys.exit(main())",
+                        "run", "--source", str(source), "-o",
+                        str(tmp_path / "run"), "--executor", "ray", "--ray-address", "127.0.0.1:1"],
+                       capture_output=True, text=True, timeout=120)
+    if "unrecognized arguments: --executor" in r.stderr:
+        pytest.skip("fastsynth run has no --executor flag yet (wired last; see the report)")
+    assert r.returncode != 0
+    assert "--ray-address 127.0.0.1:1" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_long_run_dir_falls_back_to_short_temp_dir(tmp_path):
+    long = tmp_path / ("x" * 80)
+    long.mkdir()
+    got, note = temp_dir_for(long)
+    assert note is not None and str(got) in note and len(str(got)) < 40
+    assert (long / "ray").resolve() == got.resolve()
+    short, none = temp_dir_for("/tmp/r")
+    assert none is None and short == Path("/tmp/r/ray")
+
+
+def test_local_ray_temp_dir_is_inside_the_run(executor, base):
+    assert executor.temp_dir is not None
+    sessions = list(Path(executor.temp_dir).glob("session_*"))
+    assert sessions, executor.temp_dir
+    assert (base / "ray-home" / "ray").resolve() == Path(executor.temp_dir).resolve()
+
+
+# -- actor pools: what a part caches per process is loaded once per actor ------------------
+_MODEL: dict = {}
+
+
+def model_part(config: SlowConfig, part: Part) -> PartResult:
+    if "model" not in _MODEL:  # stands for loading a model: counted in a file per load
+        _MODEL["model"] = os.getpid()
+        with open(Path(config.marks) / f"load-{os.getpid()}", "a") as f:
+            f.write("x")
+    from fastsynth.atomic import write_parquet
+    import pyarrow as pa
+
+    write_parquet(part.out, pa.table({"part": [part.id], "pid": [os.getpid()]}))
+    return PartResult(n_in=1, n_out=1)
+
+
+def test_actor_pool_loads_once_per_actor(tmp_path, executor):
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    phase = Map("out", model_part, _slow_parts, counts=True, actors=2)
+    stage = Stage("gen", SlowConfig, (phase,), output="out", unit="parts")
+    rd = RunDir(tmp_path / "run", {"gen": "pool"})
+    parts = _slow_parts(None, None or View(str(rd.root), {}), "gen", "out")
+    got = []
+    executor.map_parts(model_part, SlowConfig(str(marks)), parts, lambda p, r: got.append(p.id), phase=phase)
+    import pyarrow.parquet as pq
+
+    pids = {pq.read_table(p.out).column("pid")[0].as_py() for p in parts}
+    loads = sorted(marks.glob("load-*"))
+    assert sorted(got) == [p.id for p in parts]
+    assert len(pids) <= 2 and len(loads) == len(pids)
+    assert all(f.read_text() == "x" for f in loads)  # one load per actor, not per part
+    del stage
+
+
+# -- the driver killed mid-stage ----------------------------------------------------------
+DRIVER = textwrap.dedent("""
+    import sys, time
+    from dataclasses import dataclass
+    from pathlib import Path
+    import pyarrow as pa
+    from fastsynth.atomic import write_parquet
+    from fastsynth.run.executor import run_stage
+    from fastsynth.run.ray_executor import RayExecutor
+    from fastsynth.run.rundir import PartResult, RunDir
+    from fastsynth.run.stage import Map, Part, Stage
+
+    @dataclass(frozen=True)
+    class C:
+        delay: float
+
+    def work(config, part):
+        time.sleep(config.delay)
+        write_parquet(part.out, pa.table({"x": [int(part.id)]}))
+        return PartResult(n_in=1, n_out=1)
+
+    def parts(config, view, stage, phase):
+        return [Part(view.root, stage, phase, f"{i:03d}") for i in range(8)]
+
+    root, address, delay = sys.argv[1], sys.argv[2], float(sys.argv[3])
+    stage = Stage("steps", C, (Map("out", work, parts, counts=True),), output="out", unit="parts")
+    rd = RunDir(root, {"steps": "driver-kill"})
+    st = run_stage(rd, stage, C(delay), RayExecutor(address, show_progress=False))
+    print("DONE", st["counts"]["out"])
+""")
+
+
+def test_driver_killed_then_rerun_resumes(tmp_path, executor):
+    script = tmp_path / "driver.py"
+    script.write_text(DRIVER)
+    address = ray.get_runtime_context().gcs_address
+    root = tmp_path / "run"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    p = subprocess.Popen([sys.executable, str(script), str(root), address, "1.5"], env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    manifest = root / "manifest.json"
+    deadline = time.monotonic() + 60
+    done_before: list[str] = []
+    while time.monotonic() < deadline and p.poll() is None:
+        if manifest.exists():
+            try:
+                done_before = list(json.loads(manifest.read_text())["stages"].get("steps", {})
+                                   .get("phases", {}).get("out", {}))
+            except json.JSONDecodeError:
+                done_before = []
+            if 2 <= len(done_before) < 8:
+                break
+        time.sleep(0.05)
+    assert p.poll() is None, p.communicate()
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    assert 2 <= len(done_before) < 8
+    r = subprocess.run([sys.executable, str(script), str(root), address, "0"], env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "DONE 8" in r.stdout, r.stderr[-2000:]
+    final = json.loads(manifest.read_text())["stages"]["steps"]
+    assert final["state"] == "done" and sorted(final["phases"]["out"]) == [f"{i:03d}" for i in range(8)]
+    for part in done_before:  # parts recorded before the kill were not run again
+        assert log_path(Part(str(root), "steps", "out", part)).read_text().count('"start"') == 1
+
+
+# -- the distributed dedup stage equals the library's dedup() ------------------------------
+@pytest.mark.parametrize("kw", [{}, {"keep": "score", "score_field": "gzip_ratio"}, {"verify": False},
+                                {"threshold": 0.5, "ngram": 3}])
+def test_dedup_stage_equals_library_dedup(tmp_path, source, kw):
+    """sig -> bands -> verify -> cluster -> out (local executor) keeps exactly the documents
+    fastsynth.dedup.dedup keeps over the same documents in part order, and names the same
+    kept document for each dropped one."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from fastsynth.dedup import dedup as library_dedup
+    from fastsynth.run.records import read_parts
+
+    rd = _run(tmp_path / "run", _configs(source, **kw), LocalExecutor(show_progress=False))
+    docs = read_parts(rd.root, [f"score/out/{p}.parquet" for p in rd.parts("score", "out")])
+    cfg = dedup.DedupConfig(**kw)
+    ref = library_dedup(docs.column("text").to_pylist(), threshold=cfg.threshold, num_perm=cfg.num_perm,
+                        ngram=cfg.ngram, verify=cfg.verify, seed=cfg.seed, keep=cfg.keep,
+                        scores=docs.column("gzip_ratio").to_numpy() if cfg.keep == "score" else None)
+    ids = np.array(docs.column("id").to_pylist(), dtype=object)
+    kept = read_parts(rd.root, [f"dedup/out/{p}.parquet" for p in rd.parts("dedup", "out")])
+    assert kept.column("id").to_pylist() == ids[ref.keep].tolist()
+    assert 0 < ref.n_removed < len(ids)
+    rejects = [r for f in sorted((rd.root / "rejects" / "dedup").glob("*.parquet"))
+               for r in pq.read_table(f).to_pylist()]
+    want = {ids[i]: f"kept {ids[ref.cluster_id[i]]} (cluster of {ref.cluster_size[i]})"
+            for i in np.flatnonzero(~ref.keep)}
+    assert {r["id"]: r["detail"] for r in rejects} == want
+    info = rd.manifest["stages"]["dedup"]["phases"]["cluster"]["global"]["info"]
+    assert info["cluster_size_histogram"] == {str(k): v for k, v in ref.size_histogram().items()}
+    assert info["pairs"]["candidates"] == ref.candidate_pairs
