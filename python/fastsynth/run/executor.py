@@ -64,7 +64,7 @@ def run_stage(run: RunDir, stage: Stage, config: Any, executor: LocalExecutor | 
     st = run.stage(stage.name)
     if st["state"] == "done":
         return st
-    reason = stage.pending()
+    reason = stage.pending() if stage.phases else (stage.pending() or "the stage has no work defined")
     if reason is not None:
         run.set_state(stage.name, "pending", reason=reason)
         return run.stage(stage.name)

@@ -88,7 +88,11 @@ class FitConfig:
         check(self.bootstrap >= 0, "fit.bootstrap", f"must be >= 0, got {self.bootstrap}")
 
 
-_SWEEP_PENDING = lambda: _missing("fastsynth.train.sweep", "sweep")  # noqa: E731
+def _SWEEP_PENDING() -> str:
+    """These stages have no phases yet: always pending, saying what they wait for."""
+    return (_missing("fastsynth.train.sweep", "sweep")
+            or "fastsynth.train.sweep exists but fastsynth run does not call it yet")
+
 
 TRAIN = Stage("train", SweepConfig, (), needs=("tokenize",), unit="runs",
               description="a small sweep of model sizes x token budgets", pending=_SWEEP_PENDING)
