@@ -293,10 +293,43 @@ def shards() -> list[bytes]:
     return seeds
 
 
+def server_request() -> list[bytes]:
+    kinds = ["chat", "completion"]
+    chat = [
+        {"model": "fuzz-model", "messages": [{"role": "system", "content": "Be brief."},
+                                             {"role": "user", "content": "Hi \u00e9"}],
+         "max_completion_tokens": 5, "temperature": 0.7, "top_p": 0.9, "top_k": 20,
+         "stop": ["\n", "END"], "seed": 3, "stream": True,
+         "stream_options": {"include_usage": True}, "user": "u1"},
+        {"messages": [{"role": "developer", "content": [{"type": "text", "text": "a"},
+                                                         {"type": "text", "text": "b"}]}],
+         "max_tokens": 1.0, "n": 1, "presence_penalty": 0, "logit_bias": {},
+         "tool_choice": "none", "response_format": {"type": "text"}},
+        {"messages": [{"role": "user", "content": "x"}], "max_tokens": True, "temperature": 3,
+         "stop": 5, "seed": 2**64, "logprobs": True},
+        {"messages": [], "top_p": None},
+    ]
+    completion = [
+        {"model": "fuzz-model", "prompt": "Once upon", "max_tokens": 4, "echo": False,
+         "best_of": 1, "suffix": ""},
+        {"prompt": [[1, 2, 3], "text prompt", [999]], "stop": "."},
+        {"prompt": [1, 2, 1000], "temperature": -1},
+        {"prompt": ["a", "b", "c", "d", "e", "f"]},
+    ]
+    seeds = [ByteSink().choice("chat", kinds).rest(json.dumps(b).encode()).data for b in chat]
+    seeds += [ByteSink().choice("completion", kinds).rest(json.dumps(b).encode()).data
+              for b in completion]
+    seeds.append(ByteSink().choice("chat", kinds).rest(b'{"messages": [{"role": "user", '
+                                                        b'"content": "\\ud800"}]}').data)
+    seeds.append(ByteSink().choice("completion", kinds).rest(b"\xff not json").data)
+    return seeds
+
+
 TARGETS = {
     "gzip_ratio": gzip_ratio, "heuristics": heuristics, "minhash": minhash,
     "corpus_jsonl": corpus_jsonl, "corpus_text": corpus_text, "corpus_parquet": corpus_parquet,
     "gguf": gguf, "spill": spill, "pack": pack, "shards": shards,
+    "server_request": server_request,
 }
 
 

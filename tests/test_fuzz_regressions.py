@@ -154,6 +154,18 @@ def test_pack_best_fit_refuses_a_seq_len_it_cannot_index():
         return
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "llm/protocol.py: `role not in ROLES` raises TypeError for a list or object role, "
+    "so the server answers 500 instead of a 400 error object naming messages[0].role"))
+def test_server_refuses_a_non_string_role_with_400():
+    from fastsynth.llm import protocol
+
+    for role in ([], {"a": 1}):
+        with pytest.raises(protocol.RequestError) as e:
+            protocol.parse_chat({"messages": [{"role": role, "content": "x"}]}, "m")
+        assert e.value.status == 400 and e.value.param == "messages[0].role"
+
+
 def test_nan_guard():
     """Sanity of the JSON check the jsonl regression relies on."""
     with pytest.raises(ValueError):
