@@ -100,11 +100,16 @@ def run_part(fn: Callable[[Any, Part], PartResult], config: Any, part: Part) -> 
 
 
 class PartActor:
-    """A long-lived worker of an actor pool: whatever the part function caches per
-    process (a model) survives from one part to the next."""
+    """A long-lived worker of an actor pool. It receives the part function and config
+    once; whatever the function caches per process (a loaded model) survives from one
+    part to the next."""
 
-    def run(self, fn: Callable[[Any, Part], PartResult], config: Any, part: Part) -> tuple[str, Any]:
-        return run_part(fn, config, part)
+    def __init__(self, fn: Callable[[Any, Part], PartResult], config: Any):
+        self.fn = fn
+        self.config = config
+
+    def run(self, part: Part) -> tuple[str, Any]:
+        return run_part(self.fn, self.config, part)
 
     def pid(self) -> int:
         return os.getpid()
@@ -127,6 +132,7 @@ def temp_dir_for(root: str | os.PathLike) -> tuple[Path, str | None]:
         return want, None
     short = Path(tempfile.mkdtemp(prefix="fsray-", dir="/tmp" if os.path.isdir("/tmp") else None))
     try:
+        want.parent.mkdir(parents=True, exist_ok=True)
         if want.is_symlink():
             want.unlink()
         if not want.exists():
@@ -284,7 +290,7 @@ class RayExecutor:
     def _actor_submitter(self, ray: Any, resources: dict, n: int, fn: Callable, config: Any) -> Callable:
         cls = ray.remote(PartActor).options(max_restarts=self.max_retries,
                                            max_task_retries=self.max_retries, **resources)
-        pool = [cls.remote() for _ in range(n)]
+        pool = [cls.remote(fn, config) for _ in range(n)]
         free = list(pool)
         owner: dict[Any, Any] = {}
 
@@ -292,7 +298,7 @@ class RayExecutor:
             actor = free.pop() if free else None
             if actor is None:  # _drive never has more than n parts in flight
                 raise RuntimeError("actor pool exhausted")
-            ref = actor.run.remote(fn, config, part)
+            ref = actor.run.remote(part)
             owner[ref] = actor
             return ref
 
