@@ -3,7 +3,7 @@
 # (benchmarks not marked slow, ratios checked against benchmarks/floors.toml).
 set -uo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/bootstrap.sh test,llm,plan,report || { echo "set-up failed"; exit 1; }
+bash scripts/bootstrap.sh test,llm,plan,report,ray || { echo "set-up failed"; exit 1; }
 
 # OpenMP threads that spin while waiting steal the cores from each other when tests
 # start subprocesses (servers, CLIs) beside torch; passive waiting avoids ~10x slowdowns.
