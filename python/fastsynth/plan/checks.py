@@ -9,12 +9,29 @@ import numpy as np
 from fastsynth.errors import ConfigError
 
 
+def _number(name: str, value: Any, what: str) -> float:
+    """``float(value)``; strings and bools are refused rather than parsed ("3B"-style
+    quantities are parsed by plan.config.quantity, for TOML and CLI input)."""
+    if isinstance(value, (str, bytes, bool, np.bool_)):
+        raise ConfigError(f"{name}: expected {what}, got {type(value).__name__} {value!r}")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name}: expected {what}, got {value!r}") from None
+
+
+def count(name: str, value: Any, *, minimum: int = 0) -> int:
+    """``value`` as an int >= ``minimum`` (bools and floats refused)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise ConfigError(f"{name}: expected an integer >= {minimum}, got {value!r}")
+    if value < minimum:
+        raise ConfigError(f"{name}: must be >= {minimum}, got {value!r}")
+    return int(value)
+
+
 def positive(name: str, value: Any) -> float:
     """``value`` as a float, which must be finite and > 0."""
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name}: expected a positive number, got {value!r}") from None
+    x = _number(name, value, "a positive number")
     if not math.isfinite(x) or x <= 0:
         raise ConfigError(f"{name}: must be a finite number > 0, got {value!r}")
     return x
@@ -22,10 +39,7 @@ def positive(name: str, value: Any) -> float:
 
 def nonnegative(name: str, value: Any) -> float:
     """``value`` as a float, which must be finite and >= 0."""
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name}: expected a number >= 0, got {value!r}") from None
+    x = _number(name, value, "a number >= 0")
     if not math.isfinite(x) or x < 0:
         raise ConfigError(f"{name}: must be a finite number >= 0, got {value!r}")
     return x
@@ -33,10 +47,7 @@ def nonnegative(name: str, value: Any) -> float:
 
 def fraction(name: str, value: Any, *, allow_zero: bool = True) -> float:
     """A share in [0, 1] (or (0, 1] with ``allow_zero=False``, as for MFU)."""
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name}: expected a fraction, got {value!r}") from None
+    x = _number(name, value, "a fraction")
     lo_ok = x >= 0 if allow_zero else x > 0
     if not (math.isfinite(x) and lo_ok and x <= 1):
         interval = "[0, 1]" if allow_zero else "(0, 1]"

@@ -27,6 +27,7 @@ Quantities accept plain numbers or strings with a K/M/B/T suffix (``"3B"`` = 3e9
 from __future__ import annotations
 
 import csv
+import io
 import math
 import re
 import tomllib
@@ -75,8 +76,16 @@ def load_toml(path: str | Path) -> dict[str, Any]:
     """Parse a plan TOML file; syntax errors name the file and line."""
     p = Path(path)
     try:
-        with p.open("rb") as f:
-            data = tomllib.load(f)
+        raw = p.read_bytes()
+    except OSError as e:
+        raise InputError(f"cannot read: {e.strerror or e}", source=str(p)) from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise InputError(f"not UTF-8 (byte {e.start}); TOML files must be UTF-8",
+                         source=str(p), line=raw[:e.start].count(b"\n") + 1) from None
+    except RecursionError:
+        raise InputError("not valid TOML: nested too deeply", source=str(p)) from None
     except tomllib.TOMLDecodeError as e:
         # Python < 3.14 only puts the line in the message: "... (at line 2, column 10)".
         found = re.search(r"at line (\d+)", str(e))
@@ -84,16 +93,44 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         raise InputError(f"not valid TOML: {e}", source=str(p), line=line) from None
     _unknown(data, _TOP, str(p))
     if "fit_data" in data:
+        if not isinstance(data["fit_data"], str):
+            raise ConfigError(f"{p}: fit_data must be a file name (a string), got "
+                              f"{data['fit_data']!r}")
         data["fit_data"] = str((p.parent / data["fit_data"]).resolve())
     return data
 
 
+def _table(data: dict[str, Any], key: str, where: str) -> dict[str, Any]:
+    """``data[key]`` as a table (``{}`` when absent); anything else names the key."""
+    value = data.get(key, {})
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: '{key}' must be a table ([{key}] with keys below it), "
+                          f"got {type(value).__name__} {value!r:.40}")
+    return value
+
+
+def _phases(data: dict[str, Any], where: str) -> list[dict[str, Any]]:
+    value = data.get("phase", [])
+    if isinstance(value, dict):
+        raise ConfigError(f"{where}: phases are an array of tables: write [[phase]] (double "
+                          "brackets) before each phase, not [phase]")
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise ConfigError(f"{where}: 'phase' must be an array of tables ([[phase]] sections), "
+                          f"got {value!r:.40}")
+    return value
+
+
 def inputs_from_mapping(data: dict[str, Any], where: str = "config") -> BudgetInputs:
     """Build :class:`BudgetInputs` from a mapping shaped like the TOML file."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping of plan settings, got {type(data).__name__}")
     _unknown(data, _TOP, where)
     if "budget" not in data:
         raise ConfigError(f"{where}: 'budget' is required (dollars)")
-    hw_raw = dict(data.get("hardware", {}))
+    if not isinstance(data.get("constants", ""), str):
+        raise ConfigError(f"{where}: constants must be a name (hoffmann, hoffmann-unrounded, "
+                          f"epoch), got {data['constants']!r}")
+    hw_raw = _table(data, "hardware", where)
     _unknown(hw_raw, _HW, f"{where} [hardware]")
     hw_kw: dict[str, float] = {}
     if "gpu_hour_usd" in hw_raw:
@@ -104,11 +141,11 @@ def inputs_from_mapping(data: dict[str, Any], where: str = "config") -> BudgetIn
         hw_kw["mfu"] = quantity("mfu", hw_raw["mfu"])
     syn = None
     if data.get("synthetic"):
-        raw = dict(data["synthetic"])
+        raw = _table(data, "synthetic", where)
         _unknown(raw, _SYN, f"{where} [synthetic]")
         syn = SyntheticSource(**{k: quantity(k, v) for k, v in raw.items()})
     phases = []
-    for i, raw in enumerate(data.get("phase", [])):
+    for i, raw in enumerate(_phases(data, where)):
         _unknown(raw, _PHASE, f"{where} [[phase]] #{i + 1}")
         for key in ("params", "tokens"):
             if key not in raw:
@@ -121,7 +158,7 @@ def inputs_from_mapping(data: dict[str, Any], where: str = "config") -> BudgetIn
             flops_per_token=(quantity("flops_per_token", raw["flops_per_token"])
                              if "flops_per_token" in raw else None)))
     reserved = {str(k): quantity(f"reserved {k}", v)
-                for k, v in dict(data.get("reserved", {})).items()}
+                for k, v in _table(data, "reserved", where).items()}
     return BudgetInputs(
         budget_usd=quantity("budget", data["budget"]), phases=tuple(phases),
         hardware=Hardware(**hw_kw), synthetic=syn,
@@ -140,7 +177,23 @@ def read_fit_data(path: str | Path) -> dict[str, np.ndarray]:
     :class:`InputError` naming the file and line.
     """
     p = Path(path)
-    with p.open(newline="", encoding="utf-8") as f:
+    try:
+        return _read_fit_csv(p)
+    except UnicodeDecodeError as e:
+        raw = p.read_bytes()
+        raise InputError(f"not UTF-8 (byte {e.start}); save the CSV as UTF-8", source=str(p),
+                         line=raw[:e.start].count(b"\n") + 1) from None
+    except csv.Error as e:
+        raise InputError(f"not a readable CSV: {e}", source=str(p)) from None
+    except OSError as e:
+        raise InputError(f"cannot read: {e.strerror or e}", source=str(p)) from None
+
+
+def _read_fit_csv(p: Path) -> dict[str, np.ndarray]:
+    # Decode the whole file first: a bad byte is then reported with its line, and no row
+    # is half-read when it is found.
+    text = p.read_bytes().decode("utf-8-sig")
+    with io.StringIO(text, newline="") as f:
         reader = csv.DictReader(f)
         cols = [c.strip() for c in (reader.fieldnames or [])]
         if "n_tokens" not in cols:

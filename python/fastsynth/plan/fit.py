@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 
 from fastsynth.errors import ConfigError
-from fastsynth.plan.checks import positive_array, same_length
+from fastsynth.plan.checks import count as check_count
+from fastsynth.plan.checks import finite_array, positive, positive_array, same_length
 from fastsynth.plan.constants import ChinchillaConstants
 from fastsynth.plan.lbfgs import STATUS_TEXT, minimize_batched
 from fastsynth.plan import lbfgs
@@ -184,6 +185,20 @@ def fit_chinchilla(n_params: Any, n_tokens: Any, loss: Any, *, n_bootstrap: int 
     d = positive_array("n_tokens", n_tokens)
     lo = positive_array("loss", loss)
     count = same_length(n_params=n, n_tokens=d, loss=lo)
+    n_bootstrap = check_count("n_bootstrap", n_bootstrap)
+    bootstrap_starts = check_count("bootstrap_starts", bootstrap_starts, minimum=1)
+    seed = check_count("seed", seed)
+    max_iter = check_count("max_iter", max_iter, minimum=1)
+    delta = positive("delta", delta)
+    if starts is not None:
+        try:
+            starts = np.asarray(starts, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ConfigError("starts: expected numbers, rows (a, b, e, alpha, beta)") from None
+        if starts.ndim != 2 or starts.shape[1] != 5 or len(starts) < 1:
+            raise ConfigError(f"starts: expected rows (a, b, e, alpha, beta), shape (k, 5) with "
+                              f"k >= 1, got shape {starts.shape}")
+        finite_array("starts", starts.ravel())
     if count < 5:
         raise ConfigError(f"fit_chinchilla: {count} points cannot determine the law's 5 "
                           f"parameters (E, A, B, alpha, beta); give at least 5")

@@ -19,6 +19,7 @@ from typing import Any, Literal
 import numpy as np
 
 from fastsynth.errors import ConfigError
+from fastsynth.plan.checks import count as check_count
 from fastsynth.plan.checks import finite_array, positive_array, same_length
 from fastsynth.plan.laws import prelearned_tokens
 from fastsynth.plan.prediction import Prediction, check_extrapolation, percentile_interval
@@ -147,6 +148,8 @@ def fit_rectified(n_tokens: Any, metric: Any, *, law: Law = "rectified", n_boots
     d = positive_array("n_tokens", n_tokens)
     y = finite_array("metric", metric)
     count = same_length(n_tokens=d, metric=y)
+    n_bootstrap = check_count("n_bootstrap", n_bootstrap)
+    seed = check_count("seed", seed)
     n_par = 4 if law == "rectified" else 3
     if count < n_par:
         raise ConfigError(f"fit_rectified: {count} points cannot determine the {law} law's "
