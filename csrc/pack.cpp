@@ -192,6 +192,43 @@ std::vector<Piece> concat(const int64_t* lengths, size_t n, int64_t seq_len) {
   return out;
 }
 
+
+// Best-fit decreasing. A full seq_len chunk fills a row alone wherever it is placed, so
+// full chunks take rows 0..F-1 in document order without entering the search, and only
+// each document's remainder (< seq_len tokens, at most one per document) is sorted and
+// placed; the row count equals that of running every chunk through best fit.
+std::vector<Piece> best_fit_decreasing(const int64_t* lengths, size_t n, int64_t seq_len) {
+  int64_t full_rows = 0;
+  std::vector<Cut> rest;
+  rest.reserve(n);
+  for (size_t i = 0; i < n; ++i) {
+    const int64_t full = lengths[i] / seq_len, tail = lengths[i] % seq_len;
+    full_rows += full;
+    if (tail > 0) rest.push_back({static_cast<int64_t>(i), full * seq_len, tail});
+  }
+  const std::vector<Cut> order = longest_first(rest, seq_len);
+  int64_t n_rows = 0;
+  const std::vector<int64_t> row_of = best_fit(order, seq_len, &n_rows);
+  // push_back into reserved memory: the full-chunk part (most of the output for corpora of
+  // long documents) is written once, not zeroed first
+  std::vector<Piece> out;
+  out.reserve(static_cast<size_t>(full_rows) + order.size());
+  int64_t row = 0;
+  for (size_t i = 0; i < n; ++i)
+    for (int64_t s = 0; s + seq_len <= lengths[i]; s += seq_len) out.push_back({row++, static_cast<int64_t>(i), s, seq_len});
+  const size_t k = out.size();
+  out.resize(k + order.size());
+  // group the remainders by row (stable: placement order inside a row)
+  std::vector<size_t> first(static_cast<size_t>(n_rows) + 1, 0);
+  for (int64_t r : row_of) ++first[static_cast<size_t>(r) + 1];
+  for (size_t r = 0; r < static_cast<size_t>(n_rows); ++r) first[r + 1] += first[r];
+  for (size_t i = 0; i < order.size(); ++i) {
+    const Cut& c = order[i];
+    out[k + first[static_cast<size_t>(row_of[i])]++] = {full_rows + row_of[i], c.doc, c.start, c.length};
+  }
+  return out;
+}
+
 }  // namespace
 
 std::vector<Piece> pack(const int64_t* lengths, size_t n, int64_t seq_len, PackMethod method) {
@@ -201,15 +238,11 @@ std::vector<Piece> pack(const int64_t* lengths, size_t n, int64_t seq_len, PackM
       throw std::invalid_argument("lengths[" + std::to_string(i) + "] is negative (" + std::to_string(lengths[i]) +
                                   ")");
   if (method == PackMethod::Concat) return concat(lengths, n, seq_len);
+  if (method == PackMethod::BestFit) return best_fit_decreasing(lengths, n, seq_len);
   const std::vector<Cut> cuts = cut_documents(lengths, n, seq_len);
   int64_t n_rows = 0;
-  if (method == PackMethod::FirstFit) {
-    std::vector<int64_t> row_of = first_fit(cuts, seq_len, &n_rows);
-    return by_row(cuts, row_of, n_rows);
-  }
-  const std::vector<Cut> order = longest_first(cuts, seq_len);
-  std::vector<int64_t> row_of = best_fit(order, seq_len, &n_rows);
-  return by_row(order, row_of, n_rows);
+  std::vector<int64_t> row_of = first_fit(cuts, seq_len, &n_rows);
+  return by_row(cuts, row_of, n_rows);
 }
 
 }  // namespace fastsynth

@@ -108,7 +108,7 @@ def encode_documents(tok: LoadedTokenizer, texts: list[str]) -> tuple[np.ndarray
 
 
 def tokenize(source: Any, out: str | os.PathLike, *,
-             tokenizer: str | os.PathLike | TokenizerSpec | None = None,
+             tokenizer: str | os.PathLike | TokenizerSpec | LoadedTokenizer | None = None,
              shard_tokens: int = DEFAULT_SHARD_TOKENS, batch_size: int = DEFAULT_BATCH,
              text_field: str = "text", on_error: str = "raise", rejects: Any = None,
              overwrite: bool = False, show_progress: bool | None = None) -> TokenizeSummary:
@@ -116,8 +116,8 @@ def tokenize(source: Any, out: str | os.PathLike, *,
     set folder ``out``.
 
     ``tokenizer``: ``"embedded"`` (default), ``"bpe:N"`` (train N tokens on ``source``
-    first: one extra pass) or a tokenizer.json / folder / .gguf path (see
-    :mod:`fastsynth.train.vocab`). ``shard_tokens`` bounds each shard's tokens;
+    first: one extra pass), a tokenizer.json / folder / .gguf path (see
+    :mod:`fastsynth.train.vocab`), or a :class:`~fastsynth.train.vocab.LoadedTokenizer`. ``shard_tokens`` bounds each shard's tokens;
     ``batch_size`` documents are encoded per call. ``on_error``/``rejects`` as in
     :func:`fastsynth.corpus.read`. Returns a :class:`TokenizeSummary`; the manifest holds
     the same counts.
@@ -127,14 +127,17 @@ def tokenize(source: Any, out: str | os.PathLike, *,
 
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
-    spec = parse_tokenizer(tokenizer)
     t0 = time.perf_counter()
-    texts = None
-    if spec.kind == "bpe":
-        reader = read(source, text_field, on_error="skip" if on_error == "skip" else on_error)
-        limit = spec.train_documents
-        texts = (r["text"] for r in (reader if limit is None else itertools.islice(reader, limit)))
-    tok = load_tokenizer(spec, texts)
+    if isinstance(tokenizer, LoadedTokenizer):  # already loaded (e.g. reused across calls)
+        tok = tokenizer
+    else:
+        spec = parse_tokenizer(tokenizer)
+        texts = None
+        if spec.kind == "bpe":
+            reader = read(source, text_field, on_error=on_error)
+            limit = spec.train_documents
+            texts = (r["text"] for r in (reader if limit is None else itertools.islice(reader, limit)))
+        tok = load_tokenizer(spec, texts)
     summary = TokenizeSummary(out=os.fspath(out), tokenizer=tok.description, fingerprint=tok.fingerprint,
                               vocab_size=tok.vocab_size, separator=tok.separator)
     summary.tokenizer_seconds = time.perf_counter() - t0
