@@ -13,12 +13,11 @@ tokenizers mean different things.
 """
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-
-import math
 
 from fastsynth.errors import ConfigError
 
