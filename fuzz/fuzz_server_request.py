@@ -1,9 +1,11 @@
-"""Fuzz target: the request parser of ``fastsynth serve`` (``OpenAIServer._parse``, which
-decodes the body and validates it with ``fastsynth.llm.protocol``).
+"""Fuzz target: the request parser of ``fastsynth serve``: the body decoding of
+``OpenAIServer._parse`` and the validation of ``fastsynth.llm.protocol`` it calls.
 
 Input: the endpoint (chat or text completions), then the raw request body (seeds: valid
-and invalid bodies of both endpoints). ``_parse`` is called as the server calls it, on an
-object holding only what it reads (model name, vocabulary size, limits): no model loads.
+and invalid bodies of both endpoints). :func:`parse` repeats ``_parse``'s few lines of
+decoding so that the target does not import the server module, whose import of torch
+would cost each CI run ~15 s of start-up; ``tests/test_fuzz_regressions.py`` checks on
+the seeds that it and ``OpenAIServer._parse`` give the same results.
 
 Failure (a :class:`Finding`, or any exception escaping ``check``):
 
@@ -26,7 +28,7 @@ from bytesource import ByteSource
 from harness import Finding, instrumented, main
 
 with instrumented():
-    from fastsynth.llm import protocol, server
+    from fastsynth.llm import protocol
 
 KNOWN: dict[str, str] = {
     "unhashable_value_500":
@@ -34,8 +36,22 @@ KNOWN: dict[str, str] = {
 }
 MODEL = "fuzz-model"
 VOCAB = 1000
-_LIMITS = server.ServerLimits(max_batch=2, max_queue=3)
-_SELF = SimpleNamespace(gen=SimpleNamespace(model_name=MODEL), vocab=VOCAB, limits=_LIMITS)
+# What the parser reads from the server (ServerLimits(max_batch=2, max_queue=3)).
+_LIMITS = SimpleNamespace(max_batch=2, max_queue=3)
+
+
+def parse(raw: bytes, kind: str) -> protocol.GenerationRequest:
+    """``OpenAIServer._parse(raw, kind)`` for a server of :data:`MODEL` with these limits."""
+    try:
+        body = json.loads(raw)
+    except UnicodeDecodeError:
+        raise protocol.RequestError("the request body is not UTF-8 text") from None
+    except (ValueError, RecursionError) as e:
+        raise protocol.RequestError(f"the request body is not valid JSON: {str(e)[:200]}",
+                                    code="invalid_json") from None
+    if kind == "chat":
+        return protocol.parse_chat(body, MODEL)
+    return protocol.parse_completion(body, MODEL, VOCAB, _LIMITS.max_batch + _LIMITS.max_queue)
 
 
 def _utf8(s: object) -> bool:
@@ -94,7 +110,7 @@ def check(data: bytes) -> None:
     kind = src.choice(["chat", "completion"])
     raw = src.rest()
     try:
-        req = server.OpenAIServer._parse(_SELF, raw, kind)
+        req = parse(raw, kind)
     except protocol.RequestError as e:
         try:
             json.dumps(e.body())

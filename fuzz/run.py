@@ -16,6 +16,7 @@ test. See docs/fuzzing.md.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import os
 import re
 import shutil
@@ -45,7 +46,8 @@ def run_target(name: str, seconds: float, work: Path, artifacts: Path, env: dict
     corpus.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, str(HERE / f"fuzz_{name}.py"), str(corpus), str(HERE / "corpus" / name),
            f"-max_total_time={max(1, int(seconds))}", f"-max_len={MAX_LEN}", "-timeout=30",
-           "-rss_limit_mb=4096", f"-artifact_prefix={artifacts}/{name}-", "-print_final_stats=1"]
+           "-rss_limit_mb=4096", f"-artifact_prefix={artifacts}/{name}-", "-print_final_stats=1",
+           "-keep_seed=1"]  # every seed stays a starting point, new coverage or not
     start = time.monotonic()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=HERE.parent,
                           errors="replace")
@@ -64,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only-native", action="store_true", help="only the C++ entry points")
     ap.add_argument("--native", default="", help="load fastsynth._native from this file "
                     "(the sanitized build; LD_PRELOAD must name the ASan runtime)")
+    ap.add_argument("--jobs", type=int, default=2,
+                    help="targets fuzzed at once (one core each; default 2, CI's cores)")
     ap.add_argument("--keep", default="", help="keep the grown corpus in this folder")
     ap.add_argument("--artifacts", default="", help="folder for crash inputs (default: a temp dir)")
     args = ap.parse_args(argv)
@@ -82,13 +86,18 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(args.keep) if args.keep else scratch / "corpus"
     artifacts = Path(args.artifacts) if args.artifacts else scratch / "artifacts"
     artifacts.mkdir(parents=True, exist_ok=True)
-    per = args.total / max(1, len(names))
+    jobs = max(1, min(args.jobs, len(names)))
+    # --total is the fuzzing time of the whole run: with `jobs` targets at once, each
+    # target gets jobs * total / len(names) seconds.
+    per = args.total * jobs / max(1, len(names))
     failed = []
-    print(f"fuzzing {len(names)} target(s), {per:.0f} s each"
+    print(f"fuzzing {len(names)} target(s), {per:.0f} s each, {jobs} at a time"
           + (f", native module {args.native}" if args.native else ""), flush=True)
+    pool = concurrent.futures.ThreadPoolExecutor(jobs)
+    futures = [pool.submit(run_target, name, per, work, artifacts, env) for name in names]
     try:
-        for name in names:
-            ok, execs, wall, out = run_target(name, per, work, artifacts, env)
+        for name, fut in zip(names, futures):
+            ok, execs, wall, out = fut.result()
             known = sorted(set(re.findall(r"known open defect (\S+)", out)))
             print(f"  {name:15s} {'ok' if ok else 'FAILED':6s} {execs:8d} executions "
                   f"in {wall:5.1f} s" + (f"  (known open defects hit: {', '.join(known)})"
@@ -105,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"  crash input saved as {keep}: replay with "
                           f"python fuzz/fuzz_{name}.py {keep}", flush=True)
     finally:
+        pool.shutdown(wait=True)
         shutil.rmtree(scratch, ignore_errors=True)
     if failed:
         print(f"fuzzing found problems in: {', '.join(failed)}")
