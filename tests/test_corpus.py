@@ -187,7 +187,7 @@ def test_rejects_path_is_written_atomically(tmp_path):
     reader = read(path, on_error="skip", rejects=out)
     assert next(reader)["text"] == "a"  # line 1 is already rejected, into the temp file
     assert not out.exists()
-    assert [p.name for p in tmp_path.iterdir() if ".tmp-" in p.name] == [f"rejects.jsonl.tmp-{os.getpid()}"]
+    assert [p.name for p in tmp_path.iterdir() if ".tmp-" in p.name] == [f".rejects.jsonl.tmp-{os.getpid()}"]
     assert list(reader) == []
     assert [p.name for p in tmp_path.iterdir() if ".tmp-" in p.name] == []
     entries = [json.loads(line) for line in out.read_text().splitlines()]

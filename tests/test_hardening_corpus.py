@@ -392,3 +392,28 @@ def test_records_in_equal_out_plus_rejects_through_read_and_write(tmp_path):
     assert st.read == n_out + len(rej)
     assert sorted(e["reason"] for e in rej) == ["corrupt_stream", "invalid_utf8", "invalid_utf8",
                                                  "malformed_json", "malformed_json"]
+
+
+def test_rejects_temp_file_of_a_killed_reader_is_swept(tmp_path):
+    """A reader killed before close leaves its rejects temp file; the next reader writing
+    the same rejects path removes it (its pid is gone) and leaves a live one alone."""
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(b'{"text": "a"}\n{bad\n{"text": "c"}\n{"text": "d"}\n')
+    rejects = tmp_path / "rejects.jsonl"
+    proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import os, signal
+        from fastsynth.corpus import read
+        r = read({str(src)!r}, on_error="skip", rejects={str(rejects)!r})
+        next(r), next(r)  # "a", then the bad line's reject (temp file open), then "c"
+        os.kill(os.getpid(), signal.SIGKILL)
+    """)])
+    assert proc.wait() == -signal.SIGKILL
+    dead = [p.name for p in tmp_path.iterdir() if ".tmp-" in p.name]
+    assert dead == [f".rejects.jsonl.tmp-{proc.pid}"] and not rejects.exists()
+    live = tmp_path / f".rejects.jsonl.tmp-{os.getppid()}"
+    live.write_text("")
+    with read(src, on_error="skip", rejects=rejects) as r:
+        assert [x["text"] for x in r] == ["a", "c", "d"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, "in.jsonl",
+                                                                 "rejects.jsonl"])
+    assert len(rejects.read_text().splitlines()) == 1

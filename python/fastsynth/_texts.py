@@ -74,12 +74,18 @@ def _arrow_view(arr: "pa.Array") -> "_native.ArrowTexts":
     return _native.ArrowTexts(memoryview(data), offsets, valid)
 
 
+#: Most threads a caller may ask for: far past any core count, below the native int
+#: argument's range (2**40 used to fail inside the bindings with an unreadable TypeError).
+MAX_THREADS = 4096
+
+
 def resolve_threads(threads: int | None) -> int:
-    """``None`` or 0 means all cores; otherwise a positive thread count."""
+    """``None`` or 0 means all cores; otherwise a positive thread count (<= MAX_THREADS)."""
     if threads is None:
         return 0
-    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 0:
+    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) \
+            or not 0 <= threads <= MAX_THREADS:
         from fastsynth.errors import ConfigError
 
-        raise ConfigError(f"threads must be None or a non-negative int, got {threads!r}")
+        raise ConfigError(f"threads must be None or an int in [0, {MAX_THREADS}], got {threads!r}")
     return int(threads)

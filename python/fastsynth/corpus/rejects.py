@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fastsynth.atomic import temp_path
 from fastsynth.errors import ConfigError, InputError
 
 #: Every reason a reader can give, with its meaning.
@@ -65,11 +66,15 @@ class ReadStats:
 
 
 class _JsonlRejectFile:
-    """A JSONL file of reject entries, written to ``<path>.tmp-<pid>`` and renamed on close."""
+    """A JSONL file of reject entries, written to ``.<name>.tmp-<pid>`` and renamed on
+    close; temp files of killed earlier runs (dead pid) are removed when it is opened."""
 
     def __init__(self, path: Path):
+        from fastsynth.corpus.write import sweep_dead_temps  # write imports nothing of ours
+
         self.path = path
-        self.tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+        sweep_dead_temps(path)
+        self.tmp = temp_path(path)
         self._fh = None
 
     def append(self, entry: dict[str, Any]) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -42,6 +43,12 @@ def _sub_grams(words: list[str], n: int) -> set[str]:
     return out
 
 
+def _check_texts(name: str, texts: Any) -> None:
+    # A single string would be read character by character; a dict by its keys.
+    if isinstance(texts, (str, bytes, dict, set, frozenset)):
+        raise ConfigError(f"{name} must be a list of strings, got {type(texts).__name__}")
+
+
 @dataclass
 class Decontaminator:
     """Built once from the evaluation texts; :meth:`overlap` and :meth:`contaminated` then
@@ -56,10 +63,12 @@ class Decontaminator:
     _short_eval: dict[int, set[str]] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        if self.n < 1:
-            raise ConfigError(f"n must be >= 1, got {self.n}")
-        if not 0 < self.min_overlap <= 1:
-            raise ConfigError(f"min_overlap must be in (0, 1], got {self.min_overlap}")
+        if isinstance(self.n, bool) or not isinstance(self.n, int) or self.n < 1:
+            raise ConfigError(f"n must be an integer >= 1, got {self.n!r}")
+        if isinstance(self.min_overlap, bool) or not isinstance(self.min_overlap, (int, float)) \
+                or not 0 < self.min_overlap <= 1:
+            raise ConfigError(f"min_overlap must be a number in (0, 1], got {self.min_overlap!r}")
+        _check_texts("eval_texts", self.eval_texts)
         for t in self.eval_texts:
             if not isinstance(t, str):
                 raise ConfigError(f"eval_texts must be strings, got {type(t).__name__}")
@@ -72,6 +81,11 @@ class Decontaminator:
 
     def overlap(self, texts: Sequence[str]) -> np.ndarray:
         """float64 (len(texts),): the fraction of each text's n-grams found in the eval set."""
+        _check_texts("texts", texts)
+        texts = list(texts)
+        for i, t in enumerate(texts):
+            if not isinstance(t, str):
+                raise ConfigError(f"texts[{i}] must be a string, got {type(t).__name__}")
         out = np.zeros(len(texts))
         for i, t in enumerate(texts):
             g = ngrams(t, self.n)

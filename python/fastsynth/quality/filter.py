@@ -21,6 +21,7 @@ A rule whose value is NaN (undefined: e.g. no words) fails.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -61,6 +62,11 @@ _DUP_NGRAM_MAX = {5: 0.15, 6: 0.14, 7: 0.13, 8: 0.12, 9: 0.11, 10: 0.10}
 _TOP_NGRAM_MAX = {2: 0.20, 3: 0.18, 4: 0.16}
 
 
+def _finite_number(v: Any) -> bool:
+    return (not isinstance(v, (bool, np.bool_)) and isinstance(v, (int, float, np.integer, np.floating))
+            and math.isfinite(v))
+
+
 @dataclass(frozen=True)
 class QualityFilter:
     """Thresholds of the quality filter; see the module docstring for the defaults."""
@@ -83,11 +89,23 @@ class QualityFilter:
     max_dup_ngram_char_frac: dict[int, float] | None = field(default_factory=lambda: dict(_DUP_NGRAM_MAX))
 
     def __post_init__(self) -> None:
-        for name in ("gzip_band", "mean_word_length"):
-            band = getattr(self, name)
-            if band is not None:
-                if len(band) != 2 or not band[0] <= band[1]:
-                    raise ConfigError(f"{name} must be (low, high) with low <= high, got {band!r}")
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value is None:
+                continue
+            if f.name in ("gzip_band", "mean_word_length"):
+                if not isinstance(value, (tuple, list)) or len(value) != 2 \
+                        or not all(_finite_number(v) for v in value) or not value[0] <= value[1]:
+                    raise ConfigError(f"{f.name} must be (low, high), finite numbers with "
+                                      f"low <= high, got {value!r}")
+            elif f.name in ("max_top_ngram_char_frac", "max_dup_ngram_char_frac"):
+                if not isinstance(value, dict) or not all(
+                        isinstance(k, int) and not isinstance(k, bool) and _finite_number(v)
+                        for k, v in value.items()):
+                    raise ConfigError(f"{f.name} must map n-gram sizes (int) to finite numbers, "
+                                      f"got {value!r}")
+            elif not _finite_number(value):
+                raise ConfigError(f"{f.name} must be a finite number or None, got {value!r}")
 
     def replace(self, **changes: Any) -> "QualityFilter":
         """A copy with some thresholds changed (``None`` disables a rule)."""
@@ -131,6 +149,10 @@ class QualityFilter:
         if missing:
             raise ConfigError(f"scores lack the metric(s) the filter needs: {', '.join(missing)}")
         n = len(next(iter(scores.values()))) if scores else 0
+        lengths = {r.metric: len(scores[r.metric]) for r in rules}
+        if any(v != n for v in lengths.values()):
+            raise ConfigError(f"scores must hold one value per document for every metric; "
+                              f"lengths differ: {dict(sorted(lengths.items()))}")
         passed = np.ones((len(rules), n), dtype=bool)
         for k, rule in enumerate(rules):
             passed[k] = rule.passes(np.asarray(scores[rule.metric], dtype=np.float64))

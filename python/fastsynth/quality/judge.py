@@ -97,8 +97,15 @@ class Judge:
     batch_size: int = 8
 
     def __post_init__(self) -> None:
-        if not 1 <= self.threshold <= 10:
-            raise ConfigError(f"threshold must be in [1, 10], got {self.threshold}")
+        if isinstance(self.threshold, bool) or not isinstance(self.threshold, (int, float)) \
+                or not 1 <= self.threshold <= 10:
+            raise ConfigError(f"threshold must be a number in [1, 10], got {self.threshold!r}")
+        for name in ("max_tokens", "batch_size"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {v!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ConfigError(f"seed must be an integer >= 0, got {self.seed!r}")
 
     def _ask(self, prompts: list[str]) -> list[tuple[str, bool]]:
         out: list[tuple[str, bool]] = []
