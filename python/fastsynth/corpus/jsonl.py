@@ -20,7 +20,8 @@ Conventions:
   and length check passed (a member is what one ``gzip`` run writes; ``cat a.gz b.gz``
   makes two). A member that fails its check, or ends early, gives one reject
   (``corrupt_stream`` / ``truncated_stream``) whose ``line`` is its first line not yet
-  yielded; its detail counts the lines decoded from it. The rest of that file is not
+  yielded (zlib reports the failure without the bytes decoded in that call, so the
+  member's lines cannot be counted one by one). The rest of that file is not
   read (the next member's start cannot be trusted); reading goes on with the next file.
   Memory: a member's decompressed bytes are held until its check, up to
   ``GZIP_MEMBER_BUFFER`` (64 MiB); a larger member is decompressed twice — once to check
@@ -67,11 +68,11 @@ _GZIP_OUT = 4 << 20  # most decompressed bytes per zlib call: bounds a zip bomb'
 
 
 class _StreamBroken(Exception):
-    def __init__(self, reason: str, error: BaseException | str, lost: int | None = None):
+    def __init__(self, reason: str, error: BaseException | str, withheld: bool = False):
         super().__init__(str(error))
         self.reason = reason
         self.error = error
-        self.lost = lost  # gzip: lines decoded from the damaged member (not yielded)
+        self.withheld = withheld  # gzip: a damaged member's lines were held back
 
 
 def _reject_constant(name: str) -> Any:
@@ -126,7 +127,7 @@ def _gzip_lines(f: BinaryIO) -> Iterator[bytes]:
     """Raw lines of a (multi-member) gzip file, each member's only after its check passed.
 
     A line that spans members is yielded once both are checked. On damage raises
-    ``_StreamBroken`` with ``lost`` = lines decoded from the unchecked member.
+    ``_StreamBroken`` with ``withheld`` set: the unchecked member's lines were not yielded.
     """
     carry = b""  # the unfinished last line of the checked members so far
     rest = b""
@@ -145,23 +146,19 @@ def _gzip_lines(f: BinaryIO) -> Iterator[bytes]:
         start = f.tell() - len(rest)
         if not rest.startswith(b"\x1f\x8b") and len(rest) >= 2:
             raise _StreamBroken("corrupt_stream", f"bytes at offset {start} are not a gzip "
-                                "member (trailing garbage?)", lost=int(bool(carry)))
+                                "member (trailing garbage?)", withheld=True)
         member = _GzipMember(f, rest)
         parts: list[bytes] = []
         held = 0
-        seen = 0  # newlines decoded from this member (for the damage report)
-        open_line = bool(carry)  # bytes pending after the last newline
         try:
             for out in member.chunks():
-                seen += out.count(b"\n")
-                open_line = not out.endswith(b"\n")
                 if held <= GZIP_MEMBER_BUFFER:
                     parts.append(out)
                     held += len(out)
                     if held > GZIP_MEMBER_BUFFER:
                         parts = []  # too big to hold: check it first, decode it again after
         except _StreamBroken as broken:
-            broken.lost = seen + int(open_line)
+            broken.withheld = True
             raise
         rest = member.rest
         if held > GZIP_MEMBER_BUFFER:
@@ -224,10 +221,10 @@ def iter_jsonl(sf: SourceFile, text_field: str, id_field: str,
                 if item is not None:
                     yield item
         except _StreamBroken as broken:
-            if broken.lost is not None:
-                detail = (f"{broken}; the {broken.lost} line(s) decoded from this gzip member "
-                          f"after line {lineno} (the last line of a checked member) are "
-                          f"rejected with the rest of the file")
+            if broken.withheld:
+                detail = (f"{broken}; the lines of this gzip member, after line {lineno} "
+                          f"(the last line of a checked member), are rejected with the rest "
+                          f"of the file")
             elif broken.reason == "truncated_stream":
                 detail = (f"compressed stream ends abruptly after line {lineno} "
                           f"(the last complete line): {broken}")
