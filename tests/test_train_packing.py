@@ -227,3 +227,13 @@ def test_varlen_forward_over_packed_row_equals_separate_forwards():
             scale = alone.abs().max().item()
             assert diff <= 1e-4 * max(scale, 1.0), (d, diff)
     assert worst < 1e-3
+
+
+def test_import_train_stays_light():
+    """``import fastsynth.train`` and packing need no torch (the loader and loop do)."""
+    import subprocess
+    import sys
+    code = ("import sys, fastsynth.train as t; t.pack([3, 4], 8); t.pack_stats([3], 8); "
+            "assert 'torch' not in sys.modules, 'torch imported'; print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
