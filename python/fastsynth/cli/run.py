@@ -23,6 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", choices=sorted(PRESETS), default=None, help="start from a preset")
     p.add_argument("--source", default=None, help="corpus to build from (overrides [run] source)")
     p.add_argument("--overwrite", action="store_true", help="discard an existing run in RUN_DIR")
+    p.add_argument("--no-report", action="store_true", help="do not write report.md/report.html")
     for stage in STAGES:
         g = p.add_argument_group(f"stage {stage.name}", stage.description)
         add_arguments(g, stage.config, prefix=f"{stage.name}.")
@@ -44,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     if args.source:
         overrides.setdefault("run", {})["source"] = args.source
     plan = load_config(args.config, preset=args.preset, overrides=overrides)
-    rd = run_pipeline(plan, args.out, overwrite=args.overwrite)
+    rd = run_pipeline(plan, args.out, overwrite=args.overwrite, report=not args.no_report)
     w = sys.stdout.write
     for name in plan.run.stages:
         st = rd.manifest["stages"][name]
@@ -52,6 +53,8 @@ def run(args: argparse.Namespace) -> int:
         counts = (f"in {c['in']:,} out {c['out']:,} rejected {c['rejected']:,} {st.get('unit', '')}"
                   if c else st.get("reason", ""))
         w(f"{name:<10} {st['state']:<8} {counts}\n")
-    w(f"report: {rd.root / 'report.html'}\nmanifest: {rd.root / 'manifest.json'}\n")
+    if not args.no_report:
+        w(f"report: {rd.root / 'report.html'}\n")
+    w(f"manifest: {rd.root / 'manifest.json'}\n")
     return 0
 

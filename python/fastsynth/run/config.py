@@ -111,7 +111,10 @@ def from_mapping(cls: type, data: dict[str, Any], source: str) -> Any:
                           f"(known: {', '.join(sorted(fields))})")
     hints = _hints(cls)
     kwargs = {k: _coerce(v, hints[k], f"{source}: {k}") for k, v in data.items()}
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
 
 
 def as_dict(config: Any) -> dict[str, Any]:
