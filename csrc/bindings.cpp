@@ -342,6 +342,8 @@ PYBIND11_MODULE(_native, m) {
       "bucket_pairs",
       [](const U64Array& keys, const I64Array& ids, int64_t max_all) {
         if (keys.size() != ids.size()) throw py::value_error("keys and ids differ in length");
+        // A negative max_all would become a huge size_t: every bucket all-pairs (quadratic).
+        if (max_all < 0) throw py::value_error("max_all must be >= 0");
         std::vector<int64_t> u, v;
         without_gil([&] {
           bucket_pairs(keys.data(), ids.data(), static_cast<size_t>(keys.size()), static_cast<size_t>(max_all), u, v);
@@ -387,6 +389,10 @@ PYBIND11_MODULE(_native, m) {
       [](py::array_t<int64_t, py::array::c_style> parent) {
         int64_t* ptr = parent.mutable_data();
         const size_t n = static_cast<size_t>(parent.size());
+        // resolve_roots reads parent[parent[i]]: an entry outside [0, i] would read out of
+        // bounds (the same invariant union_pairs checks).
+        for (size_t i = 0; i < n; ++i)
+          if (ptr[i] < 0 || static_cast<size_t>(ptr[i]) > i) throw py::value_error("parent is not a valid union-find array");
         without_gil([&] { resolve_roots(ptr, n); });
       },
       py::arg("parent"));

@@ -192,3 +192,17 @@ def test_spill_folder_of_a_killed_run_is_swept_by_the_next(tmp_path):
     live.mkdir()
     dedup(["a b c d e f g", "a b c d e f g"], memory_budget=4096, workdir=work)
     assert [p.name for p in work.iterdir()] == [live.name]
+
+
+def test_native_union_find_entry_points_check_their_arrays():
+    """resolve_roots read parent[parent[i]] unchecked (out of bounds for a bad entry) and a
+    negative max_all turned every bucket into all pairs."""
+    from fastsynth import _native
+    for bad in ([0, 5, 1], [-1], [1, 0]):
+        with pytest.raises(ValueError, match="union-find"):
+            _native.resolve_roots(np.array(bad, dtype=np.int64))
+    with pytest.raises(ValueError, match="max_all"):
+        _native.bucket_pairs(np.zeros(3, np.uint64), np.arange(3, dtype=np.int64), -1)
+    parent = np.array([0, 0, 1, 3, 3], dtype=np.int64)
+    _native.resolve_roots(parent)
+    assert parent.tolist() == [0, 0, 0, 3, 3]
