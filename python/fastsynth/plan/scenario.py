@@ -1,6 +1,6 @@
 """The reference scenario ``seed-5m``: its inputs, its own figures, and checks against them.
 
-A startup's plan (DESIGN.md, "The reference scenario"): $5M a year, a 3B model on 4T
+A startup's plan (docs/architecture.md, "The reference scenario"): $5M a year, a 3B model on 4T
 tokens, synthetic data at $1 per million tokens, 40% of the budget to data generation and
 10% to QA, a 1B + 1T prototype first. Its figures are inputs to check, not truths:
 :func:`scenario_checks` puts each claimed figure beside the computed one and says where
@@ -22,7 +22,7 @@ from fastsynth.plan.budget import (DEFAULT_DECODE_MFU, DEFAULT_GPU_HOUR_USD, Bud
                                    SyntheticSource)
 from fastsynth.plan.laws import prelearned_tokens, training_flops_per_token
 
-# llama-3.2-3b shape (DESIGN.md, Model sizes): 28 layers, 24 query heads of dim 128.
+# llama-3.2-3b shape (docs/architecture.md, "Reference numbers"): 28 layers, 24 query heads of dim 128.
 LLAMA32_3B = {"n_params": 3_212_749_824, "n_layers": 28, "n_heads": 24, "head_dim": 128}
 SEQ_LEN = 8192                 # assumption: the context length of the main run
 SYNTHLLM_MAX_MEASURED = 4.5e9  # SynthLLM's largest measured synthetic-token point
