@@ -325,11 +325,58 @@ def server_request() -> list[bytes]:
     return seeds
 
 
+def lsh() -> list[bytes]:
+    seeds = []
+    s = ByteSink().int(0, 0, 3).int(3, 0, 12).int(4, 1, 16)  # band_keys: 3 rows of 4
+    for v in [0, 1, 2, 3, 0, 1, 2, 3, 1, 1, 1, 1]:
+        s.int(v, 0, 3)
+    seeds.append(s.int(2, 0, 9).int(2, 0, 9).int(2, 1, 3).data)
+    s = ByteSink().int(1, 0, 3).int(6, 0, 24)  # bucket_pairs: keys, then ids
+    for k in [0, 0, 0, 1, 1, 2]:
+        s.int(k, 0, 3)
+    for i in [1, 4, 7, 2, 3, 9]:
+        s.int(i, 0, 15)
+    seeds.append(s.int(2, 0, 6).int(1, 0, 3).data)
+    s = ByteSink().int(2, 0, 3).int(3, 0, 6).int(1, 0, 3)  # pair_jaccard: 3 sorted sets
+    for vals in ([1, 2, 3], [2, 3, 4], []):
+        s.int(len(vals), 0, 6)
+        for v in vals:
+            s.int(v, 0, 9)
+    s.int(1, 0, 7).int(3, 0, 8)
+    for u in [0, 0, 2]:
+        s.int(u, -1, 3)
+    for v in [1, 2, 2]:
+        s.int(v, -1, 3)
+    seeds.append(s.int(2, 1, 3).data)
+    s = ByteSink().int(3, 0, 3).int(6, 0, 12).int(1, 0, 5).int(3, 0, 10)  # union_pairs
+    for u in [5, 3, 1]:
+        s.int(u, 0, 5)
+    for v in [3, 1, 4]:
+        s.int(v, 0, 5)
+    seeds.append(s.bool(False).data)
+    return seeds
+
+
+def quant_matmul() -> list[bytes]:
+    seeds = []
+    for fmt, out, nblk, batch in [("q4_1", 3, 2, 1), ("q8_0", 7, 1, 6), ("q4_1", 5, 3, 13)]:
+        s = ByteSink().choice(fmt, ["q4_1", "q8_0"]).int(out, 1, 40).int(nblk, 1, 6)
+        s.int(batch, 1, 20).int(1, 0, 7).bool(True).int(2, 1, 3)
+        size = out * nblk * (20 if fmt == "q4_1" else 34)
+        s.bytes(bytes((i * 37 + 11) % 256 for i in range(size)), size)
+        n = 4 * batch * 32 * nblk
+        s.bytes(bytes((i * 91 + 5) % 256 for i in range(n)), n)
+        seeds.append(s.data)
+    seeds.append(ByteSink().choice("q8_0", ["q4_1", "q8_0"]).int(2, 1, 40).int(1, 1, 6)
+                 .int(2, 1, 20).int(0, 0, 7).int(2, 0, 2).int(5, 0, 63).data)
+    return seeds
+
+
 TARGETS = {
     "gzip_ratio": gzip_ratio, "heuristics": heuristics, "minhash": minhash,
     "corpus_jsonl": corpus_jsonl, "corpus_text": corpus_text, "corpus_parquet": corpus_parquet,
     "gguf": gguf, "spill": spill, "pack": pack, "shards": shards,
-    "server_request": server_request,
+    "server_request": server_request, "lsh": lsh, "quant_matmul": quant_matmul,
 }
 
 

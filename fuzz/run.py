@@ -29,9 +29,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 # Every target, in the order CI runs them. NATIVE: targets whose entry point is C++
 # (these are also run against the sanitized build by scripts/sanitize.sh).
-TARGETS = ["gzip_ratio", "heuristics", "minhash", "pack", "corpus_jsonl", "corpus_parquet",
-           "corpus_text", "gguf", "spill", "shards", "server_request"]
-NATIVE = ["gzip_ratio", "heuristics", "minhash", "pack"]
+TARGETS = ["gzip_ratio", "heuristics", "minhash", "lsh", "quant_matmul", "pack", "corpus_jsonl",
+           "corpus_parquet", "corpus_text", "gguf", "spill", "shards", "server_request"]
+NATIVE = ["gzip_ratio", "heuristics", "minhash", "lsh", "quant_matmul", "pack"]
 MAX_LEN = 8192  # bytes per input: the seeds' largest is ~3 KiB
 
 
