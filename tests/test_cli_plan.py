@@ -101,6 +101,7 @@ def test_flags_rectified_fit_and_over_budget(tmp_path, capsys):
     (["--budget", "1e6", "--phase", "a:1B"], "NAME:PARAMS:TOKENS"),
     (["--budget", "1e6"], "at least one phase"),
     (["--scenario", "seed-5m", "--qa-share", "2"], "qa_share"),
+    (["--scenario", "seed-5m", "--bootstrap", "-5"], "--bootstrap must be >= 0"),
     ([], "--scenario"),
 ])
 def test_user_errors_exit_2_with_one_line(argv, needle, capsys, tmp_path):

@@ -33,7 +33,8 @@ def register(sub: Any) -> None:
     p.add_argument("--fit-data", metavar="CSV",
                    help="runs to fit: n_params,n_tokens,loss (Chinchilla) or "
                         "n_tokens,metric (rectified)")
-    p.add_argument("--bootstrap", type=int, default=200, help="bootstrap refits (default 200)")
+    p.add_argument("--bootstrap", type=int, default=200,
+                   help="bootstrap refits for the intervals (default 200; 0: no intervals)")
     p.add_argument("--out", default="plan-report", help="output folder (default plan-report)")
     p.set_defaults(func=run)
 
@@ -90,6 +91,8 @@ def run(args: argparse.Namespace) -> int:
     from fastsynth.plan.report import build_report
     from fastsynth.plan.scenario import SEED_5M_ASSUMPTIONS, scenario_checks
 
+    if args.bootstrap < 0:
+        raise ConfigError(f"--bootstrap must be >= 0 (0: no intervals), got {args.bootstrap}")
     if not (args.scenario or args.config or args.budget):
         raise ConfigError("give --scenario, --config or at least --budget and --phase")
     data = _mapping(args)
