@@ -417,3 +417,17 @@ def test_rejects_temp_file_of_a_killed_reader_is_swept(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, "in.jsonl",
                                                                  "rejects.jsonl"])
     assert len(rejects.read_text().splitlines()) == 1
+
+
+def test_arguments_that_would_fail_after_the_work_fail_first(tmp_path):
+    """An empty source list read as '0 documents'; a directory as output failed at the final
+    rename; a rejects path in a missing folder failed at the first bad record."""
+    with pytest.raises(ConfigError, match="empty list"):
+        read([])
+    (tmp_path / "out.jsonl").mkdir()
+    with pytest.raises(ConfigError, match="is a directory"):
+        write(iter([{"text": "a"}]), tmp_path / "out.jsonl")
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(b'{"text": "a"}\n')
+    with pytest.raises(ConfigError, match="rejects"):
+        read(src, on_error="skip", rejects=tmp_path / "no" / "such" / "rejects.jsonl")

@@ -105,8 +105,11 @@ def _prepare(source: Any, text_field: str, id_field: str, on_error: str,
     for name, value in (("text_field", text_field), ("id_field", id_field)):
         if not isinstance(value, str) or not value:
             raise ConfigError(f"{name} must be a non-empty string, got {value!r}")
+    files = resolve(source)
+    if not files:  # only an empty list gets here: directories and globs raise themselves
+        raise ConfigError("source is an empty list: nothing to read")
     policy = ErrorPolicy(on_error, rejects)  # checks on_error and rejects first
-    return resolve(source), policy
+    return files, policy
 
 
 def _items(sf: SourceFile, text_field: str, id_field: str,

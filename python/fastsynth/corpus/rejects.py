@@ -108,7 +108,10 @@ class ErrorPolicy:
         if rejects is None:
             self._sink = None
         elif isinstance(rejects, (str, os.PathLike)):
-            sink = _JsonlRejectFile(Path(rejects))
+            where = Path(rejects)
+            if where.is_dir() or not where.parent.is_dir():
+                raise ConfigError(f"rejects {str(where)!r}: must be a file in an existing folder")
+            sink = _JsonlRejectFile(where)
             self._sink, self._closer = sink, sink.close
         elif callable(getattr(rejects, "append", None)):
             self._sink = rejects

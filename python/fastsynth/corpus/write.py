@@ -60,6 +60,8 @@ def write(records: Any, path: str | os.PathLike, *, chunk_rows: int = _CHUNK_ROW
     fmt = _format(path)
     if not path.parent.is_dir():
         raise ConfigError(f"path {str(path)!r}: folder {str(path.parent)!r} does not exist")
+    if path.is_dir():  # checked now: the rename would fail only after all the work
+        raise ConfigError(f"path {str(path)!r} is a directory")
     if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 1:
         raise ConfigError(f"chunk_rows must be a positive integer, got {chunk_rows!r}")
     sweep_dead_temps(path)
