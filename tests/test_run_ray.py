@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -68,6 +69,14 @@ def source(base):
 
 
 @pytest.fixture(scope="module")
+def scored(base, source):
+    """A run directory with ingest and score done (local executor), to copy."""
+    root = base / "scored"
+    _run(root, _configs(source)[:2], LocalExecutor(show_progress=False))
+    return root
+
+
+@pytest.fixture(scope="module")
 def executor(base):
     ex = RayExecutor(num_cpus=2, max_retries=2, show_progress=False)
     ex.start(base / "ray-home")
@@ -82,7 +91,8 @@ def _configs(source: Path, **dedup_kw):
 
 
 def _run(root: Path, stages, executor) -> RunDir:
-    rd = RunDir(root, {s.name: str(c) for s, c in stages})
+    # the manifest's config names the corpus stages only, so a copy of a scored run resumes
+    rd = RunDir(root, {s.name: str(c) for s, c in stages[:2]})
     for stage, config in stages:
         run_stage(rd, stage, config, executor)
     return rd
@@ -333,19 +343,28 @@ def test_driver_killed_then_rerun_resumes(tmp_path, executor):
 
 
 # -- the distributed dedup stage equals the library's dedup() ------------------------------
-@pytest.mark.parametrize("kw", [{}, {"keep": "score", "score_field": "gzip_ratio"}, {"verify": False},
-                                {"threshold": 0.5, "ngram": 3}])
-def test_dedup_stage_equals_library_dedup(tmp_path, source, kw):
+@pytest.mark.parametrize("kw,band_part_docs", [
+    ({}, None), ({"keep": "score", "score_field": "gzip_ratio"}, 100), ({"verify": False}, None),
+    ({"threshold": 0.5, "ngram": 3}, None)])
+def test_dedup_stage_equals_library_dedup(tmp_path, source, scored, monkeypatch, kw, band_part_docs):
     """sig -> bands -> verify -> cluster -> out (local executor) keeps exactly the documents
     fastsynth.dedup.dedup keeps over the same documents in part order, and names the same
-    kept document for each dropped one."""
+    kept document for each dropped one; also with each band split into key ranges."""
     import numpy as np
     import pyarrow.parquet as pq
 
     from fastsynth.dedup import dedup as library_dedup
     from fastsynth.run.records import read_parts
 
+    if band_part_docs is not None:
+        monkeypatch.setattr(dedup, "BAND_PART_DOCS", band_part_docs)
+    shutil.copytree(scored, tmp_path / "run")
     rd = _run(tmp_path / "run", _configs(source, **kw), LocalExecutor(show_progress=False))
+    n_bands = rd.manifest["stages"]["dedup"]["phases"]["cluster"]["global"]["info"]["bands"]
+    n_docs = rd.manifest["stages"]["score"]["counts"]["out"]
+    ranges = 1 if band_part_docs is None else -(-n_docs // band_part_docs)
+    assert ranges == 1 or ranges >= 2
+    assert len(rd.parts("dedup", "bands")) == n_bands * ranges
     docs = read_parts(rd.root, [f"score/out/{p}.parquet" for p in rd.parts("score", "out")])
     cfg = dedup.DedupConfig(**kw)
     ref = library_dedup(docs.column("text").to_pylist(), threshold=cfg.threshold, num_perm=cfg.num_perm,

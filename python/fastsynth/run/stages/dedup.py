@@ -5,10 +5,11 @@ with the duplicate pairs, not the documents (docs/scale.md, "Distributed dedup")
 
 1. ``Map("sig")``, one part per input part: each document's MinHash signature, its LSH
    band keys, and (``verify``) its shingle set -> ``dedup/sig/<part>.parquet``;
-2. ``Map("bands")``, one part per LSH band: that band's keys of every document, sorted;
+2. ``Map("bands")``, one part per LSH band (and key range, past ``BAND_PART_DOCS``
+   documents): that band's keys of every document (in the range), sorted;
    documents sharing a key are candidate pairs (buckets of more than
    ``MAX_ALL_PAIRS_BUCKET`` give a star from their lowest index, as in
-   :func:`fastsynth.dedup.dedup`) -> ``dedup/bands/<band>.parquet`` (``u < v``, global
+   :func:`fastsynth.dedup.dedup`) -> ``dedup/bands/<band>-<range>-<ranges>.parquet`` (``u < v``, global
    document indices = position in part order);
 3. ``Map("verify")``, one part per input part: the distinct candidate pairs whose lower
    index ``u`` lies in the part, kept when their exact Jaccard >= ``threshold`` (all of
@@ -127,25 +128,45 @@ def _offsets(paths: list) -> np.ndarray:
     return np.concatenate([[0], np.cumsum(counts, dtype=np.int64)]).astype(np.int64)
 
 
+#: Documents per ``bands`` part: past this, a band is split into key ranges (a bucket's
+#: documents share their key, so they stay in one range) and a part's memory stays ~50
+#: bytes per document of its range (docs/scale.md, "Distributed dedup").
+BAND_PART_DOCS = 20_000_000
+
+
 def band_parts(config: DedupConfig, view: View, stage: str, phase: str) -> list[Part]:
+    """One part per band and key range: ids ``<band>-<range>-<ranges>``."""
     sig = tuple(view.files(stage, "sig"))
-    return [Part(view.root, stage, phase, f"{j:03d}", sig) for j in range(_lsh(config)[0])]
+    n = sum(i.get("documents", 0) for i in view.info.get(stage, {}).get("sig", {}).values())
+    ranges = max(1, -(-n // BAND_PART_DOCS))
+    return [Part(view.root, stage, phase, f"{j:03d}-{r:05d}-{ranges:05d}", sig)
+            for j in range(_lsh(config)[0]) for r in range(ranges)]
+
+
+def _in_range(keys: np.ndarray, r: int, ranges: int) -> np.ndarray:
+    """Keys (uniform uint64 hashes) whose range of ``ranges`` equal ones is ``r``."""
+    if ranges == 1:
+        return np.ones(keys.size, dtype=bool)
+    return ((keys >> np.uint64(32)) * np.uint64(ranges)) >> np.uint64(32) == np.uint64(r)
 
 
 def band_pairs(config: DedupConfig, part: Part) -> PartResult:
-    """Phase ``bands``: one band's candidate pairs over every document (int64 ``u < v``,
-    sorted by ``u`` then ``v``). Memory: 16 bytes per document of the corpus."""
+    """Phase ``bands``: one band's candidate pairs among the documents whose key lies in
+    the part's key range (int64 ``u < v``, sorted by ``u`` then ``v``). Memory: ~50
+    bytes per document of the range (key, index, sort order)."""
     from fastsynth import _native
     from fastsynth.dedup.cluster import MAX_ALL_PAIRS_BUCKET
 
     paths = part.input_paths()
     offs = _offsets(paths)
     keys, ids = [], []
-    col = f"key_{int(part.id):03d}"
+    band, r, ranges = (int(x) for x in part.id.split("-"))
+    col = f"key_{band:03d}"
     for k, p in enumerate(paths):
         t = pq.read_table(p, columns=["live", col])
-        live = t.column("live").to_numpy(zero_copy_only=False)
-        keys.append(t.column(col).to_numpy(zero_copy_only=False)[live])
+        key = t.column(col).to_numpy(zero_copy_only=False)
+        live = t.column("live").to_numpy(zero_copy_only=False) & _in_range(key, r, ranges)
+        keys.append(key[live])
         ids.append(np.flatnonzero(live).astype(np.int64) + offs[k])
     key = np.concatenate(keys) if keys else np.empty(0, np.uint64)
     idx = np.concatenate(ids) if ids else np.empty(0, np.int64)
@@ -249,14 +270,17 @@ def cluster(config: DedupConfig, view: View) -> PartResult:
     _native.union_pairs(label, du, dv, None)
     _native.resolve_roots(label)  # a root is its component's lowest index
 
-    def end_col(name: str) -> list:
-        both = (e.column(f"u_{name}").to_pylist() + e.column(f"v_{name}").to_pylist()) if e is not None else []
-        return [both[i] for i in first]
+    def end_col(name: str, type_: pa.DataType) -> pa.Array:
+        """Each node's ``name`` (from the first pair end naming it), kept in Arrow."""
+        if e is None:
+            return pa.array([], type_)
+        both = pa.concat_arrays([e.column(f"u_{name}").combine_chunks(), e.column(f"v_{name}").combine_chunks()])
+        return both.take(pa.array(first))
 
-    node_ids = np.array(end_col("id"), dtype=object)
+    node_ids = end_col("id", pa.string())
     idx = np.arange(nodes.size, dtype=np.int64)
     if config.keep == "score":
-        s = np.array(end_col("score"), dtype=np.float64)
+        s = end_col("score", pa.float64()).to_numpy(zero_copy_only=False)
         s = np.where(np.isnan(s), -np.inf, s)
         order = np.lexsort((idx, -s, label))  # by component, then best score, then lowest index
         head = np.ones(nodes.size, dtype=bool)
@@ -268,9 +292,9 @@ def cluster(config: DedupConfig, view: View) -> PartResult:
         rep = label
     size = np.bincount(label, minlength=nodes.size)[label].astype(np.int64)
     keep = rep == idx
-    table = pa.table({"part": pa.array(end_col("part"), pa.string()), "row": np.array(end_col("row"), np.int64),
-                      "id": pa.array(node_ids.tolist(), pa.string()), "keep": keep,
-                      "cluster_id": pa.array(node_ids[rep].tolist(), pa.string()), "cluster_size": size})
+    table = pa.table({"part": end_col("part", pa.string()), "row": end_col("row", pa.int64()),
+                      "id": node_ids, "keep": keep, "cluster_id": node_ids.take(pa.array(rep)),
+                      "cluster_size": size})
     write_parquet(view.global_dir("dedup") / "clusters.parquet", table)
     sig_info = view.info.get("dedup", {}).get("sig", {})
     n_docs = int(sum(i.get("documents", 0) for i in sig_info.values()))
