@@ -91,32 +91,20 @@ class BitTree {
   std::vector<std::vector<uint64_t>> levels_;
 };
 
-// Orders cuts longest first, ties by (doc, start): a counting sort on length, O(n + seq_len).
-std::vector<Cut> longest_first(const std::vector<Cut>& cuts, int64_t seq_len) {
-  std::vector<size_t> count(static_cast<size_t>(seq_len) + 2, 0);
-  for (const Cut& c : cuts) ++count[static_cast<size_t>(seq_len - c.length)];
-  size_t sum = 0;
-  for (auto& c : count) {
-    const size_t here = c;
-    c = sum;
-    sum += here;
-  }
-  std::vector<Cut> out(cuts.size());
-  for (const Cut& c : cuts) out[count[static_cast<size_t>(seq_len - c.length)]++] = c;
-  return out;
-}
-
-// Rows numbered by creation; returns each cut's row.
-std::vector<int64_t> best_fit(const std::vector<Cut>& order, int64_t seq_len, int64_t* n_rows) {
+// Rows numbered by creation; returns the row of each piece, given longest first.
+// length_of(i) is the length of the i-th piece in that order.
+template <class LengthOf>
+std::vector<int64_t> best_fit(size_t n_pieces, LengthOf length_of, int64_t seq_len, int64_t* n_rows) {
   // Open rows (free space in [1, seq_len - 1]) are kept in one stack per free space,
   // linked through next_row; the bit tree holds the free spaces whose stack is non-empty.
   BitTree free_spaces(static_cast<size_t>(seq_len));
   std::vector<int64_t> head(static_cast<size_t>(seq_len), -1);
   std::vector<int64_t> next_row;
-  std::vector<int64_t> row_of(order.size());
+  next_row.reserve(n_pieces);
+  std::vector<int64_t> row_of(n_pieces);
   int64_t rows = 0;
-  for (size_t i = 0; i < order.size(); ++i) {
-    const int64_t len = order[i].length;
+  for (size_t i = 0; i < n_pieces; ++i) {
+    const int64_t len = length_of(i);
     const int64_t space = free_spaces.next(static_cast<size_t>(len));
     int64_t row, left;
     if (space < 0) {
@@ -196,35 +184,48 @@ std::vector<Piece> concat(const int64_t* lengths, size_t n, int64_t seq_len) {
 // Best-fit decreasing. A full seq_len chunk fills a row alone wherever it is placed, so
 // full chunks take rows 0..F-1 in document order without entering the search, and only
 // each document's remainder (< seq_len tokens, at most one per document) is sorted and
-// placed; the row count equals that of running every chunk through best fit.
+// placed; the row count equals that of running every chunk through best fit. The
+// remainders are ordered by a counting sort on length (longest first, ties by document:
+// O(n + seq_len)) straight from the lengths, without a list of all chunks.
 std::vector<Piece> best_fit_decreasing(const int64_t* lengths, size_t n, int64_t seq_len) {
   int64_t full_rows = 0;
-  std::vector<Cut> rest;
-  rest.reserve(n);
+  std::vector<size_t> count(static_cast<size_t>(seq_len) + 1, 0);
   for (size_t i = 0; i < n; ++i) {
-    const int64_t full = lengths[i] / seq_len, tail = lengths[i] % seq_len;
-    full_rows += full;
-    if (tail > 0) rest.push_back({static_cast<int64_t>(i), full * seq_len, tail});
+    full_rows += lengths[i] / seq_len;
+    const int64_t tail = lengths[i] % seq_len;
+    if (tail > 0) ++count[static_cast<size_t>(seq_len - tail)];
   }
-  const std::vector<Cut> order = longest_first(rest, seq_len);
+  size_t n_rest = 0;
+  for (auto& c : count) {
+    const size_t here = c;
+    c = n_rest;
+    n_rest += here;
+  }
+  // (document, remainder length) in placement order: read sequentially by the search
+  std::vector<Cut> order(n_rest);
+  for (size_t i = 0; i < n; ++i) {
+    const int64_t tail = lengths[i] % seq_len;
+    if (tail > 0) order[count[static_cast<size_t>(seq_len - tail)]++] = {static_cast<int64_t>(i), lengths[i] - tail, tail};
+  }
   int64_t n_rows = 0;
-  const std::vector<int64_t> row_of = best_fit(order, seq_len, &n_rows);
+  const std::vector<int64_t> row_of =
+      best_fit(n_rest, [&](size_t k) { return order[k].length; }, seq_len, &n_rows);
   // push_back into reserved memory: the full-chunk part (most of the output for corpora of
   // long documents) is written once, not zeroed first
   std::vector<Piece> out;
-  out.reserve(static_cast<size_t>(full_rows) + order.size());
+  out.reserve(static_cast<size_t>(full_rows) + n_rest);
   int64_t row = 0;
   for (size_t i = 0; i < n; ++i)
     for (int64_t s = 0; s + seq_len <= lengths[i]; s += seq_len) out.push_back({row++, static_cast<int64_t>(i), s, seq_len});
   const size_t k = out.size();
-  out.resize(k + order.size());
+  out.resize(k + n_rest);
   // group the remainders by row (stable: placement order inside a row)
   std::vector<size_t> first(static_cast<size_t>(n_rows) + 1, 0);
   for (int64_t r : row_of) ++first[static_cast<size_t>(r) + 1];
   for (size_t r = 0; r < static_cast<size_t>(n_rows); ++r) first[r + 1] += first[r];
-  for (size_t i = 0; i < order.size(); ++i) {
-    const Cut& c = order[i];
-    out[k + first[static_cast<size_t>(row_of[i])]++] = {full_rows + row_of[i], c.doc, c.start, c.length};
+  for (size_t j = 0; j < n_rest; ++j) {
+    const Cut& c = order[j];
+    out[k + first[static_cast<size_t>(row_of[j])]++] = {full_rows + row_of[j], c.doc, c.start, c.length};
   }
   return out;
 }
