@@ -431,3 +431,23 @@ def test_arguments_that_would_fail_after_the_work_fail_first(tmp_path):
     src.write_bytes(b'{"text": "a"}\n')
     with pytest.raises(ConfigError, match="rejects"):
         read(src, on_error="skip", rejects=tmp_path / "no" / "such" / "rejects.jsonl")
+
+
+def test_sparse_field_gets_its_type_from_a_later_chunk(tmp_path):
+    """Was: a field null in every record of the first chunk fixed the Parquet column as
+    'null', and the first later value failed the write after the work."""
+    recs = [{"id": f"r{i}", "text": "t", "label": None} for i in range(10)]
+    recs += [{"id": "r10", "text": "t", "label": "spam", "extra": 3}]
+    out = tmp_path / "o.parquet"
+    assert write(recs, out, chunk_rows=4) == 11
+    table = pq.read_table(out)
+    assert table.schema.field("label").type == pa.string()
+    assert table.column("label").to_pylist() == [None] * 10 + ["spam"]
+    assert table.column("extra").to_pylist() == [None] * 10 + [3]
+    # Types that disagree across the held chunks are still named.
+    mixed = [{"text": "t", "label": None, "note": None} for _ in range(12)]
+    mixed[5]["label"], mixed[9]["label"] = 5, "x"
+    with pytest.raises(InputError, match=r"field 'label' has mixed types: records from 8 on "
+                                         r"hold string where earlier records hold int64"):
+        write(mixed, out, chunk_rows=4)
+    assert pq.read_table(out).num_rows == 11  # the earlier output is untouched

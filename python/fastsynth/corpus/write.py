@@ -21,8 +21,10 @@ the first ``chunk_rows`` dicts). Later chunks are cast to it; a later dict with 
 the schema lacks raises ``InputError`` rather than silently dropping the field. A field
 whose values have different types (an int in one record, a string in another) raises
 ``InputError`` naming the field and the first record that differs: a Parquet column has
-one type (write JSONL for such data). A field that is null in every record of the first
-chunk gets Arrow's ``null`` type; values in it later raise the same error.
+one type (write JSONL for such data). While a field has only nulls, dict records are held
+(up to ``HOLD_ROWS``, 65,536) before the schema is fixed, so a sparse field takes the type
+of its first value; a field still all-null after that gets Arrow's ``null`` type, and
+values in it later raise the same error.
 """
 from __future__ import annotations
 
@@ -247,19 +249,43 @@ def _write_parquet(chunks: Iterable[Any], tmp: Path, path: Path) -> int:
     writer: pq.ParquetWriter | None = None
     schema: pa.Schema | None = None
     n = 0
+    held: list[pa.Table] = []  # dict chunks held while a column is still all-null
+    held_rows = 0
     try:
         for chunk in chunks:
             if isinstance(chunk, list):
-                table = _table_from_dicts(chunk, n, path)
+                table = _table_from_dicts(chunk, n + held_rows, path)
+                if writer is None:
+                    # The schema is fixed by the first write: while some column has only
+                    # nulls (type unknown), hold chunks (up to HOLD_ROWS) so a later value
+                    # gives the column its type instead of failing against "null".
+                    held.append(table)
+                    held_rows += table.num_rows
+                    if _has_null_column(held) and held_rows < HOLD_ROWS:
+                        continue
+                    table = _combine(held, n, path)
+                    held, held_rows = [], 0
             elif isinstance(chunk, pa.RecordBatch):
                 table = pa.Table.from_batches([chunk])
             else:
                 table = chunk
+            if held:  # a Table/RecordBatch after held dict chunks: write those first
+                first = _combine(held, n, path)
+                held, held_rows = [], 0
+                schema = first.schema
+                writer = pq.ParquetWriter(str(tmp), schema)
+                writer.write_table(first)
+                n += first.num_rows
             if writer is None:
                 schema = table.schema
                 writer = pq.ParquetWriter(str(tmp), schema)
             elif table.schema != schema:
                 table = _conform(table, schema, path, n)
+            writer.write_table(table)
+            n += table.num_rows
+        if held:
+            table = _combine(held, n, path)
+            writer = pq.ParquetWriter(str(tmp), table.schema)
             writer.write_table(table)
             n += table.num_rows
         if writer is None:  # no records: an empty file with an empty schema
@@ -268,6 +294,40 @@ def _write_parquet(chunks: Iterable[Any], tmp: Path, path: Path) -> int:
         if writer is not None:
             writer.close()
     return n
+
+
+#: Most dict records held before the Parquet schema is fixed with a column still all-null.
+HOLD_ROWS = 65_536
+
+
+def _has_null_column(tables: list[pa.Table]) -> bool:
+    typed = {f.name for t in tables for f in t.schema if not pa.types.is_null(f.type)}
+    return any(f.name not in typed for t in tables for f in t.schema)
+
+
+def _combine(tables: list[pa.Table], row0: int, path: Path) -> pa.Table:
+    """One table from held dict chunks: all-null columns take the type of their values,
+    columns missing from a chunk are null there; differing types name the field."""
+    if len(tables) == 1:
+        return tables[0]
+    try:
+        return pa.concat_tables(tables, promote_options="default")
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        pass
+    seen: dict[str, pa.DataType] = {}
+    start = row0
+    for t in tables:
+        for f in t.schema:
+            if pa.types.is_null(f.type):
+                continue
+            if f.name in seen and seen[f.name] != f.type:
+                raise InputError(f"field {f.name!r} has mixed types: records from {start} on "
+                                 f"hold {f.type} where earlier records hold {seen[f.name]}; a "
+                                 "Parquet column has one type (give the field one type, or "
+                                 "write JSONL)", source=str(path))
+            seen.setdefault(f.name, f.type)
+        start += t.num_rows
+    return pa.concat_tables(tables, promote_options="permissive")
 
 
 def _table_from_dicts(rows: list[dict], row0: int, path: Path) -> pa.Table:
