@@ -64,3 +64,15 @@ def test_threads_out_of_range_is_a_named_error():
         with pytest.raises(ConfigError, match="threads"):
             f(["a b c"], threads=2**40)
     assert np.isfinite(fs.gzip_ratio(["a b c"], threads=3)).all()
+
+
+def test_diversity_measures_refuse_a_single_string():
+    from fastsynth.quality.diversity import concept_stats, set_compression_ratio
+    with pytest.raises(ConfigError, match="texts must be a list"):
+        set_compression_ratio("one text read per character")
+    with pytest.raises(ConfigError, match=r"concept_lists\[0\]"):
+        concept_stats(["photosynthesis", "chlorophyll"])
+    with pytest.raises(ConfigError, match="vocabulary"):
+        concept_stats([["a"]], vocabulary="abc")
+    got = concept_stats([["a", "b"], ["a"]], vocabulary={"a", "b", "c"})
+    assert got["coverage"] == pytest.approx(2 / 3) and got["concepts_used"] == 2.0

@@ -29,6 +29,12 @@ from fastsynth.quality.compression import gzip_ratio
 EMBEDDING_MODEL = "all-MiniLM-L6-v2"
 
 
+def _check_texts(name: str, texts: Any) -> None:
+    # A single string would be read character by character, a dict by its keys.
+    if isinstance(texts, (str, bytes, dict, set, frozenset)):
+        raise ConfigError(f"{name} must be a list, got {type(texts).__name__}")
+
+
 def concept_stats(concept_lists: Iterable[Sequence[str]], vocabulary: Iterable[str] | None = None) -> dict[str, float]:
     """Coverage and entropy of concept use.
 
@@ -40,9 +46,14 @@ def concept_stats(concept_lists: Iterable[Sequence[str]], vocabulary: Iterable[s
         ``{"concepts_used", "coverage", "entropy_bits", "normalized_entropy",
         "items_with_concepts"}``.
     """
+    _check_texts("concept_lists", concept_lists)
+    if isinstance(vocabulary, (str, bytes)):  # a set of concepts is fine, one string is not
+        raise ConfigError("vocabulary must be a collection of concept strings, not one string")
     counts: Counter[str] = Counter()
     with_c = 0
-    for cs in concept_lists:
+    for i, cs in enumerate(concept_lists):
+        if isinstance(cs, (str, bytes)) or not all(isinstance(c, str) for c in cs):
+            raise ConfigError(f"concept_lists[{i}] must be a list of concept strings, got {cs!r:.60}")
         cs = list(dict.fromkeys(cs))
         with_c += bool(cs)
         counts.update(cs)
@@ -61,6 +72,7 @@ def concept_stats(concept_lists: Iterable[Sequence[str]], vocabulary: Iterable[s
 
 def set_compression_ratio(texts: Sequence[str]) -> float:
     """gzip ratio (compressed/original, zlib level 6) of the texts joined by newlines; NaN if empty."""
+    _check_texts("texts", texts)
     joined = "\n".join(texts)
     return float(gzip_ratio([joined])[0]) if joined else math.nan
 
@@ -93,6 +105,7 @@ def load_embedder(device: str = "cpu") -> Any:
 
 def embed(texts: Sequence[str], model: Any = None, batch_size: int = 64) -> np.ndarray:
     """float32 (n, 384) L2-normalised embeddings."""
+    _check_texts("texts", texts)
     model = model if model is not None else load_embedder()
     if not len(texts):
         return np.zeros((0, 384), dtype=np.float32)
