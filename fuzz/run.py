@@ -1,6 +1,6 @@
 """Run every fuzz target for a bounded time with atheris; exit 1 on any finding.
 
-    .venv/bin/python fuzz/run.py                      # CI: 60 s shared by all targets
+    .venv/bin/python fuzz/run.py --total 50           # CI: 50 s shared by all targets
     .venv/bin/python fuzz/run.py --total 3600 --keep fuzz-work   # a longer campaign
     .venv/bin/python fuzz/run.py --targets gguf,spill --total 600
     .venv/bin/python fuzz/run.py --native build/sanitize/_native...so --only-native
@@ -60,7 +60,7 @@ def run_target(name: str, seconds: float, work: Path, artifacts: Path, env: dict
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--total", type=float, default=60.0,
+    ap.add_argument("--total", type=float, default=50.0,
                     help="fuzzing seconds shared by the targets (start-up comes on top)")
     ap.add_argument("--targets", default="", help="comma-separated subset (default: all)")
     ap.add_argument("--only-native", action="store_true", help="only the C++ entry points")
