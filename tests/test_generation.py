@@ -211,9 +211,13 @@ def run_staggered(model, tok, ps, joins, n_new, **row_kw):
     from fastsynth.model.generation import DecodeBatch
     batch, rows, step = DecodeBatch(model, tok), {}, 0
     while len(rows) < len(ps) or len(batch):
-        for i, (p, j) in enumerate(zip(ps, joins)):
-            if j == step and i not in rows:
-                rows[i] = batch.add(i, p, max_new_tokens=n_new, **row_kw)
+        now = [i for i, j in enumerate(joins) if j == step]
+        if len(now) == 1:
+            rows[now[0]] = batch.add(now[0], ps[now[0]], max_new_tokens=n_new, **row_kw)
+        elif now:   # arrivals at the same step are prefilled together (prefix shared)
+            new = [batch.new_row(i, ps[i], max_new_tokens=n_new, **row_kw) for i in now]
+            batch.join(new, [ps[i] for i in now])
+            rows.update(zip(now, new))
         batch.step()
         step += 1
     return [rows[i] for i in range(len(ps))]
@@ -221,9 +225,10 @@ def run_staggered(model, tok, ps, joins, n_new, **row_kw):
 
 def test_rows_joining_mid_decode_equal_the_uncached_reference(model, tok):
     """Requests that join a running batch at different steps (longer and shorter prompts than
-    the rows already there) each get exactly the uncached argmax continuation."""
-    ps = prompts(tok, TEXTS + [SYSTEM + "hi"])
-    rows = run_staggered(model, tok, ps, joins=[0, 2, 3, 3, 7], n_new=12)
+    the rows already there; alone or several at once, sharing a prefix) each get exactly the
+    uncached argmax continuation."""
+    ps = prompts(tok, TEXTS + [SYSTEM + "hi", SYSTEM + "a longer question here"])
+    rows = run_staggered(model, tok, ps, joins=[0, 2, 3, 3, 7, 7], n_new=12)
     for p, r in zip(ps, rows):
         assert r.result.tokens == greedy_reference(model, p, 12, set(tok.stop_ids))
         assert r.result.completion_tokens == len(r.tokens) + (r.result.finish_reason == "stop")

@@ -3,8 +3,8 @@ and runs decode steps while requests join and leave it.
 
 A :class:`Job` (token ids + sampling settings) is :meth:`Scheduler.submit`-ted from any thread;
 between two decode steps the worker takes waiting jobs (up to ``max_batch`` rows in the batch),
-prefills each at batch 1 and adds it to the batch, so a request that arrives while others decode
-starts at the next step instead of waiting for them to finish. After every step each job's
+prefills them together (a lone one at batch 1) and adds them to the batch, so a request that
+arrives while others decode starts at the next step instead of waiting for them to finish. After every step each job's
 ``on_event`` callback gets the text that became final (see ``Row.take_delta``) and, at the end,
 the :class:`~fastsynth.model.generation.Generated` result. A job that raises while joining
 (a bad argument, out of memory) fails alone; a fault inside a decode step fails the rows of that
@@ -98,23 +98,48 @@ class Scheduler:
                     out.append(job)
             return out
 
+    def _join(self, jobs: list[Job]) -> None:
+        """Prefill ``jobs`` together and add them to the batch (prefix shared, as generate()
+        does); a job with a bad argument fails alone, and if the joint prefill fails, each job
+        is tried alone so one cannot fail the others."""
+        running = len(self.batch) > 0
+        rows, ok = [], []
+        for job in jobs:
+            if job.cancelled:
+                self.stats["cancelled"] += 1
+                continue
+            try:
+                rows.append(self.batch.new_row(job, job.prompt, max_new_tokens=job.max_new_tokens,
+                                               sampling=job.sampling, stop=job.stop,
+                                               seed=job.seed))
+                ok.append(job)
+            except Exception as e:
+                self.stats["failed"] += 1
+                job.on_event("", None, f"{type(e).__name__}: {e}")
+        if not ok:
+            return
+        try:
+            self.batch.join(rows, [j.prompt for j in ok])
+            pairs = list(zip(ok, rows))
+        except Exception as e:
+            if len(ok) == 1:
+                pairs = []
+                self.stats["failed"] += 1
+                ok[0].on_event("", None, f"prefill failed: {type(e).__name__}: {e}")
+            else:
+                for job in ok:  # isolate the one that fails
+                    self._join([job])
+                return
+        for job, row in pairs:
+            job.row = row
+            self.stats["joined"] += 1
+            self.stats["joined_running"] += running   # joined a batch mid-decode
+            if job.cancelled:  # cancelled while it was prefilled
+                row.cancel()
+
     def _run(self) -> None:
         while not self._stop:
-            for job in self._take():
-                if job.cancelled:
-                    continue
-                running = len(self.batch) > 0
-                try:
-                    job.row = self.batch.add(job, job.prompt, max_new_tokens=job.max_new_tokens,
-                                             sampling=job.sampling, stop=job.stop, seed=job.seed)
-                    self.stats["joined"] += 1
-                    self.stats["joined_running"] += running   # joined a batch mid-decode
-                except Exception as e:  # this job only; the batch is unchanged
-                    self.stats["failed"] += 1
-                    job.on_event("", None, f"{type(e).__name__}: {e}")
-                    continue
-                if job.cancelled:  # cancelled while it was prefilled
-                    job.row.cancel()
+            self._join(self._take())
             if not len(self.batch):
                 continue
             rows = list(self.batch.rows)

@@ -8,9 +8,10 @@ Two entry points share one decode loop (:class:`DecodeBatch`):
   caching does; ``share_prefix=False`` turns it off). The rest of each prompt is
   **left-padded** to the longest one after that prefix.
 - :class:`DecodeBatch` is the step-level engine behind continuous batching (``fastsynth
-  serve``): a sequence can :meth:`~DecodeBatch.add` itself between two steps (its prompt is
-  prefilled at batch 1, exactly as a lone request's, and its cache rows are copied in), and
-  leaves the batch when it finishes or is cancelled.
+  serve``): sequences :meth:`~DecodeBatch.join` it between two steps (their prompts are
+  prefilled together, the same way :func:`generate` prefills its batch; a lone one exactly as
+  a batch-1 request), their cache rows are copied in, and each leaves the batch when it
+  finishes or is cancelled. :func:`generate` is a join into an empty batch plus steps.
 
 Cache layout (both): one :class:`~fastsynth.model.llama.KVCache` of ``(B, capacity)`` slots per
 layer whose first ``length`` slots are filled, the same for every row. A row's slots that hold
@@ -151,6 +152,43 @@ def check_seed(seed: object) -> int | None:
     return seed
 
 
+def _prefill(model: Llama, prompts: Sequence[Sequence[int]], *, free: int,
+             share_prefix: bool = True
+             ) -> tuple[KVCache, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Run ``prompts`` (token ids) through ``model`` into a new cache with ``free`` empty slots
+    after them. Returns (cache, key mask ``(B, capacity)`` bool, next-token logits
+    ``(B, vocab)``, next positions ``(B,)`` int64 = prompt lengths).
+
+    Cache slots: [shared prefix | left padding | rest of each prompt | free]. For one prompt
+    this is a plain batch-1 forward (no prefix, no padding)."""
+    dev, dtype = model.embed.weight.device, model.embed.weight.dtype
+    n = len(prompts)
+    lens = torch.tensor([len(p) for p in prompts])
+    shared = shared_prefix_length(prompts) if share_prefix else 0
+    width = int(lens.max()) - shared                         # per-row part, padded
+    capacity = shared + width + free
+    pad = width - (lens - shared)
+    ids = torch.zeros(n, width, dtype=torch.long)
+    for i, p in enumerate(prompts):
+        ids[i, pad[i]:] = torch.as_tensor(list(p[shared:]), dtype=torch.long)
+    slot = torch.arange(capacity)
+    key_mask = (slot[None, :] < shared) | (slot[None, :] >= shared + pad[:, None])
+    positions = (shared + slot[None, :width] - pad[:, None]).clamp(min=shared)
+
+    cache = KVCache(model.config, n, capacity, dtype=dtype, device=dev)
+    if shared:
+        # the common prefix once, at batch 1; every row's cache starts with a copy of it
+        one = KVCache(model.config, 1, shared, dtype=dtype, device=dev)
+        model(torch.as_tensor(list(prompts[0][:shared]), dtype=torch.long, device=dev)[None],
+              cache=one, last_only=True)
+        for dst, src in zip(cache.k + cache.v, one.k + one.v):
+            dst[:, :shared] = src
+        cache.length = shared
+    logits = model(ids.to(dev), positions.to(dev), cache=cache,
+                   key_mask=key_mask[:, :shared + width].to(dev), last_only=True)[:, -1]
+    return cache, key_mask.to(dev), logits, lens.clone()
+
+
 class Row:
     """One sequence of a :class:`DecodeBatch`.
 
@@ -245,43 +283,49 @@ class DecodeBatch:
         gen = torch.Generator().manual_seed(seed if seed is not None else random.getrandbits(63))
         return Row(key, len(prompt), max_new_tokens, sampling, tuple(stop), gen)
 
-    @torch.inference_mode()
     def add(self, key: Hashable, prompt: Sequence[int], *, max_new_tokens: int,
             sampling: Sampling = Sampling(), stop: Sequence[str] = (),
             seed: int | None = None) -> Row:
         """Prefill ``prompt`` (token ids) at batch 1 and join the batch; its first token is
         sampled at the next :meth:`step`. Raises ``ConfigError`` for a bad argument (the batch
-        is unchanged)."""
+        is unchanged). A lone prompt's prefill is exactly the one :func:`generate` runs for it
+        alone."""
         row = self.new_row(key, prompt, max_new_tokens=max_new_tokens, sampling=sampling,
                            stop=stop, seed=seed)
-        n = len(prompt)
-        # Same calls as generate() for a single prompt, so a joiner's prompt logits are those
-        # of the request decoded alone.
-        one = KVCache(self.model.config, 1, n + (min(max_new_tokens, GROW_SLOTS)
-                                                 if not self.rows else 0),
-                      dtype=self.dtype, device=self.device)
-        ids = torch.as_tensor(list(prompt), dtype=torch.long, device=self.device)[None]
-        mask = torch.ones(1, one.capacity, dtype=torch.bool, device=self.device)
-        logits = self.model(ids, torch.arange(n, device=self.device)[None], cache=one,
-                            key_mask=mask[:, :n], last_only=True)[:, -1]
-        if not self.rows:  # the prefill cache becomes the batch's
-            self.cache, self.key_mask, self.logits = one, mask, logits
-            self.next_pos = torch.tensor([n])
-        else:
-            self._relayout(join=(one, logits, n), free=min(max_new_tokens, GROW_SLOTS))
-        self.rows.append(row)
+        self.join([row], [prompt])
         return row
 
-    def _relayout(self, *, join: tuple[KVCache, torch.Tensor, int] | None, free: int) -> None:
+    @torch.inference_mode()
+    def join(self, rows: Sequence[Row], prompts: Sequence[Sequence[int]], *,
+             share_prefix: bool = True, free: int | None = None) -> None:
+        """Prefill ``prompts`` together (left-padded, their common prefix once: see the module
+        docstring) and add ``rows`` (from :meth:`new_row`, one per prompt) to the batch.
+        ``free``: empty cache slots to leave after the prompts (default: enough for the
+        longest limit, at most ``GROW_SLOTS``; more are added when needed)."""
+        if not rows:
+            return
+        limit = max(r.limit for r in rows)
+        free = min(limit, GROW_SLOTS) if free is None else free
+        cache, mask, logits, lens = _prefill(self.model, prompts, free=free,
+                                             share_prefix=share_prefix)
+        if not self.rows:  # the prefill cache becomes the batch's
+            self.cache, self.key_mask, self.logits, self.next_pos = cache, mask, logits, lens
+        else:
+            self._relayout(join=(cache, mask, logits, lens), free=min(limit, GROW_SLOTS))
+        self.rows.extend(rows)
+
+    def _relayout(self, *, join: tuple[KVCache, torch.Tensor, torch.Tensor, torch.Tensor] | None,
+                  free: int) -> None:
         """Copy the cache into a new one with the leading slots no row uses dropped, ``join``'s
-        rows (a prefilled cache, its logits, its prompt length) appended, and at least ``free``
-        empty slots after ``length``."""
+        rows (a prefilled cache, its key mask, logits and next positions) appended, and at least
+        ``free`` empty slots after ``length``."""
         assert self.cache is not None and self.key_mask is not None and self.logits is not None
         old, mask, length = self.cache, self.key_mask, self.cache.length
         used = mask[:, :length].any(dim=0).nonzero()
         t = int(used[0]) if len(used) else length            # leading slots nobody needs
         kept = length - t
-        new_len = max(kept, join[2]) if join else kept
+        n_join = join[0].length if join else 0
+        new_len = max(kept, n_join)
         b_old = old.batch
         b_new = b_old + (join[0].batch if join else 0)
         cache = KVCache(self.model.config, b_new, new_len + max(free, 1), dtype=self.dtype,
@@ -295,11 +339,11 @@ class DecodeBatch:
         new_mask[:b_old, off:new_len] = mask[:, t:length]
         logits = self.logits
         if join:
-            one, join_logits, n = join
+            one, join_mask, join_logits, join_pos = join
             for dst, src in zip(cache.k + cache.v, one.k + one.v):
-                dst[b_old:, new_len - n:new_len] = src[:, :n]
-            new_mask[b_old:, new_len - n:new_len] = True
-            self.next_pos = torch.cat([self.next_pos, torch.full((one.batch,), n)])
+                dst[b_old:, new_len - n_join:new_len] = src[:, :n_join]
+            new_mask[b_old:, new_len - n_join:new_len] = join_mask[:, :n_join]
+            self.next_pos = torch.cat([self.next_pos, join_pos])
             logits = torch.cat([logits, join_logits])
         cache.length = new_len
         self.cache, self.key_mask, self.logits = cache, new_mask, logits
@@ -401,34 +445,7 @@ def generate(model: Llama, tokenizer: Tokenizer, prompts: Sequence[Sequence[int]
     sampling = Sampling(temperature=temperature, top_p=top_p, top_k=top_k)
     rows = [batch.new_row(i, p, max_new_tokens=lim, sampling=sampling, stop=stop, seed=s)
             for i, (p, lim, s) in enumerate(zip(prompts, limits, seeds))]
-    dev, dtype = batch.device, batch.dtype
-
-    lens = torch.tensor([len(p) for p in prompts])
-    # Cache slots: [shared prefix | left padding | rest of each prompt | new tokens].
-    shared = shared_prefix_length(prompts) if share_prefix else 0
-    width = int(lens.max()) - shared                         # per-row part, padded
-    capacity = shared + width + max(limits)
-    pad = width - (lens - shared)
-    ids = torch.zeros(n, width, dtype=torch.long)
-    for i, p in enumerate(prompts):
-        ids[i, pad[i]:] = torch.as_tensor(list(p[shared:]), dtype=torch.long)
-    slot = torch.arange(capacity)
-    key_mask = (slot[None, :] < shared) | (slot[None, :] >= shared + pad[:, None])
-    positions = (shared + slot[None, :width] - pad[:, None]).clamp(min=shared)
-
-    cache = KVCache(model.config, n, capacity, dtype=dtype, device=dev)
-    if shared:
-        # the common prefix once, at batch 1; every row's cache starts with a copy of it
-        one = KVCache(model.config, 1, shared, dtype=dtype, device=dev)
-        model(torch.as_tensor(list(prompts[0][:shared]), dtype=torch.long, device=dev)[None],
-              cache=one, last_only=True)
-        for dst, src in zip(cache.k + cache.v, one.k + one.v):
-            dst[:, :shared] = src
-        cache.length = shared
-    logits = model(ids.to(dev), positions.to(dev), cache=cache,
-                   key_mask=key_mask[:, :shared + width].to(dev), last_only=True)[:, -1]
-    batch.rows, batch.cache, batch.key_mask = rows, cache, key_mask.to(dev)
-    batch.logits, batch.next_pos = logits, lens.clone()
+    batch.join(rows, prompts, share_prefix=share_prefix, free=max(limits))
     while batch.rows:
         batch.step()
     return [r.result for r in rows]  # type: ignore[misc]  (every row finished above)
