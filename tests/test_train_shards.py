@@ -92,6 +92,18 @@ def test_unfinished_set_is_not_a_set(tmp_path):
         ShardSet(tmp_path / "s")
 
 
+def test_rerun_after_an_unfinished_run_replaces_its_shards(tmp_path):
+    w = ShardWriter(tmp_path / "s", vocab_size=100, tokenizer_json=TOK_JSON, fingerprint=fingerprint(TOK_JSON),
+                    separator="x", separator_id=0, shard_tokens=20)
+    w.add(_docs(30, 100), [str(i) for i in range(30)])  # several shards, then the run "dies"
+    assert len(list((tmp_path / "s").glob("shard-*.idx"))) > 2
+    (tmp_path / "s" / "notes.txt").write_text("not ours")
+    _write_set(tmp_path / "s", _docs(3, 100, seed=2), vocab=100)
+    ss = ShardSet(tmp_path / "s")
+    assert ss.n_docs == 3 and len(ss.shards) == 1
+    assert (tmp_path / "s" / "notes.txt").exists()
+
+
 @pytest.fixture
 def one_set(tmp_path):
     _write_set(tmp_path / "s", _docs(20, 300), vocab=300)

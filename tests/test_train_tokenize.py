@@ -136,6 +136,8 @@ def test_cli_summary_and_errors(tmp_path, small_tok, capsys):
     assert "tokens per document: p50" in out and "tokens/s" in out
     rc = main(["tokenize", str(src), "-o", str(tmp_path / "o"), "--tokenizer", str(small_tok)])
     assert rc == 2 and "overwrite" in capsys.readouterr().err
+    rc = main(["tokenize", str(src), "-o", str(tmp_path / "r"), "--tokenizer", str(small_tok), "--seq-len", "1"])
+    assert rc == 2 and "seq_len" in capsys.readouterr().err
     (tmp_path / "broken.json").write_text("{")
     rc = main(["tokenize", str(src), "-o", str(tmp_path / "p"), "--tokenizer", str(tmp_path / "broken.json")])
     assert rc == 2 and "broken.json" in capsys.readouterr().err

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import struct
 import zlib
 from collections.abc import Iterator, Sequence
@@ -200,6 +201,8 @@ class ShardWriter:
                 raise ConfigError(f"out: {self.dir} already holds a shard set ({MANIFEST}); "
                                   "choose another folder or pass overwrite=True")
             _remove_set(self.dir)
+        elif self.dir.is_dir():
+            _remove_unfinished(self.dir)  # shards of a run that stopped before its manifest
         self.dir.mkdir(parents=True, exist_ok=True)
         self.vocab_size, self.dtype = vocab_size, token_dtype(vocab_size)
         self.tokenizer_json, self.fingerprint = tokenizer_json, fingerprint
@@ -319,6 +322,12 @@ def _atomic_write(path: Path, data: bytes) -> None:
     with open(tmp, "wb") as f:
         f.write(data)
     os.replace(tmp, path)
+
+
+def _remove_unfinished(directory: Path) -> None:
+    for p in directory.iterdir():
+        if re.fullmatch(r"shard-\d{5}\.(bin|idx)|\.shard-\d{5}\.(bin|idx)\.tmp", p.name):
+            p.unlink()
 
 
 def _remove_set(directory: Path) -> None:
