@@ -76,9 +76,10 @@ def _configs(kernel: str) -> list[triton.Config]:
             for m, n, w, s in shapes]
 
 
-# Tuned once per (head dim, causal, group, dtype): timing every sequence length would cost
-# more GPU time than it saves.
-_KEY = ["HEAD_DIM", "CAUSAL", "GROUP", "PREC"]
+# Tuned once per (head dim, causal, group, precision, power-of-two bucket of the longest
+# sequence): the best tiles for 2k-token documents and for 16k-token ones differ, while timing
+# every exact length would cost more GPU time than it saves.
+_KEY = ["HEAD_DIM", "CAUSAL", "GROUP", "PREC", "seq_bucket"]
 
 
 @triton.jit
@@ -114,14 +115,14 @@ def _fwd_blocks(acc, l_i, m_i, q, k_base, v_base, stride_kt, stride_vt, offs_m, 
         p = tl.math.exp2(s - m_use[:, None])
         alpha = tl.math.exp2(m_i - m_use)
         l_i = l_i * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype).to(DOT_T), v.to(DOT_T), input_precision=PREC)
+        acc = tl.dot(p.to(v.dtype).to(DOT_T), v.to(DOT_T), acc * alpha[:, None], input_precision=PREC)
         m_i = m_new
     return acc, l_i, m_i
 
 
 @triton.autotune(configs=_configs("fwd"), key=_KEY)
 @triton.jit
-def _fwd_kernel(Q, K, V, O, LSE, cu_q, cu_k, qk_scale,
+def _fwd_kernel(Q, K, V, O, LSE, cu_q, cu_k, qk_scale, seq_bucket,
                 stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh,
                 stride_ot, stride_oh, stride_lh,
                 HEAD_DIM: tl.constexpr, CAUSAL: tl.constexpr, GROUP: tl.constexpr,
@@ -198,13 +199,13 @@ def _bwd_dq_blocks(dq, q, do, lse2, delta, k_base, v_base, stride_kt, stride_vt,
         p = tl.math.exp2(s - lse2[:, None])
         dp = tl.dot(do.to(DOT_T), tl.trans(v).to(DOT_T), input_precision=PREC)
         ds = p * (dp - delta[:, None])
-        dq += tl.dot(ds.to(k.dtype).to(DOT_T), k.to(DOT_T), input_precision=PREC)
+        dq = tl.dot(ds.to(k.dtype).to(DOT_T), k.to(DOT_T), dq, input_precision=PREC)
     return dq
 
 
 @triton.autotune(configs=_configs("dq"), key=_KEY)
 @triton.jit
-def _bwd_dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, cu_q, cu_k, qk_scale, sm_scale,
+def _bwd_dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, cu_q, cu_k, qk_scale, sm_scale, seq_bucket,
                    stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh,
                    stride_dot, stride_doh, stride_dqt, stride_dqh, stride_lh,
                    HEAD_DIM: tl.constexpr, CAUSAL: tl.constexpr, GROUP: tl.constexpr,
@@ -278,16 +279,16 @@ def _bwd_dkdv_blocks(dk, dv, k, v, q_base, do_base, lse_base, delta_base,
         if MASK:
             st = tl.where(offs_n[:, None] <= offs_m[None, :] + shift, st, float("-inf"))
         pt = tl.math.exp2(st - lse2[None, :])
-        dv += tl.dot(pt.to(do.dtype).to(DOT_T), do.to(DOT_T), input_precision=PREC)
+        dv = tl.dot(pt.to(do.dtype).to(DOT_T), do.to(DOT_T), dv, input_precision=PREC)
         dpt = tl.dot(v.to(DOT_T), tl.trans(do).to(DOT_T), input_precision=PREC)
         dst = pt * (dpt - delta[None, :])
-        dk += tl.dot(dst.to(q.dtype).to(DOT_T), q.to(DOT_T), input_precision=PREC)
+        dk = tl.dot(dst.to(q.dtype).to(DOT_T), q.to(DOT_T), dk, input_precision=PREC)
     return dk, dv
 
 
 @triton.autotune(configs=_configs("dkdv"), key=_KEY)
 @triton.jit
-def _bwd_dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV, cu_q, cu_k, qk_scale, sm_scale,
+def _bwd_dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV, cu_q, cu_k, qk_scale, sm_scale, seq_bucket,
                      stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh,
                      stride_dot, stride_doh, stride_dkt, stride_dkh, stride_dvt, stride_dvh,
                      stride_lh,
@@ -443,7 +444,12 @@ def _dot_args(dtype: torch.dtype) -> dict:
     return {"DOT_T": tl.float16 if dtype == torch.float16 else tl.bfloat16, "PREC": "tf32"}
 
 
-def _forward(q, k, v, cu_q, cu_k, max_q, causal, scale):
+def _bucket(max_q: int, max_k: int) -> int:
+    """The autotuning bucket of a launch: the longest sequence rounded up to a power of two."""
+    return triton.next_power_of_2(max(max_q, max_k, 1))
+
+
+def _forward(q, k, v, cu_q, cu_k, max_q, max_k, causal, scale):
     total_q, hq, d = q.shape
     hkv = k.shape[1]
     out = _alloc(q.shape, q.dtype, q.device)
@@ -452,7 +458,7 @@ def _forward(q, k, v, cu_q, cu_k, max_q, causal, scale):
     if total_q == 0 or max_q == 0:
         return out, lse
     grid = lambda meta: (triton.cdiv(max_q, meta["BLOCK_M"]), hq, batch)  # noqa: E731
-    _fwd_kernel[grid](q, k, v, out, lse, cu_q, cu_k, scale * _LOG2E,
+    _fwd_kernel[grid](q, k, v, out, lse, cu_q, cu_k, scale * _LOG2E, _bucket(max_q, max_k),
                       q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
                       out.stride(0), out.stride(1), lse.stride(0),
                       HEAD_DIM=d, CAUSAL=causal, GROUP=hq // hkv,
@@ -470,17 +476,18 @@ def _backward(do, q, k, v, out, lse, cu_q, cu_k, max_q, max_k, causal, scale):
     # delta_i = sum_d dO_id * O_id = rowsum(P * dP), the softmax-gradient correction term
     delta = (do.float() * out.float()).sum(-1).t().contiguous()          # (Hq, total_q)
     batch = cu_q.numel() - 1
+    bucket = _bucket(max_q, max_k)
     if k.shape[0] > 0 and max_k > 0:
         grid_kv = lambda meta: (triton.cdiv(max_k, meta["BLOCK_N"]), hkv, batch)  # noqa: E731
         _bwd_dkdv_kernel[grid_kv](
-            q, k, v, do, lse, delta, dk, dv, cu_q, cu_k, scale * _LOG2E, scale,
+            q, k, v, do, lse, delta, dk, dv, cu_q, cu_k, scale * _LOG2E, scale, bucket,
             q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
             do.stride(0), do.stride(1), dk.stride(0), dk.stride(1), dv.stride(0), dv.stride(1),
             lse.stride(0), HEAD_DIM=d, CAUSAL=causal, GROUP=hq // hkv, **_dot_args(q.dtype))
     if total_q > 0 and max_q > 0:
         grid_q = lambda meta: (triton.cdiv(max_q, meta["BLOCK_M"]), hq, batch)  # noqa: E731
         _bwd_dq_kernel[grid_q](
-            q, k, v, do, lse, delta, dq, cu_q, cu_k, scale * _LOG2E, scale,
+            q, k, v, do, lse, delta, dq, cu_q, cu_k, scale * _LOG2E, scale, bucket,
             q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
             do.stride(0), do.stride(1), dq.stride(0), dq.stride(1), lse.stride(0),
             HEAD_DIM=d, CAUSAL=causal, GROUP=hq // hkv, **_dot_args(q.dtype))
@@ -494,7 +501,7 @@ class FlashAttnVarlen(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, v, cu_q, cu_k, max_q, max_k, causal, scale):
-        out, lse = _forward(q, k, v, cu_q, cu_k, max_q, causal, scale)
+        out, lse = _forward(q, k, v, cu_q, cu_k, max_q, max_k, causal, scale)
         ctx.save_for_backward(q, k, v, out, lse, cu_q, cu_k)
         ctx.meta = (max_q, max_k, causal, scale)
         ctx.mark_non_differentiable(lse)
