@@ -134,6 +134,9 @@ def test_records_provenance_and_accounting(tmp_path):
     assert sum(sum(v.values()) for v in s["rejections"].values()) == len(rej)
     assert all(r["reason"] for r in rej)
     assert json.loads((out / "summary.json").read_text())["total"] == len(qa)
+    md = (out / "summary.md").read_text()  # rendered through fastsynth.report
+    assert f"| all | {sum(s['requested_questions'].values())} | {len(qa)} |" in md
+    assert "<h2>Diversity</h2>" in (out / "summary.html").read_text()
     loaded = fs.synth.load_records(out).select(["id", "question", "answer"]).to_pylist()
     assert loaded == [{k: r[k] for k in ("id", "question", "answer")} for r in qa]  # public API, same records
 

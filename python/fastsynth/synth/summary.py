@@ -120,8 +120,43 @@ def summarize(rd: RunDir, docs: list[Doc], skipped: list[tuple[str, str]], quota
         summary["message"] = ("empty corpus: no usable documents, no records"
                               + (f" ({len(skipped)} skipped, see rejects/)" if skipped else ""))
     summary = _finite(summary)
+    summary_document(summary).write(rd.root, "summary")
     atomic_write_bytes(rd.root / "summary.json", json.dumps(summary, indent=1).encode())
     return summary
+
+
+def summary_document(s: dict[str, Any]) -> Any:
+    """The summary as a report :class:`fastsynth.report.Document` (summary.md/.html)."""
+    from fastsynth.report import Document
+
+    doc = Document("fastsynth synth summary")
+    if "message" in s:
+        doc.p(s["message"])
+    doc.h("Yield")
+    doc.table(["level", "requested", "accepted"],
+              [[lv, s["requested_questions"][f"level{lv}"], s["yield"][f"level{lv}"]] for lv in (1, 2, 3)]
+              + [["all", sum(s["requested_questions"].values()), s["total"]]])
+    doc.p(f"{s['evolved']} evolved; near-duplicate filter: {s['near_duplicate_filter']}; "
+          f"{s['documents']['units']} document units.")
+    doc.h("Rejections")
+    doc.table(["where", "stage:reason", "count"],
+              [[k, r, n] for k, reasons in s["rejections"].items() for r, n in reasons.items()])
+    t = s["tokens"]
+    doc.h("Generation")
+    doc.p(f"{t['requests']} requests, {t['prompt']} prompt and {t['completion']} completion tokens, "
+          f"{t['completion_tokens_per_s']:.1f} completion tokens/s, {t['generator_errors']} generator errors.")
+    doc.h("Diversity")
+    d = s["diversity"]
+    rows = []
+    for key in ("all", "level1", "level2", "level3"):
+        v = d[key]
+        rows.append([key, f"{v['n']:.0f}"] + ["n/a" if v.get(m) is None else f"{v[m]:.3f}" for m in
+                                         ("coverage", "entropy_bits", "mean_pairwise_similarity",
+                                          "set_gzip_ratio")])
+    doc.table(["questions", "n", "concept coverage", "entropy (bits)", "mean pairwise similarity",
+               "set gzip ratio (compressed/original)"], rows)
+    doc.p(f"Embeddings: {d['embeddings']}; vocabulary of {d['vocabulary_concepts']} concepts.")
+    return doc
 
 
 def _finite(o: Any) -> Any:
