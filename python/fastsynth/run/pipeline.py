@@ -47,10 +47,12 @@ class RunConfig:
 
 
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
-    # ~5 min on 2 cores: 200 documents scored and deduplicated, 12 of them synthesized from
-    # with the embedded SmolLM2-135M (~45 new tokens/s here), short generations.
+    # a few minutes on 2 quiet cores: 200 documents scored and deduplicated, the first
+    # 1,200 characters of 12 of them synthesized from with the embedded SmolLM2-135M (~45 new
+    # tokens/s on such a machine; ~4,000 tokens in all), short generations.
     "quick": {"ingest": {"limit": 200, "part_docs": 50},
-              "synth": {"max_docs": 12, "questions_per_doc": 1.5, "max_tokens": 64, "batch_docs": 6},
+              "synth": {"max_docs": 12, "max_chunks": 1, "questions_per_doc": 1.5, "max_tokens": 64,
+                        "batch_docs": 6},
               "plan": {}},
     # the whole built-in corpus, 100 documents synthesized from.
     "default": {"ingest": {"part_docs": 200},

@@ -39,6 +39,8 @@ class SynthStageConfig:
     shares: tuple[float, float, float] = option((0.3, 0.4, 0.3), "Level-1,2,3 shares of the budget")
     batch_docs: int = option(8, "documents (or walks) per synthesis part")
     max_doc_chars: int = option(1200, "document characters per prompt")
+    max_chunks: int = option(4, "a longer document is cut into at most this many prompt-sized chunks "
+                                "(the rest is a counted reject)")
     max_tokens: int = option(96, "new tokens per request (questions, concepts, answers)")
     seed: int = option(0, "sampling seed")
     gen_batch_size: int = option(8, "requests per generator call")
@@ -56,6 +58,7 @@ class SynthStageConfig:
         t = self.max_tokens
         return SynthConfig(levels=self.levels, shares=self.shares, questions_per_doc=self.questions_per_doc,
                            seed=self.seed, batch_docs=self.batch_docs, max_doc_chars=self.max_doc_chars,
+                           max_chunks=self.max_chunks,
                            question_max_tokens=t, concept_max_tokens=t, answer_max_tokens=t,
                            evolve_max_tokens=t, gen_batch_size=self.gen_batch_size,
                            diversity_embeddings=False)
