@@ -40,8 +40,6 @@ with instrumented():  # the modules the reader runs, so atheris sees their branc
     from fastsynth.errors import FastsynthError
 
 KNOWN: dict[str, str] = {
-    "valid_row_rejected_as_invalid_utf8":
-        "tests/test_fuzz_regressions.py::test_parquet_keeps_valid_rows_beside_invalid_strings",
 }
 _DIR = Path(tempfile.mkdtemp(prefix="fastsynth-fuzz-parquet-"))
 atexit.register(shutil.rmtree, _DIR, ignore_errors=True)

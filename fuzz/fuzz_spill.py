@@ -30,8 +30,6 @@ with instrumented():
     from fastsynth.errors import InputError
 
 KNOWN: dict[str, str] = {
-    "bad_offsets_accepted":
-        "tests/test_fuzz_regressions.py::test_spill_sets_reader_refuses_offsets_that_do_not_rise",
 }
 _DIR = Path(tempfile.mkdtemp(prefix="fastsynth-fuzz-spill-"))
 atexit.register(shutil.rmtree, _DIR, ignore_errors=True)

@@ -105,11 +105,8 @@ def test_word_scanner_on_punctuation_only_runs(text):
     assert np.array_equal(sigs[0], sigs[1])
 
 
-# ---- findings: open defects in code owned elsewhere (strict xfail) -----------------
+# ---- findings (those still open in code owned elsewhere are strict xfail) ----------
 
-@pytest.mark.xfail(strict=True, reason=(
-    "corpus/parquet.py rejects valid rows as invalid_utf8 when another row of the batch "
-    "holds an invalid string in a list (or dictionary) column: the check is not per row"))
 def test_parquet_keeps_valid_rows_beside_invalid_strings(tmp_path):
     meta = pa.array([[b"ok"], [b"bad \xff"]], pa.list_(pa.binary())).view(pa.list_(pa.string()))
     path = tmp_path / "t.parquet"
@@ -120,9 +117,6 @@ def test_parquet_keeps_valid_rows_beside_invalid_strings(tmp_path):
     assert [r["row"] for r in rejects] == [1]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "corpus/parquet.py: a dictionary-encoded text column whose dictionary holds one "
-    "invalid string makes read_batches reject every row of the batch"))
 def test_parquet_batches_keep_valid_rows_of_a_dictionary_column(tmp_path):
     texts = pa.array([b"fine", b"bad \xff"], pa.binary()).view(pa.string()).dictionary_encode()
     path = tmp_path / "d.parquet"
@@ -133,10 +127,6 @@ def test_parquet_batches_keep_valid_rows_of_a_dictionary_column(tmp_path):
     assert [r["row"] for r in rejects] == [1]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "corpus/jsonl.py: a number past float range (1e400) parses to inf, so a record "
-    "carries a value JSON cannot hold, against the module's own contract (NaN/Infinity "
-    "literals are rejected as malformed_json)"))
 def test_jsonl_number_past_float_range_is_not_yielded_as_inf(tmp_path):
     path = tmp_path / "n.jsonl"
     path.write_text('{"text": "a", "n": 1e400}\n{"text": "b", "n": -1e999}\n', encoding="utf-8")
@@ -191,10 +181,6 @@ def test_server_refuses_a_non_string_role_with_400():
         assert e.value.status == 400 and e.value.param == "messages[0].role"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "dedup/spill.py read_sets checks the file size but not the offsets it hands on: "
-    "offsets that do not start at 0, go backwards or end past the values are returned "
-    "as they are (a damaged or foreign file is read as shingle sets)"))
 def test_spill_sets_reader_refuses_offsets_that_do_not_rise(tmp_path):
     from fastsynth.dedup import spill
     from fastsynth.errors import InputError

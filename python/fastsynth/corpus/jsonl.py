@@ -13,8 +13,9 @@ Conventions:
   become UTF-8 and is rejected as ``invalid_utf8``.
 * Id: ``str(record[id_field])`` when present and not null, else ``"<name>:<line>"`` with
   ``name`` the file's path relative to the source root.
-* Values: Python's ``json`` also reads ``NaN``/``Infinity``, which JSON does not have; such
-  a line is ``malformed_json``, so no record carries a value a JSON writer cannot write.
+* Values: Python's ``json`` also reads ``NaN``/``Infinity``, which JSON does not have, and
+  reads a number past the float range (``1e400``) as infinity; such a line is
+  ``malformed_json``, so no record carries a value a JSON writer cannot write.
   A line nested deeper than Python's recursion limit is ``malformed_json`` too.
 * Gzip (``.gz``): the records of a member are yielded only after that member's CRC-32
   and length check passed (a member is what one ``gzip`` run writes; ``cat a.gz b.gz``
@@ -43,6 +44,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import re
 import zlib
 from collections.abc import Iterator
@@ -61,6 +63,9 @@ _BUFFER = 1 << 20  # 1 MiB: large enough that syscalls/decompressor calls are no
 _ZSTD_READ = 1 << 16
 _LONE_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 _MISSING = object()
+# A JSON number that may lie past float range (an exponent of 3+ digits, or 309+ digits):
+# Python's json reads it as inf. Lines that match are parsed again with a strict float.
+_HUGE_NUMBER = re.compile(rb"[0-9][eE][+-]?[0-9]{3}|[0-9]{309}")
 #: Decompressed bytes of one gzip member held until its check passes; past this the
 #: member is checked in a first pass that keeps nothing and decoded again (module doc).
 GZIP_MEMBER_BUFFER = 64 << 20
@@ -77,6 +82,13 @@ class _StreamBroken(Exception):
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON value")
+
+
+def _finite_float(text: str) -> float:
+    x = float(text)
+    if x in (math.inf, -math.inf):
+        raise ValueError(f"number {text[:40]} is past the float range (it would be infinity)")
+    return x
 
 
 def _open(sf: SourceFile) -> BinaryIO:
@@ -245,7 +257,10 @@ def _parse(raw: bytes, lineno: int, sf: SourceFile, text_field: str, id_field: s
     except UnicodeDecodeError as e:
         return bad("invalid_utf8", f"invalid UTF-8 byte at offset {e.start}")
     try:
-        obj = json.loads(s, parse_constant=_reject_constant)
+        if _HUGE_NUMBER.search(raw):
+            obj = json.loads(s, parse_constant=_reject_constant, parse_float=_finite_float)
+        else:
+            obj = json.loads(s, parse_constant=_reject_constant)
     except ValueError as e:
         col = getattr(e, "colno", None)
         return bad("malformed_json", f"malformed JSON: {getattr(e, 'msg', e)}"

@@ -112,8 +112,10 @@ def _batches(pf: pq.ParquetFile, batch_size: int, columns: list[str] | None
 
 def _invalid_utf8_rows(batch: pa.RecordBatch) -> dict[int, str]:
     """Rows (0-based in ``batch``) holding a string that is not valid UTF-8 -> the first
-    such column. One vectorised pass when the batch is clean (the common case); a bad
-    column is then bisected to its bad rows."""
+    such column. One vectorised pass when the batch is clean (the common case); a column
+    that fails is then checked row by row, by decoding each row's own values: a slice's
+    ``validate`` would still see the whole child array of a list column or the whole
+    dictionary of a dictionary column, and blame valid rows for another row's string."""
     try:
         batch.validate(full=True)
         return {}
@@ -121,21 +123,19 @@ def _invalid_utf8_rows(batch: pa.RecordBatch) -> dict[int, str]:
         pass
     bad: dict[int, str] = {}
     for name, col in zip(batch.schema.names, batch.columns):
-        for i in _bad_rows(col, 0):
-            bad.setdefault(i, name)
+        try:
+            col.validate(full=True)
+            continue
+        except pa.ArrowInvalid:
+            pass
+        for i in range(len(col)):
+            if i in bad:
+                continue
+            try:
+                col.slice(i, 1).to_pylist()
+            except (UnicodeDecodeError, pa.ArrowInvalid):
+                bad[i] = name
     return dict(sorted(bad.items()))
-
-
-def _bad_rows(col: pa.Array, base: int) -> list[int]:
-    try:
-        col.validate(full=True)
-        return []
-    except pa.ArrowInvalid:
-        pass
-    if len(col) == 1:
-        return [base]
-    half = len(col) // 2
-    return _bad_rows(col.slice(0, half), base) + _bad_rows(col.slice(half), base + half)
 
 
 def _as_large_string(col: pa.Array, name: str) -> tuple[pa.Array | None, str]:

@@ -195,6 +195,11 @@ def read_sets(path: str | os.PathLike, params: SpillParams) -> tuple[np.ndarray,
     h = check_header(path, b"SETS", params)
     n, nv = h["count"], h["extra"]
     offsets = np.memmap(path, dtype=np.int64, mode="r", offset=HEADER.size + 8 * nv, shape=(n + 1,))
+    # The offsets index the values natively: they must start at 0, never fall and end at
+    # the number of values (one O(n) pass; a damaged or foreign file is refused here).
+    if offsets[0] != 0 or offsets[-1] != nv or (n and np.any(np.diff(offsets) < 0)):
+        raise InputError(f"spill file's set offsets are not a rising sequence from 0 to {nv} "
+                         "(damaged); recompute it", source=str(path))
     if nv == 0:
         return np.empty(0, dtype=np.uint64), offsets
     values = np.memmap(path, dtype=np.uint64, mode="r", offset=HEADER.size, shape=(nv,))
