@@ -206,3 +206,19 @@ def test_native_union_find_entry_points_check_their_arrays():
     parent = np.array([0, 0, 1, 3, 3], dtype=np.int64)
     _native.resolve_roots(parent)
     assert parent.tolist() == [0, 0, 0, 3, 3]
+
+
+def test_old_layout_spill_files_in_a_workdir_are_removed(tmp_path):
+    """Runs before per-run spill folders left sets.fsdd and bandNNN.fsdd in --workdir; the
+    next spilling run removes BAND/SETS files of those names, and nothing else."""
+    from fastsynth.dedup.store import BandStore
+    params = SpillParams(num_perm=64, seed=1, bands=2, rows=8)
+    store = BandStore(params, verify=True, spill_dir=tmp_path)  # the old layout, in place
+    store.add(np.arange(2), np.zeros((2, 2), np.uint64), (np.arange(3, dtype=np.uint64),
+                                                          np.array([0, 1, 3])))
+    store.finish()
+    write_signatures(tmp_path / "band123.fsdd", _random_sigs(2), params)  # a user's SIGS file
+    (tmp_path / "notes.txt").write_text("keep")
+    assert {p.name for p in tmp_path.iterdir()} >= {"band000.fsdd", "band001.fsdd", "sets.fsdd"}
+    dedup(["a b c d e f g"] * 2, memory_budget=4096, workdir=tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["band123.fsdd", "notes.txt"]

@@ -361,3 +361,31 @@ def test_hf_checkpoint_errors_are_named(tiny_gguf, tmp_path):
     cfg_path.write_text(json.dumps({**good, "head_dim": 8}))
     with pytest.raises(InputError, match=r"attn\.wqkv\.weight has shape"):
         load(folder)
+
+
+def test_save_hf_is_committed_by_config_json_last(tiny_gguf, tmp_path, monkeypatch):
+    """A save killed before its end must not leave new weights beside an old config: the
+    old config.json goes first, config.json is written last, each file by rename."""
+    from fastsynth.model.hf import read_hf_dir, save_hf
+    model, path = tiny_gguf
+    folder = tmp_path / "ckpt"
+    save_hf(model, folder)
+    assert read_hf_dir(folder)[0].hidden == model.config.hidden
+    bigger = Llama(model.config.replace(ffn=256)).eval()
+
+    class Killed(BaseException):
+        pass
+
+    import fastsynth.model.hf as hf_mod
+
+    def die(*a, **k):  # stands for a kill between the weights and the config
+        raise Killed
+    monkeypatch.setattr(hf_mod, "config_to_hf", die)
+    with pytest.raises(Killed):
+        save_hf(bigger, folder)
+    monkeypatch.undo()
+    with pytest.raises(InputError, match="config.json not found"):
+        read_hf_dir(folder)
+    assert not [p for p in folder.iterdir() if ".tmp-" in p.name]
+    with pytest.raises(ConfigError, match="dtype"):
+        load(path, dtype="float16")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import numbers
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -257,6 +258,21 @@ def sweep_spill_dirs(base: str | os.PathLike) -> list[Path]:
     return gone
 
 
+def _sweep_old_layout(base: Path) -> None:
+    """Remove band/set spill files that runs before per-run folders left directly in a
+    workdir (``sets.fsdd``, ``bandNNN.fsdd``, ``bandNNN.partNNNN.fsdd``), when their
+    header says they are BAND or SETS files (never a user's SIGS file)."""
+    for p in base.glob("*.fsdd"):
+        if p.name == "sets.fsdd" or re.fullmatch(r"band\d{3}(\.part\d{4})?\.fsdd", p.name):
+            try:
+                with open(p, "rb") as f:
+                    head = f.read(8)
+                if head in (b"FSDDBAND", b"FSDDSETS"):
+                    p.unlink()
+            except OSError:
+                pass
+
+
 def _make_spill_dir(workdir: Any) -> Path:
     base = Path(tempfile.gettempdir() if workdir is None else workdir)
     try:
@@ -264,6 +280,8 @@ def _make_spill_dir(workdir: Any) -> Path:
     except OSError as e:
         raise ConfigError(f"workdir {str(base)!r} cannot be created: {e.strerror or e}") from None
     sweep_spill_dirs(base)
+    if workdir is not None:
+        _sweep_old_layout(base)
     return Path(tempfile.mkdtemp(prefix=f"{SPILL_PREFIX}{os.getpid()}-", dir=base))
 
 

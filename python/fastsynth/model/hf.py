@@ -179,15 +179,25 @@ def read_hf_dir(directory: str | os.PathLike) -> tuple[LlamaConfig, dict[str, to
 
 def save_hf(model: torch.nn.Module, directory: str | os.PathLike, tokenizer: Any = None,
             dtype: torch.dtype | None = None) -> None:
-    """Write ``config.json`` + ``model.safetensors`` (+ tokenizer files) for ``model``."""
+    """Write ``config.json`` + ``model.safetensors`` (+ tokenizer files) for ``model``.
+
+    Crash safety (docs/errors.md): an existing ``config.json`` is removed first, each file
+    is written to a temporary sibling and renamed, and ``config.json`` comes last, as the
+    commit record: a save killed half-way leaves a folder without ``config.json``, which
+    :func:`read_hf_dir` refuses, never new weights beside an old config."""
     from safetensors.torch import save_file
+
+    from fastsynth.atomic import atomic_path, atomic_write_text
     os.makedirs(directory, exist_ok=True)
     config: LlamaConfig = model.config
     state = {k: v.detach() for k, v in model.state_dict().items()}
     dtype = dtype or next(model.parameters()).dtype
     hf = {k: v.to(dtype) for k, v in state_to_hf(state, config).items()}
-    save_file(hf, os.path.join(directory, "model.safetensors"), metadata={"format": "pt"})
-    with open(os.path.join(directory, "config.json"), "w", encoding="utf-8") as f:
-        json.dump(config_to_hf(config, dtype), f, indent=2)
+    cfg_path = os.path.join(directory, "config.json")
+    if os.path.exists(cfg_path):
+        os.unlink(cfg_path)
+    with atomic_path(os.path.join(directory, "model.safetensors")) as tmp:
+        save_file(hf, str(tmp), metadata={"format": "pt"})
     if tokenizer is not None:
         tokenizer.save(directory)
+    atomic_write_text(cfg_path, json.dumps(config_to_hf(config, dtype), indent=2))

@@ -59,6 +59,10 @@ def load(path: str | os.PathLike | None = None, *, dtype: torch.dtype = torch.fl
     ``path=None`` loads the embedded SmolLM2-135M-Instruct. Weights are dequantised to float32
     and cast to ``dtype``.
     """
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        from fastsynth.errors import ConfigError
+        raise ConfigError(f"dtype must be a floating torch.dtype (torch.float32, torch.bfloat16, "
+                          f"...), got {dtype!r}")
     path = os.fspath(path) if path is not None else default_model_path()
     if os.path.isdir(path):
         from fastsynth.model.hf import read_hf_dir
