@@ -250,11 +250,10 @@ def parse_completion(body: Any, model_name: str, vocab_size: int,
     of token ids or an array of such arrays (at most ``max_prompts`` prompts)."""
     common = _common(body, model_name)
     prompt = body.get("prompt")
-    if isinstance(prompt, str):
+    single = isinstance(prompt, str) or (isinstance(prompt, list) and bool(prompt) and all(
+        isinstance(t, int) and not isinstance(t, bool) for t in prompt))
+    if single:
         prompts: list[Any] = [prompt]
-    elif isinstance(prompt, list) and prompt and all(
-            isinstance(t, int) and not isinstance(t, bool) for t in prompt):
-        prompts = [prompt]
     elif isinstance(prompt, list) and prompt:
         prompts = prompt
     else:
@@ -265,7 +264,7 @@ def parse_completion(body: Any, model_name: str, vocab_size: int,
                            f"{max_prompts} per request", param="prompt", code="invalid_value")
     out = []
     for i, p in enumerate(prompts):
-        name = f"prompt[{i}]" if len(prompts) > 1 or not isinstance(prompt, str) else "prompt"
+        name = "prompt" if single else f"prompt[{i}]"
         if isinstance(p, list):
             if not p or not all(isinstance(t, int) and not isinstance(t, bool)
                                 and 0 <= t < vocab_size for t in p):
