@@ -222,3 +222,27 @@ def test_old_layout_spill_files_in_a_workdir_are_removed(tmp_path):
     assert {p.name for p in tmp_path.iterdir()} >= {"band000.fsdd", "band001.fsdd", "sets.fsdd"}
     dedup(["a b c d e f g"] * 2, memory_budget=4096, workdir=tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["band123.fsdd", "notes.txt"]
+
+
+def test_disk_full_while_spilling_leaves_nothing_behind(tmp_path):
+    """A spilling dedup that runs out of space (RLIMIT_FSIZE -> EFBIG) raises OSError and
+    removes its spill folder."""
+    import resource
+    work = tmp_path / "work"
+    code = textwrap.dedent(f"""
+        from fastsynth.dedup import dedup
+        texts = [f"doc {{i}} some words here and there {{i * 7}} more words" for i in range(20000)]
+        try:
+            dedup(texts, memory_budget=1 << 16, workdir={str(work)!r})
+            print("no error")
+        except OSError as e:
+            print("OSError", e.errno)
+    """)
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (256 * 1024, 256 * 1024))
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, preexec_fn=limit)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "OSError 27", res.stdout + res.stderr  # EFBIG
+    assert list(work.iterdir()) == []
