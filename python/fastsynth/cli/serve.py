@@ -66,5 +66,5 @@ def run(args: argparse.Namespace) -> int:
     # handler_cancellation: a client that disconnects cancels its handler, which cancels its
     # rows in the decode batch
     web.run_app(app, host=args.host, port=args.port, print=None, handle_signals=True,
-                access_log=None, handler_cancellation=True)
+                access_log=None, handler_cancellation=True, shutdown_timeout=5.0)
     return 0

@@ -7,9 +7,13 @@
   .gguf file or an HF safetensors directory), ``dtype``, ``threads``, ``batch_size``.
 - ``"openai"``: any OpenAI-compatible ``/v1/chat/completions`` server (``vllm serve``,
   ``fastsynth serve``); options ``base_url``, ``model``, ``api_key``, ``concurrency``,
-  ``max_retries``, ``timeout``.
-- ``"vllm"``: an in-process ``vllm.LLM`` (GPU); options ``model`` and vLLM engine arguments.
+  ``max_retries``, ``timeout``, ``stream`` (default True: server-sent events).
+- ``"vllm"``: an in-process ``vllm.LLM``; options ``model``, ``dtype`` (default float32) and
+  vLLM engine arguments.
 
+Every backend counts the end-of-sequence token in ``completion_tokens``. ``fastsynth serve``
+(:mod:`fastsynth.llm.server`) serves the local model over the OpenAI API with continuous
+batching; its formats and limits are in ``docs/serving.md``.
 Any backend takes ``cache_dir=``: responses are then stored in a SQLite file there, keyed by
 (model, request, parameters, seed), and a re-run returns them without regenerating.
 Backends are imported on first use, so ``import fastsynth.llm`` needs no torch or aiohttp.
