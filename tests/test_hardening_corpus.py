@@ -290,6 +290,8 @@ def test_write_unencodable_value_names_record_and_field(tmp_path):
         assert "record 1" in str(info.value)
     with pytest.raises(InputError, match=r"record 0 \(id 'a'\), field 'blob'"):
         write([{"id": "a", "text": "x", "blob": b"\x00"}], tmp_path / "o.jsonl")
+    with pytest.raises(InputError, match=r"record 1: field name 7 is a int"):
+        write([{"text": "x"}, {"text": "y", 7: "seven"}], tmp_path / "o.parquet")
     assert list(tmp_path.iterdir()) == []
 
 

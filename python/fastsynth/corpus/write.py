@@ -338,9 +338,13 @@ def _table_from_dicts(rows: list[dict], row0: int, path: Path) -> pa.Table:
     for errors.
     """
     keys: dict[str, None] = {}
-    for r in rows:
+    for i, r in enumerate(rows):
         for k in r:
-            keys.setdefault(k, None)
+            if k not in keys:
+                if not isinstance(k, str):  # a Parquet column is named by a string
+                    raise InputError(f"record {row0 + i}: field name {k!r} is a "
+                                     f"{type(k).__name__}, not a string", source=str(path))
+                keys[k] = None
     cols = {}
     for k in keys:
         values = [r.get(k) for r in rows]
