@@ -318,3 +318,14 @@ def test_bad_seeds_and_top_p_zero(model, tok):
     while len(batch):
         batch.step()
     assert row.result.tokens == greedy
+
+
+def test_held_back_text():
+    """What a stream may not send yet: a suffix that could still become a stop string, and
+    every replacement character of an incomplete UTF-8 sequence at the end."""
+    from fastsynth.model.generation import _held_back
+    assert _held_back("hello wor", ["world"]) == 3
+    assert _held_back("hello", ["world"]) == 0
+    assert _held_back("ab\ufffd\ufffd", []) == 2
+    assert _held_back("a\ufffdb", []) == 0
+    assert _held_back("x</", ["</s>", "<"]) == 2

@@ -136,9 +136,8 @@ def _held_back(text: str, stop: Sequence[str]) -> int:
             if text.endswith(s[:n]):
                 hold = n
                 break
-    if text.endswith("\ufffd"):
-        hold = max(hold, 1)
-    return hold
+    partial = len(text) - len(text.rstrip("\ufffd"))
+    return max(hold, partial)
 
 
 def check_seed(seed: object) -> int | None:
@@ -403,7 +402,8 @@ class DecodeBatch:
             return stepped
         assert self.cache is not None and self.key_mask is not None
         if self.cache.length >= self.cache.capacity:
-            self._relayout(join=None, free=GROW_SLOTS)
+            # grow by a quarter at least: copies stay a small share of long generations
+            self._relayout(join=None, free=max(GROW_SLOTS, self.cache.length // 4))
         step_ids = torch.tensor([nxt[b] for b in keep], dtype=torch.long,
                                 device=self.device)[:, None]
         self.logits = self.model(step_ids, self.next_pos[:, None].to(self.device),
