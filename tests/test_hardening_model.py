@@ -59,3 +59,19 @@ def test_parameter_shapes_match_the_module(name, tied):
         got.pop("lm_head.weight")  # the embedding, shared
     assert got == cfg.parameter_shapes()
     assert sum(math.prod(s) for s in got.values()) == cfg.num_params()
+
+
+def test_gguf_rope_factors_of_the_wrong_length_are_named():
+    """Was: a rope_freqs tensor of another length failed in numpy broadcasting."""
+    import numpy as np
+
+    from fastsynth.errors import InputError
+    from fastsynth.model.gguf_file import _llama3_scaling_from_factors
+    from fastsynth.model.rope import inverse_frequencies
+    cfg = LlamaConfig.preset("llama-3.2-1b")
+    plain = cfg.replace(rope_scaling=None)
+    factors = (inverse_frequencies(plain) / inverse_frequencies(cfg)).double().numpy()
+    assert _llama3_scaling_from_factors(plain, factors, "m.gguf").factor == 32.0
+    for bad in (factors[:5], np.append(factors, 1.0), np.full_like(factors, np.nan)):
+        with pytest.raises(InputError, match=r"m\.gguf: tensor rope_freqs\.weight"):
+            _llama3_scaling_from_factors(plain, bad, "m.gguf")

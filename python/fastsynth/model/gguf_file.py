@@ -265,6 +265,9 @@ def _llama3_scaling_from_factors(cfg: LlamaConfig, factors: np.ndarray,
     # llama.cpp stores Llama-3 scaling as per-frequency divisors; match them to the published
     # settings (factor 8 for 3.1, 32 for 3.2; low 1, high 4, original context 8192).
     from fastsynth.model.rope import inverse_frequencies
+    if factors.size != cfg.head_dim // 2 or not np.all(np.isfinite(factors)):
+        raise InputError(f"tensor rope_freqs.weight holds {factors.size} values, expected "
+                         f"{cfg.head_dim // 2} finite ones (head_dim / 2)", source=path)
     base = inverse_frequencies(cfg.replace(rope_scaling=None)).double().numpy()
     for factor in (8.0, 32.0, 16.0, 4.0):
         s = RopeScaling(factor=factor)
