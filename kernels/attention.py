@@ -55,25 +55,47 @@ _LN2 = 0.6931471805599453
 POISON = False
 
 
-def _configs(kernel: str) -> list[triton.Config]:
-    """Autotuning candidates (CUDA) or the one configuration the interpreter runs.
+# Autotuning candidates on the GPU, (BLOCK_M, BLOCK_N, num_warps, num_stages) per kernel and head
+# dim (<= 64, 128). Chosen without a GPU (docs: benchmarks/RESULTS.md, 2026-11-26): compiled
+# for sm_90 with ptxas, the hd128 backward spills registers in every shape tried; these are the
+# shapes that spilled least (4-warp 128-row forward and 128-column dK/dV tiles spilled 900-2200
+# bytes per thread at hd128 and are left out there).
+_GPU_SHAPES = {
+    ("fwd", 64): [(128, 64, 8, 3), (128, 64, 4, 3), (128, 128, 8, 2), (64, 64, 4, 3)],
+    ("fwd", 128): [(128, 64, 8, 3), (128, 128, 8, 2), (64, 64, 4, 3)],
+    ("dq", 64): [(128, 32, 4, 3), (128, 64, 8, 3), (64, 64, 4, 3)],
+    ("dq", 128): [(128, 64, 8, 2), (64, 64, 4, 3), (64, 32, 4, 2)],
+    ("dkdv", 64): [(32, 128, 4, 3), (64, 128, 8, 3), (64, 64, 4, 3)],
+    ("dkdv", 128): [(32, 64, 8, 3), (64, 64, 8, 2), (32, 128, 8, 2)],
+}
 
-    The interpreter blocks are small and unequal (BLOCK_M != BLOCK_N) so that short test
-    sequences cross several blocks and every masked/unmasked stage split is exercised.
-    On the GPU, the candidates are the shapes that win in FlashAttention-2-style Triton kernels
-    on Hopper (128-row query tiles in the forward and dQ, 128-column key tiles in dK/dV); the
-    ones that do not fit in shared memory are pruned by the autotuner.
-    """
+
+def _shape(c: triton.Config) -> tuple[int, int, int, int]:
+    return c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages
+
+
+def _configs(kernel: str) -> list[triton.Config]:
+    """Autotuning candidates (CUDA: all head dims; see _prune) or the one configuration the
+    interpreter runs: unequal blocks (BLOCK_M != BLOCK_N) so that short test sequences cross
+    block edges and every masked/unmasked split is exercised, large enough to keep the
+    interpreter's per-block overhead down."""
     if _INTERPRET:
         m, n = {"fwd": (128, 64), "dkdv": (64, 128), "dq": (128, 64)}[kernel]
         return [triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=4, num_stages=1)]
-    shapes = {
-        "fwd": [(128, 64, 8, 3), (128, 128, 8, 2), (128, 64, 4, 3), (64, 64, 4, 3), (64, 32, 4, 2)],
-        "dkdv": [(32, 128, 4, 3), (64, 128, 8, 2), (64, 64, 4, 3), (32, 64, 4, 2)],
-        "dq": [(128, 32, 4, 3), (128, 64, 8, 2), (64, 64, 4, 3), (64, 32, 4, 2)],
-    }[kernel]
+    shapes = dict.fromkeys(_GPU_SHAPES[(kernel, 64)] + _GPU_SHAPES[(kernel, 128)])
     return [triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=s)
             for m, n, w, s in shapes]
+
+
+def _prune(kernel: str):
+    """early_config_prune: keep the candidates listed for the launch's head dim."""
+    def prune(configs, named_args, **kwargs):
+        head_dim = kwargs.get("HEAD_DIM", named_args.get("HEAD_DIM"))
+        if head_dim is None or len(configs) == 1:   # unknown call shape: time them all
+            return configs
+        wanted = _GPU_SHAPES[(kernel, 64 if head_dim <= 64 else 128)]
+        return [c for c in configs if _shape(c) in wanted] or configs
+    return {"early_config_prune": prune}
 
 
 # Tuned once per (head dim, causal, group, precision, power-of-two bucket of the longest
@@ -120,7 +142,7 @@ def _fwd_blocks(acc, l_i, m_i, q, k_base, v_base, stride_kt, stride_vt, offs_m, 
     return acc, l_i, m_i
 
 
-@triton.autotune(configs=_configs("fwd"), key=_KEY)
+@triton.autotune(configs=_configs("fwd"), key=_KEY, prune_configs_by=_prune("fwd"))
 @triton.jit
 def _fwd_kernel(Q, K, V, O, LSE, cu_q, cu_k, qk_scale, seq_bucket,
                 stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh,
@@ -203,7 +225,7 @@ def _bwd_dq_blocks(dq, q, do, lse2, delta, k_base, v_base, stride_kt, stride_vt,
     return dq
 
 
-@triton.autotune(configs=_configs("dq"), key=_KEY)
+@triton.autotune(configs=_configs("dq"), key=_KEY, prune_configs_by=_prune("dq"))
 @triton.jit
 def _bwd_dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, cu_q, cu_k, qk_scale, sm_scale, seq_bucket,
                    stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh,
@@ -286,7 +308,7 @@ def _bwd_dkdv_blocks(dk, dv, k, v, q_base, do_base, lse_base, delta_base,
     return dk, dv
 
 
-@triton.autotune(configs=_configs("dkdv"), key=_KEY)
+@triton.autotune(configs=_configs("dkdv"), key=_KEY, prune_configs_by=_prune("dkdv"))
 @triton.jit
 def _bwd_dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV, cu_q, cu_k, qk_scale, sm_scale, seq_bucket,
                      stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh,

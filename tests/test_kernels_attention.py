@@ -189,6 +189,18 @@ def test_bad_input_raises_value_error_naming_argument(over, name):
         kern.flash_attn_varlen(**_args(**over))
 
 
+def test_value_checks_are_redone_when_cu_seqlens_change_in_place():
+    from fastsynth.kernels import attention as kern
+    a = _args(cu_seqlens_k=torch.tensor([0, 2, 5], dtype=torch.int32))
+    call = lambda: kern._validate(a["q"], a["k"], a["v"], a["cu_seqlens_q"], a["cu_seqlens_k"],  # noqa: E731
+                                  None, None)
+    assert call() == (3, 3)
+    assert call() == (3, 3)                   # remembered: same live tensors, same versions
+    a["cu_seqlens_k"][1] = 6                  # in place: no longer non-decreasing
+    with pytest.raises(ValueError, match="cu_seqlens_k must be non-decreasing"):
+        call()
+
+
 if __name__ == "__main__":  # the interpreter run (see the module docstring)
     assert os.environ.get("TRITON_INTERPRET") == "1", "run with TRITON_INTERPRET=1"
     torch.set_num_threads(1)
