@@ -93,3 +93,21 @@ def test_numbers_are_not_parsed_from_strings_in_python():
     with pytest.raises(ConfigError, match="gpu_hour_usd"):
         Hardware(gpu_hour_usd=True)
     assert Hardware(mfu=np.float64(0.4)).mfu == 0.4
+
+
+def test_interval_level_is_checked():
+    """Was: param_intervals(level=2) raised numpy's 'Quantiles must be in the range [0, 1]'."""
+    fit = plan.fit_rectified(np.array([1e9, 3e9, 1e10, 3e10, 1e11, 3e11]),
+                             np.array([0.50, 0.41, 0.33, 0.28, 0.245, 0.225]), n_bootstrap=3)
+    for bad in (2, 0, "0.9", True):
+        with pytest.raises(ConfigError, match="level"):
+            fit.param_intervals(level=bad)
+    lo, hi = fit.param_intervals(0.9)["beta"]
+    assert lo <= hi
+
+
+def test_prediction_level_is_checked():
+    fit = plan.fit_rectified(np.array([1e9, 3e9, 1e10, 3e10, 1e11, 3e11]),
+                             np.array([0.50, 0.41, 0.33, 0.28, 0.245, 0.225]), n_bootstrap=3)
+    with pytest.raises(ConfigError, match="level"):
+        fit.predict(1e12, level="0.9")  # was: TypeError comparing str and int

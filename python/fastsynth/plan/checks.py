@@ -29,6 +29,14 @@ def count(name: str, value: Any, *, minimum: int = 0) -> int:
     return int(value)
 
 
+def interval_level(level: Any) -> float:
+    """An interval's coverage, strictly between 0 and 1 (0.95 = the central 95%)."""
+    x = _number("level", level, "a number in (0, 1)")
+    if not 0 < x < 1:
+        raise ConfigError(f"level: must lie in (0, 1), got {level!r}")
+    return x
+
+
 def positive(name: str, value: Any) -> float:
     """``value`` as a float, which must be finite and > 0."""
     x = _number(name, value, "a positive number")

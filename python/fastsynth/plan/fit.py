@@ -22,7 +22,7 @@ import numpy as np
 
 from fastsynth.errors import ConfigError
 from fastsynth.plan.checks import count as check_count
-from fastsynth.plan.checks import finite_array, positive, positive_array, same_length
+from fastsynth.plan.checks import finite_array, interval_level, positive, positive_array, same_length
 from fastsynth.plan.constants import ChinchillaConstants
 from fastsynth.plan.lbfgs import STATUS_TEXT, minimize_batched
 from fastsynth.plan import lbfgs
@@ -139,6 +139,7 @@ class ChinchillaFit:
 
     def param_intervals(self, level: float = 0.95) -> dict[str, tuple[float, float]]:
         """Bootstrap percentile interval per parameter (E, A, B, alpha, beta)."""
+        interval_level(level)
         if self.bootstrap.size == 0:
             return {k: (float("nan"), float("nan")) for k in PARAM_NAMES}
         bs = self.bootstrap

@@ -38,9 +38,8 @@ class Prediction:
 def percentile_interval(draws: np.ndarray | None, level: float, like: np.ndarray
                         ) -> tuple[np.ndarray, np.ndarray]:
     """Central ``level`` interval over axis 0 of ``draws`` (k, m); NaN without draws."""
-    if not 0 < level < 1:
-        from fastsynth.errors import ConfigError
-        raise ConfigError(f"level: must lie in (0, 1), got {level!r}")
+    from fastsynth.plan.checks import interval_level
+    level = interval_level(level)
     if draws is None or len(draws) == 0:
         nan = np.full_like(like, np.nan, dtype=np.float64)
         return nan, nan.copy()

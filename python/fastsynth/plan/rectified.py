@@ -20,7 +20,7 @@ import numpy as np
 
 from fastsynth.errors import ConfigError
 from fastsynth.plan.checks import count as check_count
-from fastsynth.plan.checks import finite_array, positive_array, same_length
+from fastsynth.plan.checks import finite_array, interval_level, positive_array, same_length
 from fastsynth.plan.laws import prelearned_tokens
 from fastsynth.plan.prediction import Prediction, check_extrapolation, percentile_interval
 
@@ -57,6 +57,8 @@ class RectifiedFit:
         return {"B": self.B, "D_l": self.D_l, "beta": self.beta, "E": self.E}
 
     def param_intervals(self, level: float = 0.95) -> dict[str, tuple[float, float]]:
+        """Bootstrap percentile interval per parameter (B, D_l, beta, E)."""
+        interval_level(level)
         bs = self.bootstrap
         if bs.size == 0:
             return {k: (float("nan"), float("nan")) for k in ("B", "D_l", "beta", "E")}
