@@ -104,10 +104,9 @@ def _outputs(root: Path) -> dict[str, bytes]:
             if p.relative_to(root).parts[0] not in ("ray", "logs")}
 
 
-@pytest.mark.parametrize("keep", ["first", "score"])
-def test_ray_output_identical_to_local(tmp_path, source, executor, keep):
-    kw = {"keep": keep, "score_field": "gzip_ratio"} if keep == "score" else {}
-    stages = _configs(source, **kw)
+def test_ray_output_identical_to_local(tmp_path, source, executor):
+    """(keep=score and split bands are covered against the library below, locally.)"""
+    stages = _configs(source)
     local = _run(tmp_path / "local", stages, LocalExecutor(show_progress=False))
     remote = _run(tmp_path / "ray", stages, executor)
     a, b = _outputs(tmp_path / "local"), _outputs(tmp_path / "ray")
@@ -382,3 +381,4 @@ def test_dedup_stage_equals_library_dedup(tmp_path, source, scored, monkeypatch,
     info = rd.manifest["stages"]["dedup"]["phases"]["cluster"]["global"]["info"]
     assert info["cluster_size_histogram"] == {str(k): v for k, v in ref.size_histogram().items()}
     assert info["pairs"]["candidates"] == ref.candidate_pairs
+

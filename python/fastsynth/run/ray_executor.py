@@ -211,7 +211,16 @@ class RayExecutor:
                 self.temp_dir, note = temp_dir_for(root)
                 if note:
                     print(note, file=sys.stderr)
-                ray.init(num_cpus=self.num_cpus, _temp_dir=str(self.temp_dir), **common)
+                for attempt in (1, 2):
+                    try:
+                        ray.init(num_cpus=self.num_cpus, _temp_dir=str(self.temp_dir), **common)
+                        break
+                    except Exception as e:  # Ray waits a fixed 30 s for its raylet: a loaded
+                        ray.shutdown()       # machine can miss that once (seen at load 17 on 2 cores)
+                        if attempt == 2 or "timed out during startup" not in str(e):
+                            raise
+                        print("ray: the local Ray did not start within its 30 s; trying once more",
+                              file=sys.stderr)
                 self._started_here = True
         if not self._checked:
             self._check_workers(ray)
