@@ -4,11 +4,12 @@ and runs decode steps while requests join and leave it.
 A :class:`Job` (token ids + sampling settings) is :meth:`Scheduler.submit`-ted from any thread;
 between two decode steps the worker takes waiting jobs (up to ``max_batch`` rows in the batch),
 prefills them together (a lone one at batch 1) and adds them to the batch, so a request that
-arrives while others decode starts at the next step instead of waiting for them to finish. After every step each job's
-``on_event`` callback gets the text that became final (see ``Row.take_delta``) and, at the end,
-the :class:`~fastsynth.model.generation.Generated` result. A job that raises while joining
-(a bad argument, out of memory) fails alone; a fault inside a decode step fails the rows of that
-step and the worker starts a fresh batch. :meth:`Job.cancel` (a client that disconnected)
+arrives while others decode starts at the next step instead of waiting for them to finish.
+As soon as a step's tokens are sampled (before its forward pass), each job's ``on_event``
+callback gets the text that became final (see ``Row.take_delta``) and, at the end, the
+:class:`~fastsynth.model.generation.Generated` result. A job that raises while joining (a bad
+argument, out of memory) fails alone; a fault inside a decode step fails the unfinished rows of
+that step and the worker starts a fresh batch. :meth:`Job.cancel` (a client that disconnected)
 removes the row at the next step, or the job before it joins.
 
 The worker sees token ids only: tokenization happens in the caller's threads.
@@ -144,20 +145,25 @@ class Scheduler:
                 continue
             rows = list(self.batch.rows)
             self.stats["cancelled"] += sum(r.cancelled for r in rows)
+            delivered: set[int] = set()
+
+            def deliver(stepped: list[Row]) -> None:
+                """New text (and results) out as soon as the tokens are sampled."""
+                for r in stepped:
+                    delivered.add(id(r))
+                    if r.cancelled:  # cancelled during this step: no more events
+                        continue
+                    delta = r.take_delta()
+                    if delta or r.result is not None:
+                        r.key.on_event(delta, r.result, None)
+
             try:
-                stepped = self.batch.step()
+                self.batch.step(on_tokens=deliver)
                 self.stats["steps"] += 1
             except Exception as e:  # a fault in the model: fail this step's rows, start afresh
-                self.stats["failed"] += len(rows)
                 self.batch = DecodeBatch(self.batch.model, self.batch.tokenizer)
                 for r in rows:
-                    if not r.cancelled:
-                        r.key.on_event("", None, f"generation failed: {type(e).__name__}: {e}")
-                continue
-            for r in stepped:
-                job = r.key
-                if r.cancelled:  # cancelled during this step: no more events
-                    continue
-                delta = r.take_delta()
-                if delta or r.result is not None:
-                    job.on_event(delta, r.result, None)
+                    if r.cancelled or (id(r) in delivered and r.result is not None):
+                        continue   # finished (and told so) before the fault
+                    self.stats["failed"] += 1
+                    r.key.on_event("", None, f"generation failed: {type(e).__name__}: {e}")

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Hashable, Sequence
+from typing import Callable, Hashable, Sequence
 
 import torch
 
@@ -385,10 +385,12 @@ class DecodeBatch:
         self.logits = self.logits.index_select(0, idx)
 
     @torch.inference_mode()
-    def step(self) -> list[Row]:
+    def step(self, on_tokens: Callable[[list[Row]], None] | None = None) -> list[Row]:
         """Sample one token for every row, retire the rows that finished, and run the model on
         the others' new tokens (their next logits). Cancelled rows leave first. Returns the rows
-        that took part (finished ones have ``result`` set and are no longer in the batch)."""
+        that took part (finished ones have ``result`` set and are no longer in the batch).
+        ``on_tokens(rows)`` is called with those rows once their tokens are sampled, before the
+        forward pass: a server hands the new text out one forward pass earlier."""
         self._keep([b for b, r in enumerate(self.rows) if not r.cancelled])
         if not self.rows:
             return []
@@ -398,6 +400,8 @@ class DecodeBatch:
             r._push(tok, self.tokenizer, self.stop_set)
         keep = [b for b, r in enumerate(stepped) if r.result is None]
         self._keep(keep)
+        if on_tokens is not None:
+            on_tokens(stepped)
         if not keep:
             return stepped
         assert self.cache is not None and self.key_mask is not None
