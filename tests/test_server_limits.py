@@ -95,7 +95,8 @@ BAD = [
     ({"stream": "yes"}, "stream"), ({"stream_options": {"include_usage": True}},
                                     "stream_options"),
     ({"top_k": -2}, "top_k"), ({"logprobs": True}, "logprobs"),
-    ({"presence_penalty": 1.0}, "presence_penalty"), ({"frequency_penalty": 3}, "frequency_penalty"),
+    ({"presence_penalty": 1.0}, "presence_penalty"),
+    ({"frequency_penalty": 3}, "frequency_penalty"),
     ({"tools": [{"type": "function"}]}, "tools"), ({"response_format": {"type": "json_object"}},
                                                    "response_format"),
     ({"model": 5}, "model"),
@@ -131,7 +132,8 @@ def test_bad_fields_are_400_error_objects_and_fail_alone(server):
     greedy = post(server, "/completions", json.dumps(
         {"prompt": "a b c", "max_tokens": 8, "temperature": 0}).encode())[1]
     top0 = post(server, "/completions", json.dumps(
-        {"prompt": "a b c", "max_tokens": 8, "temperature": 1.5, "top_p": 0, "seed": 3}).encode())[1]
+        {"prompt": "a b c", "max_tokens": 8, "temperature": 1.5, "top_p": 0,
+         "seed": 3}).encode())[1]
     assert top0["choices"][0]["text"] == greedy["choices"][0]["text"]
 
 

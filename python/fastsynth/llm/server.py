@@ -297,7 +297,8 @@ class OpenAIServer:
                 if result is not None:
                     choices[i] = Choice(result.text, result.finish_reason, len(prompts[i]),
                                         result.completion_tokens)
-                    await send(chunk(req, rid, created, model, i, finish_reason=result.finish_reason))
+                    await send(chunk(req, rid, created, model, i,
+                                     finish_reason=result.finish_reason))
             if req.include_usage:
                 await send(usage_chunk(req, rid, created, model, choices))  # type: ignore[arg-type]
             await send("[DONE]")
