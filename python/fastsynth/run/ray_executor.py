@@ -294,7 +294,11 @@ class RayExecutor:
             def submit(part: Part) -> Any:
                 return task.remote(fn_ref, conf_ref, part)
             limit = self.max_in_flight or max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
-        self._drive(ray, submit, parts, record, limit, where)
+        try:
+            self._drive(ray, submit, parts, record, limit, where)
+        finally:
+            for actor in getattr(submit, "pool", ()):  # the phase's models go with its actors
+                ray.kill(actor)
 
     def _actor_submitter(self, ray: Any, resources: dict, n: int, fn: Callable, config: Any) -> Callable:
         cls = ray.remote(PartActor).options(max_restarts=self.max_retries,
@@ -323,7 +327,6 @@ class RayExecutor:
         todo = list(reversed(parts))
         running: dict[Any, tuple[Part, float]] = {}
         failure: str | None = None
-        last = time.monotonic()
         release = getattr(submit, "release", None)
         with progress(total=len(parts), desc=f"{where} [ray]", unit="part", enabled=self.show_progress) as bar:
             while todo or running:
@@ -344,8 +347,6 @@ class RayExecutor:
                     if err is not None and failure is None:
                         failure = err
                     bar.update(1)
-                    last = time.monotonic()
-        del last
         if failure is not None:
             raise RunError(failure)
 
