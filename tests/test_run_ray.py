@@ -382,3 +382,36 @@ def test_dedup_stage_equals_library_dedup(tmp_path, source, scored, monkeypatch,
     assert info["cluster_size_histogram"] == {str(k): v for k, v in ref.size_histogram().items()}
     assert info["pairs"]["candidates"] == ref.candidate_pairs
 
+
+
+NO_FASTSYNTH = textwrap.dedent("""
+    import sys
+    import ray
+    ray.init(address=sys.argv[1], runtime_env={"env_vars": {"PYTHONPATH": sys.argv[2]}}, log_to_driver=False)
+    from fastsynth.errors import ConfigError
+    from fastsynth.run.ray_executor import RayExecutor
+    try:
+        RayExecutor(sys.argv[1]).start(sys.argv[3])
+    except ConfigError as e:
+        print("ERROR", e)
+""")
+# Started first in this job's workers: hides the installed fastsynth (its import hook and
+# the source folders its .pth adds), as on the nodes of a cluster where it is not installed.
+HIDE_FASTSYNTH = textwrap.dedent("""
+    import os, sys
+    sys.meta_path[:] = [f for f in sys.meta_path if "fastsynth" not in type(f).__module__]
+    sys.path[:] = [p for p in sys.path if not os.path.isfile(os.path.join(p, "fastsynth", "_version.py"))]
+""")
+
+
+def test_cluster_without_fastsynth_is_named(tmp_path, executor):
+    stub = tmp_path / "stub"
+    stub.mkdir()
+    (stub / "sitecustomize.py").write_text(HIDE_FASTSYNTH)
+    script = tmp_path / "driver.py"
+    script.write_text(NO_FASTSYNTH)
+    r = subprocess.run([sys.executable, str(script), ray.get_runtime_context().gcs_address, str(stub),
+                        str(tmp_path / "run")], capture_output=True, text=True, timeout=180)
+    line = [x for x in r.stdout.splitlines() if x.startswith("ERROR")]
+    assert line, (r.stdout[-1000:], r.stderr[-2000:])
+    assert "workers need fastsynth" in line[0] and "missing" in line[0] and "\n" not in line[0]
