@@ -355,8 +355,9 @@ def test_dedup_stage_equals_library_dedup(tmp_path, source, scored, monkeypatch,
     from fastsynth.dedup import dedup as library_dedup
     from fastsynth.run.records import read_parts
 
-    if band_part_docs is not None:
+    if band_part_docs is not None:  # split bands, and sig files of many small row groups
         monkeypatch.setattr(dedup, "BAND_PART_DOCS", band_part_docs)
+        monkeypatch.setattr(dedup, "SIG_ROW_GROUP", 7)
     shutil.copytree(scored, tmp_path / "run")
     rd = _run(tmp_path / "run", _configs(source, **kw), LocalExecutor(show_progress=False))
     n_bands = rd.manifest["stages"]["dedup"]["phases"]["cluster"]["global"]["info"]["bands"]

@@ -37,7 +37,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from fastsynth.atomic import write_parquet
+from fastsynth.atomic import atomic_path, write_parquet
 from fastsynth.errors import ConfigError
 from fastsynth.run.config import check, option
 from fastsynth.run.records import reject_table, write_rejects
@@ -118,8 +118,21 @@ def signatures(config: DedupConfig, part: Part) -> PartResult:
         columns["shingles"] = pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(values))
     if config.keep == "score":
         columns["score"] = pa.array(scores_column(t, config.score_field, str(src)))
-    write_parquet(part.out, pa.table(columns))
+    with atomic_path(part.out) as tmp:  # small row groups: verify reads only those it needs
+        pq.write_table(pa.table(columns), tmp, row_group_size=SIG_ROW_GROUP)
     return PartResult(info={"documents": t.num_rows})
+
+
+def _read_rows(path, rows: np.ndarray, columns: list[str]) -> pa.Table:
+    """Rows ``rows`` (sorted, unique) of a sig file, reading only their row groups."""
+    f = pq.ParquetFile(path)
+    sizes = [f.metadata.row_group(g).num_rows for g in range(f.num_row_groups)]
+    starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    g = np.searchsorted(starts, rows, side="right") - 1  # each row's group
+    groups = np.unique(g)
+    t = f.read_row_groups(groups.tolist(), columns=columns)
+    base = np.concatenate([[0], np.cumsum([sizes[x] for x in groups])])[:-1].astype(np.int64)
+    return t.take(pa.array(base[np.searchsorted(groups, g)] + rows - starts[g]))
 
 
 def _offsets(paths: list) -> np.ndarray:
@@ -128,6 +141,8 @@ def _offsets(paths: list) -> np.ndarray:
     return np.concatenate([[0], np.cumsum(counts, dtype=np.int64)]).astype(np.int64)
 
 
+#: Rows per row group of the sig files (verify reads the groups holding its pairs' ends).
+SIG_ROW_GROUP = 8192
 #: Documents per ``bands`` part: past this, a band is split into key ranges (a bucket's
 #: documents share their key, so they stay in one range) and a part's memory stays ~50
 #: bytes per document of its range (docs/scale.md, "Distributed dedup").
@@ -217,7 +232,7 @@ def verify_pairs(config: DedupConfig, part: Part) -> PartResult:
     sets: list[pa.Array] = []
     for f in np.unique(where):
         sel = np.flatnonzero(where == f)
-        t = pq.read_table(sig_paths[f], columns=cols).take(pa.array(nodes[sel] - offs[f]))
+        t = _read_rows(sig_paths[f], nodes[sel] - offs[f], cols)
         ids[sel] = t.column("id").to_pylist()
         if config.keep == "score":
             scores[sel] = t.column("score").to_numpy(zero_copy_only=False)
