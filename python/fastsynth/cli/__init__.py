@@ -17,7 +17,7 @@ from fastsynth._version import __version__
 from fastsynth.errors import FastsynthError
 
 # Sub-command modules, in the order the data flows.
-COMMANDS = ["score", "dedup", "synth", "generate", "serve", "plan", "tokenize", "run"]
+COMMANDS = ["score", "dedup", "synth", "generate", "serve", "plan", "tokenize", "train", "sweep", "run"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -227,27 +227,20 @@ def _n_targets(batch: Batch) -> int:
 def evaluate(module: nn.Module, batches: Iterable[Batch], *, device: torch.device,
              bf16: bool = False, max_batches: int = 0) -> tuple[float, int]:
     """Mean cross-entropy (nats/token) over the held-out ``batches`` and the target count.
-    Under ``torch.distributed`` rank ``r`` takes batches ``r, r+w, ...`` and the sums are
-    all-reduced."""
-    dist = torch.distributed.is_available() and torch.distributed.is_initialized()
-    rank, world = (torch.distributed.get_rank(), torch.distributed.get_world_size()) \
-        if dist else (0, 1)
+
+    Under FSDP every rank evaluates every batch: each forward all-gathers the weights, so the
+    ranks must run the same number of forwards (splitting an uneven batch count deadlocks).
+    """
     total = torch.zeros((), dtype=torch.float64, device=device)
-    count = torch.zeros((), dtype=torch.float64, device=device)
+    count = 0
     with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
         for i, batch in enumerate(batches):
             if max_batches and i >= max_batches:
                 break
-            if i % world != rank:
-                continue
             ids, pos, labels, cu = _to_device(batch, device)
             total += module(ids, pos, labels, cu, int(batch["max_seqlen"])).double()
             count += _n_targets(batch)
-    if dist:
-        torch.distributed.all_reduce(total)
-        torch.distributed.all_reduce(count)
-    n = int(count.item())
-    return (float(total.item()) / n if n else float("nan")), n
+    return (float(total.item()) / count if count else float("nan")), count
 
 
 def _oom_message(config: TrainConfig) -> str:

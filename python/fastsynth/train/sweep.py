@@ -1,0 +1,492 @@
+"""Scaling sweeps: train a grid of small models x token budgets, fit L(N, D), check it.
+
+``sweep(SweepConfig(...), out)`` (docs/training.md, "Sweeps"):
+
+1. **Data.** The corpus is split by a hash of each record's id into a training part and a
+   fixed held-out part (``heldout_permille``); a byte-level BPE of ``vocab`` tokens is
+   trained on the training part (:func:`fastsynth.train.tokenize`, ``bpe:N``) and both parts
+   are tokenized with it into shard sets under ``OUT/data``. Unique training tokens are
+   counted: every run reports its epochs (tokens trained / unique tokens), and a grid whose
+   largest budget exceeds ``max_epochs`` is refused (Muennighoff et al. 2023: past ~4 epochs
+   repeated tokens are worth far less than fresh ones, which bends the law being fitted).
+2. **Runs.** Every (size, budget) pair trains from scratch with a cosine schedule that ends
+   at the budget (Chinchilla's Approach 3 convention: one schedule per run) and records its
+   final loss on the fixed held-out batches. ``OUT/runs.jsonl`` gets one line per finished
+   run; rerunning the sweep skips the runs already there (same settings).
+3. **Fit.** :func:`fastsynth.plan.fit_chinchilla` on (N, D, eval loss) of all runs, with
+   ``N`` = **non-embedding** parameters (embedding rows are lookups, not compute; with a
+   2,048-token vocabulary they would be most of a tiny model's count — Kaplan et al. 2020
+   count N the same way) and ``D`` = real (non-padding) training tokens.
+4. **Held-out check.** The law is fitted again without the largest-compute run (C = 6ND)
+   and predicts that run's eval loss: the measure-small-extrapolate step, on our own data.
+5. ``OUT/fit.json`` and the report ``OUT/sweep.md`` / ``OUT/sweep.html`` (runs, the law with
+   R^2 and bootstrap intervals, the held-out check, the compute-optimal point it implies).
+
+The run layer wraps :func:`sweep` as a stage; it takes only the frozen config and the folder.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+import warnings
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fastsynth.errors import ConfigError
+from fastsynth.model.config import LlamaConfig
+
+DEFAULT_CORPUS = "builtin:python-stdlib:train"
+DEFAULT_EVAL_CORPUS = "builtin:python-stdlib:eval"
+
+
+@dataclass(frozen=True)
+class SweepSize:
+    """One model of the grid: ``n_layers`` x ``hidden`` (heads of 32 dims, MHA, SwiGLU at
+    ~8/3 x hidden rounded up to 8) trained at peak learning rate ``lr``."""
+
+    n_layers: int
+    hidden: int
+    lr: float
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.n_layers, int) or self.n_layers < 1:
+            raise ConfigError(f"SweepSize.n_layers must be a positive integer, got {self.n_layers!r}")
+        if not isinstance(self.hidden, int) or self.hidden < 32 or self.hidden % 32:
+            raise ConfigError(f"SweepSize.hidden must be a positive multiple of 32, got {self.hidden!r}")
+        if not isinstance(self.lr, (int, float)) or not self.lr > 0:
+            raise ConfigError(f"SweepSize.lr must be > 0, got {self.lr!r}")
+
+    def model(self, vocab: int, seq_len: int) -> LlamaConfig:
+        heads = self.hidden // 32
+        return LlamaConfig(n_layers=self.n_layers, hidden=self.hidden, n_heads=heads,
+                           n_kv_heads=heads, head_dim=32, ffn=(self.hidden * 8 // 3 + 7) // 8 * 8,
+                           vocab=vocab, max_seq_len=seq_len, tied=True,
+                           name=f"sweep-{self.n_layers}x{self.hidden}")
+
+
+# The default CPU grid (docs/training.md, "The default CPU sweep"): non-embedding N of
+# 12.5k, 100k and 332k (27x apart); budgets doubling from 50k to 400k tokens, i.e. 98 to 781
+# steps of 512 tokens. Small batches because on 2 cores steps, not tokens, are what lets a
+# tiny model leave the unigram plateau (loss ~ the corpus' unigram entropy) within budget;
+# a law fitted inside that plateau is noise (R^2 0.5 in our first try, benchmarks/RESULTS.md).
+# Peak learning rates: 3e-3 beat 1e-3, 6e-3 and 3e-2 for the 2x64 model over 300 steps;
+# larger models take a little less.
+DEFAULT_SIZES = (SweepSize(1, 32, 3e-3), SweepSize(2, 64, 2.5e-3), SweepSize(3, 96, 2e-3))
+DEFAULT_BUDGETS = (50_000, 100_000, 200_000, 400_000)
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """A sweep: ``sizes`` x ``budgets`` (training tokens per run) on ``corpus``.
+
+    ``eval_corpus``: the held-out documents ("" = hold out ``heldout_permille`` of ``corpus``
+    by a hash of each id). ``vocab``: BPE vocabulary trained on the corpus; ``seq_len`` / ``micro_batch_rows``: the
+    packed batch (one optimizer step = one micro-batch); ``heldout_permille``: share of
+    documents held out (by id hash); ``eval_tokens``: held-out token slots evaluated per
+    run (the same batches for every run); ``warmup_fraction`` / ``min_lr_ratio``: the
+    cosine schedule; ``max_epochs``: largest allowed passes over the unique training
+    tokens; ``n_bootstrap``: bootstrap refits for the fit's intervals.
+    """
+
+    corpus: str = DEFAULT_CORPUS
+    eval_corpus: str = DEFAULT_EVAL_CORPUS
+    vocab: int = 1024
+    sizes: tuple[SweepSize, ...] = DEFAULT_SIZES
+    budgets: tuple[int, ...] = DEFAULT_BUDGETS
+    seq_len: int = 256
+    micro_batch_rows: int = 2
+    heldout_permille: int = 20
+    eval_tokens: int = 32_768
+    warmup_fraction: float = 0.1
+    min_lr_ratio: float = 0.1
+    weight_decay: float = 0.1
+    max_epochs: float = 4.0
+    seed: int = 0
+    n_bootstrap: int = 200
+
+    def __post_init__(self) -> None:
+        if not self.sizes or not all(isinstance(s, SweepSize) for s in self.sizes):
+            raise ConfigError("SweepConfig.sizes must be a non-empty tuple of SweepSize")
+        if not self.budgets or not all(isinstance(b, int) and b > 0 for b in self.budgets):
+            raise ConfigError(f"SweepConfig.budgets must be positive token counts, got {self.budgets!r}")
+        if len(self.sizes) * len(self.budgets) < 6:
+            raise ConfigError(f"SweepConfig: {len(self.sizes)} sizes x {len(self.budgets)} budgets "
+                              f"give too few runs: the law has 5 parameters and one run is held "
+                              f"out for the check; use at least 6 runs")
+        for name in ("vocab", "seq_len", "micro_batch_rows", "eval_tokens", "heldout_permille"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ConfigError(f"SweepConfig.{name} must be a positive integer, got {v!r}")
+        if self.heldout_permille >= 500:
+            raise ConfigError(f"SweepConfig.heldout_permille must be < 500, got {self.heldout_permille}")
+        if not 0 <= self.warmup_fraction < 1:
+            raise ConfigError(f"SweepConfig.warmup_fraction must be in [0, 1), got {self.warmup_fraction!r}")
+        if not self.max_epochs > 0:
+            raise ConfigError(f"SweepConfig.max_epochs must be > 0, got {self.max_epochs!r}")
+
+    def tokens_per_step(self) -> int:
+        return self.seq_len * self.micro_batch_rows
+
+    def train_config(self, size: SweepSize, budget: int) -> "Any":
+        """The :class:`~fastsynth.train.config.TrainConfig` of one run."""
+        from fastsynth.train.config import TrainConfig
+        steps = max(1, round(budget / self.tokens_per_step()))
+        return TrainConfig(model=size.model(self.vocab, self.seq_len), seq_len=self.seq_len,
+                           micro_batch_rows=self.micro_batch_rows, steps=steps, lr=size.lr,
+                           warmup_steps=min(steps, max(1, round(self.warmup_fraction * steps))),
+                           schedule="cosine", min_lr_ratio=self.min_lr_ratio,
+                           weight_decay=self.weight_decay, seed=self.seed, log_every=max(1, steps // 10),
+                           device="cpu")
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# ------------------------------------------------------------------ TOML
+_SWEEP_KEYS = {f.name for f in dataclasses.fields(SweepConfig)}
+
+
+def sweep_config_from_mapping(raw: dict[str, Any], where: str = "config") -> SweepConfig:
+    """A :class:`SweepConfig` from a TOML-shaped mapping: top-level fields, ``budgets`` a list
+    of token counts, ``[[size]]`` tables of ``n_layers``, ``hidden``, ``lr``. Unknown keys
+    raise :class:`ConfigError` naming the key and ``where``."""
+    raw = dict(raw)
+    sizes = raw.pop("size", None)
+    unknown = sorted(set(raw) - (_SWEEP_KEYS - {"sizes"}))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: "
+                          f"{', '.join(sorted(_SWEEP_KEYS - {'sizes'} | {'size'}))}")
+    if sizes is not None:
+        parsed = []
+        for i, s in enumerate(sizes):
+            extra = sorted(set(s) - {"n_layers", "hidden", "lr"})
+            if extra:
+                raise ConfigError(f"{where}: [[size]] #{i + 1}: unknown key(s) {', '.join(extra)}; "
+                                  f"allowed: hidden, lr, n_layers")
+            try:
+                parsed.append(SweepSize(**s))
+            except TypeError as e:
+                raise ConfigError(f"{where}: [[size]] #{i + 1}: {e}") from None
+        raw["sizes"] = tuple(parsed)
+    if "budgets" in raw:
+        raw["budgets"] = tuple(raw["budgets"])
+    return SweepConfig(**raw)
+
+
+def load_sweep_config(path: str | Path) -> SweepConfig:
+    from fastsynth.train.config import read_toml
+    return sweep_config_from_mapping(read_toml(path), where=str(path))
+
+
+# ------------------------------------------------------------------ data
+@dataclass
+class SweepData:
+    train: Path                  # shard set folder
+    heldout: Path
+    unique_tokens: int           # tokens in the training shard set
+    heldout_tokens: int
+    tokenizer: Path              # tokenizer.json
+    seconds: float
+
+
+def _is_heldout(record_id: str, permille: int) -> bool:
+    return zlib.crc32(record_id.encode("utf-8")) % 1000 < permille
+
+
+def prepare_data(config: SweepConfig, out: Path, show_progress: bool | None = None) -> SweepData:
+    """Split, train the BPE and tokenize (reused when ``out/data`` already holds this split)."""
+    from fastsynth.corpus import read, write
+    from fastsynth.train.shards import ShardSet
+    from fastsynth.train.tokenize import tokenize
+
+    t0 = time.perf_counter()
+    data = out / "data"
+    key = {"corpus": config.corpus, "eval_corpus": config.eval_corpus, "vocab": config.vocab,
+           "heldout_permille": config.heldout_permille}
+    stamp = data / "split.json"
+    if not (stamp.is_file() and json.loads(stamp.read_text()) == key) and config.eval_corpus:
+        data.mkdir(parents=True, exist_ok=True)
+        tokenize(config.corpus, data / "train", tokenizer=f"bpe:{config.vocab}",
+                 overwrite=True, show_progress=show_progress)
+        tokenize(config.eval_corpus, data / "heldout",
+                 tokenizer=str(data / "train" / "tokenizer.json"), overwrite=True,
+                 show_progress=show_progress)
+        stamp.write_text(json.dumps(key))
+    elif not (stamp.is_file() and json.loads(stamp.read_text()) == key):
+        data.mkdir(parents=True, exist_ok=True)
+        train_recs: list[dict[str, str]] = []
+        held_recs: list[dict[str, str]] = []
+        for r in read(config.corpus):
+            (held_recs if _is_heldout(str(r["id"]), config.heldout_permille)
+             else train_recs).append({"id": str(r["id"]), "text": r["text"]})
+        if not held_recs or not train_recs:
+            raise ConfigError(f"corpus {config.corpus!r}: {len(train_recs)} training and "
+                              f"{len(held_recs)} held-out documents; both parts need documents "
+                              f"(change heldout_permille)")
+        write(train_recs, data / "train.jsonl")
+        write(held_recs, data / "heldout.jsonl")
+        tokenize(str(data / "train.jsonl"), data / "train", tokenizer=f"bpe:{config.vocab}",
+                 overwrite=True, show_progress=show_progress)
+        tokenize(str(data / "heldout.jsonl"), data / "heldout",
+                 tokenizer=str(data / "train" / "tokenizer.json"), overwrite=True,
+                 show_progress=show_progress)
+        stamp.write_text(json.dumps(key))
+    train_set, held_set = ShardSet(data / "train"), ShardSet(data / "heldout")
+    return SweepData(train=data / "train", heldout=data / "heldout",
+                     unique_tokens=train_set.n_tokens, heldout_tokens=held_set.n_tokens,
+                     tokenizer=data / "train" / "tokenizer.json",
+                     seconds=time.perf_counter() - t0)
+
+
+def _eval_batches(config: SweepConfig, data: SweepData) -> list[dict[str, Any]]:
+    """The fixed held-out batches: the first ``eval_tokens`` slots of one epoch."""
+    from fastsynth.train.loader import LoaderConfig, PackedLoader
+    rows = 16
+    loader = PackedLoader(str(data.heldout), LoaderConfig(seq_len=config.seq_len, batch_rows=rows,
+                                                          seed=config.seed, epochs=1))
+    out, slots = [], 0
+    for b in loader:
+        out.append(b)
+        slots += b["input_ids"].numel()
+        if slots >= config.eval_tokens:
+            break
+    return out
+
+
+# ------------------------------------------------------------------ runs
+@dataclass
+class SweepResult:
+    """``runs``: one dict per run (see ``OUT/runs.jsonl``); ``fit``: ``OUT/fit.json``'s
+    content; ``report``: paths of the Markdown and HTML report; ``seconds``: wall time."""
+
+    runs: list[dict[str, Any]]
+    fit: dict[str, Any]
+    report: dict[str, Path]
+    seconds: float
+    data: SweepData | None = None
+
+
+def _run_key(config: SweepConfig, size: SweepSize, budget: int) -> dict[str, Any]:
+    return {"n_layers": size.n_layers, "hidden": size.hidden, "lr": size.lr, "budget": budget,
+            "vocab": config.vocab, "seq_len": config.seq_len,
+            "micro_batch_rows": config.micro_batch_rows, "seed": config.seed,
+            "corpus": config.corpus, "eval_corpus": config.eval_corpus,
+            "heldout_permille": config.heldout_permille,
+            "eval_tokens": config.eval_tokens, "warmup_fraction": config.warmup_fraction,
+            "min_lr_ratio": config.min_lr_ratio, "weight_decay": config.weight_decay}
+
+
+def _previous_runs(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            break                          # a line cut by a kill: the run is redone
+    return out
+
+
+def run_grid(config: SweepConfig, out: Path, data: SweepData,
+             show_progress: bool | None = None) -> list[dict[str, Any]]:
+    """Train every (size, budget) run not yet in ``out/runs.jsonl``; return all runs."""
+    from fastsynth.progress import progress
+    from fastsynth.train.loader import LoaderConfig, PackedLoader
+    from fastsynth.train.loop import train
+
+    runs_path = out / "runs.jsonl"
+    done = {json.dumps(r["key"], sort_keys=True): r for r in _previous_runs(runs_path)}
+    eval_batches = _eval_batches(config, data)
+    grid = [(s, b) for s in config.sizes for b in config.budgets]
+    bar = progress(total=len(grid), desc="sweep", unit="run", enabled=show_progress)
+    runs: list[dict[str, Any]] = []
+    keep: list[str] = []
+    for size, budget in grid:
+        key = _run_key(config, size, budget)
+        ks = json.dumps(key, sort_keys=True)
+        if ks in done:
+            runs.append(done[ks])
+            keep.append(json.dumps(done[ks]))
+            bar.update()
+            continue
+        tc = config.train_config(size, budget)
+        loader = PackedLoader(str(data.train), LoaderConfig(
+            seq_len=config.seq_len, batch_rows=config.micro_batch_rows, seed=config.seed))
+        t0 = time.perf_counter()
+        res = train(tc, loader, eval_data=eval_batches, resume=False, show_progress=False)
+        model = tc.model
+        rec = {"key": key, "name": model.name, "n_layers": size.n_layers, "hidden": size.hidden,
+               "lr": size.lr, "steps": tc.steps,
+               "n_params": model.num_params(include_embedding=False),
+               "n_params_total": model.num_params(), "n_tokens": res.tokens,
+               "token_slots": tc.steps * tc.tokens_per_step(),
+               "epochs": res.tokens / data.unique_tokens, "eval_loss": res.eval_loss,
+               "eval_tokens": res.eval_tokens, "final_train_loss": res.losses[-1],
+               "flops": 6.0 * model.num_params(include_embedding=False) * res.tokens,
+               "tokens_per_s": res.tokens_per_s, "seconds": time.perf_counter() - t0}
+        if not (rec["eval_loss"] is not None and math.isfinite(rec["eval_loss"])):
+            raise ConfigError(f"sweep run {model.name} at {budget} tokens gave no finite eval "
+                              f"loss ({rec['eval_loss']}); lower its lr")
+        runs.append(rec)
+        keep.append(json.dumps(rec))
+        # rewrite (not append) so lines of runs from other settings do not pile up
+        from fastsynth.atomic import atomic_write_text
+        atomic_write_text(runs_path, "".join(k + "\n" for k in keep))
+        bar.update()
+    bar.close()
+    return runs
+
+
+# ------------------------------------------------------------------ fit and check
+def fit_runs(runs: list[dict[str, Any]], n_bootstrap: int = 200) -> dict[str, Any]:
+    """The law fitted to all runs and the held-out check (fit.json's content)."""
+    from fastsynth.plan.fit import fit_chinchilla
+    from fastsynth.plan.laws import chinchilla_optimal
+
+    n = np.array([r["n_params"] for r in runs], dtype=np.float64)
+    d = np.array([r["n_tokens"] for r in runs], dtype=np.float64)
+    loss = np.array([r["eval_loss"] for r in runs], dtype=np.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        full = fit_chinchilla(n, d, loss, n_bootstrap=n_bootstrap)
+    c = full.constants
+    intervals = full.param_intervals()
+    compute = 6.0 * n * d
+    held = int(np.argmax(compute))
+    rest = np.arange(len(runs)) != held
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        part = fit_chinchilla(n[rest], d[rest], loss[rest], n_bootstrap=n_bootstrap)
+        pred = part.predict(n[held], d[held])
+    value, lower, upper = (float(np.asarray(x).reshape(-1)[0])
+                           for x in (pred.value, pred.lower, pred.upper))
+    predicted = value
+    measured = float(loss[held])
+    c_max = float(compute.max())
+    n_opt, d_opt = chinchilla_optimal(c_max, c)
+    return {
+        "E": c.E, "A": c.A, "B": c.B, "alpha": c.alpha, "beta": c.beta, "r2": full.r2,
+        "converged": full.converged, "message": full.message, "n_points": full.n_points,
+        "intervals_95": {k: list(v) for k, v in intervals.items()},
+        "n_convention": "non-embedding parameters",
+        "d_convention": "real (non-padding) training tokens",
+        "loss_convention": "held-out cross-entropy, nats/token",
+        "heldout": {
+            "run": runs[held]["name"], "n_params": float(n[held]), "n_tokens": float(d[held]),
+            "flops": float(compute[held]), "measured_eval_loss": measured,
+            "predicted_eval_loss": predicted,
+            "predicted_interval_95": [lower, upper],
+            "relative_error": abs(predicted - measured) / measured,
+            "fit_without": {"E": part.constants.E, "A": part.constants.A,
+                            "B": part.constants.B, "alpha": part.constants.alpha,
+                            "beta": part.constants.beta, "r2": part.r2,
+                            "converged": part.converged},
+        },
+        "compute_optimal": {"flops": c_max, "n_params": n_opt, "n_tokens": d_opt,
+                            "tokens_per_param": d_opt / n_opt,
+                            "loss": float(c.E + c.A / n_opt ** c.alpha + c.B / d_opt ** c.beta)},
+        "_fit": full,
+    }
+
+
+# ------------------------------------------------------------------ report
+def _fmt(x: float, digits: int = 4) -> str:
+    return f"{x:.{digits}g}"
+
+
+def write_report(out: Path, config: SweepConfig, runs: list[dict[str, Any]],
+                 fit: dict[str, Any], data: SweepData | None, seconds: float) -> dict[str, Path]:
+    """``out/sweep.md`` + ``out/sweep.html`` (plots embedded in the HTML)."""
+    from fastsynth.plan.figures import fitted_chinchilla
+    from fastsynth.report import Document
+
+    doc = Document("Scaling sweep")
+    h = fit["heldout"]
+    doc.p(f"{len(runs)} runs ({len(config.sizes)} sizes x {len(config.budgets)} budgets) on "
+          f"{config.corpus} with a {config.vocab}-token BPE, seq_len {config.seq_len}, "
+          f"{config.micro_batch_rows} rows per step; wall time {seconds / 60:.1f} min. "
+          f"N counts non-embedding parameters; D counts real training tokens; losses are "
+          f"held-out cross-entropy in nats/token on the same {runs[0]['eval_tokens']} "
+          f"held-out target tokens for every run.")
+    if data is not None:
+        worst = max(r["epochs"] for r in runs)
+        doc.p(f"Data: {data.unique_tokens:,} unique training tokens, {data.heldout_tokens:,} "
+              f"held-out tokens. Largest run: {worst:.2f} epochs "
+              + ("(within the ~4-epoch range where repeated tokens are worth nearly as much "
+                 "as fresh ones, Muennighoff et al. 2023)." if worst <= 4 else
+                 "(PAST ~4 epochs: repetition bends the law, Muennighoff et al. 2023)."))
+    doc.h("Runs")
+    doc.table(["model", "N (non-emb.)", "N (total)", "D tokens", "epochs", "lr", "steps",
+               "eval loss", "tokens/s", "seconds"],
+              [[r["name"], f"{r['n_params']:,}", f"{r['n_params_total']:,}", f"{r['n_tokens']:,}",
+                f"{r['epochs']:.3f}", r["lr"], r["steps"], f"{r['eval_loss']:.4f}",
+                f"{r['tokens_per_s']:.0f}", f"{r['seconds']:.0f}"] for r in runs])
+    doc.h("Fitted law")
+    iv = fit["intervals_95"]
+    doc.p(f"L(N, D) = E + A / N^alpha + B / D^beta, fitted with fastsynth.plan.fit_chinchilla "
+          f"(Huber on log loss, L-BFGS from the 4,500-start grid), R^2 = {fit['r2']:.4f} on eval "
+          f"loss{'' if fit['converged'] else ' (NOT converged: ' + fit['message'] + ')'}.")
+    doc.table(["parameter", "value", "95% bootstrap interval"],
+              [[k, _fmt(fit[k]), f"[{_fmt(iv[k][0])}, {_fmt(iv[k][1])}]"]
+               for k in ("E", "A", "B", "alpha", "beta")])
+    doc.h("Held-out check: extrapolating to the largest run")
+    doc.p(f"Fitted without {h['run']} at {h['n_tokens']:,.0f} tokens (the largest-compute "
+          f"run, {h['flops']:.3g} FLOPs), the law predicts eval loss "
+          f"{h['predicted_eval_loss']:.4f} (95% interval {h['predicted_interval_95'][0]:.4f}-"
+          f"{h['predicted_interval_95'][1]:.4f}); measured {h['measured_eval_loss']:.4f}: "
+          f"{100 * h['relative_error']:.2f}% off (target: within 3%).")
+    co = fit["compute_optimal"]
+    doc.h("Compute-optimal point")
+    doc.p(f"At the largest run's compute ({co['flops']:.3g} FLOPs, C = 6ND) the fitted law's "
+          f"optimum is N = {co['n_params']:,.0f} non-embedding parameters on D = "
+          f"{co['n_tokens']:,.0f} tokens ({co['tokens_per_param']:.1f} tokens/param), loss "
+          f"{co['loss']:.4f}. Constants fitted on models this small are a property of this "
+          f"corpus, tokenizer and grid; extrapolating them many decades is not advice.")
+    n = np.array([r["n_params"] for r in runs], dtype=np.float64)
+    d = np.array([r["n_tokens"] for r in runs], dtype=np.float64)
+    lo = np.array([r["eval_loss"] for r in runs], dtype=np.float64)
+    try:
+        fig = fitted_chinchilla(out / "sweep_fit.png", fit["_fit"], n, d, lo)
+        doc.figure(fig, "Eval loss per run and the fitted law per model size (95% band)")
+    except ImportError as e:     # matplotlib missing: the report keeps its tables
+        doc.p(f"(plots skipped: {e})")
+    return doc.write(out, "sweep")
+
+
+def sweep(config: SweepConfig | None = None, out: str | Path = "sweep",
+          show_progress: bool | None = None) -> SweepResult:
+    """Run the sweep into folder ``out`` (see the module docstring); returns its results.
+
+    Writes ``out/runs.jsonl``, ``out/fit.json``, ``out/sweep.md``/``.html`` and keeps the
+    tokenized data in ``out/data``. Rerunning skips finished runs.
+    """
+    config = config or SweepConfig()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    data = prepare_data(config, out, show_progress)
+    largest = max(config.budgets)
+    if largest / data.unique_tokens > config.max_epochs:
+        raise ConfigError(f"the largest budget ({largest:,} tokens) is "
+                          f"{largest / data.unique_tokens:.1f} epochs of {config.corpus}'s "
+                          f"{data.unique_tokens:,} unique training tokens, over max_epochs = "
+                          f"{config.max_epochs} (repetition bends the law; Muennighoff et al. "
+                          f"2023): use a larger corpus or smaller budgets")
+    runs = run_grid(config, out, data, show_progress)
+    fit = fit_runs(runs, config.n_bootstrap)
+    seconds = time.perf_counter() - t0
+    public = {k: v for k, v in fit.items() if not k.startswith("_")}
+    public["seconds"] = seconds
+    public["data_seconds"] = data.seconds
+    public["config"] = config.as_dict()
+    from fastsynth.atomic import atomic_write_text
+    atomic_write_text(out / "fit.json", json.dumps(public, indent=1))
+    report = write_report(out, config, runs, fit, data, seconds)
+    return SweepResult(runs=runs, fit=public, report=report, seconds=seconds, data=data)
