@@ -414,9 +414,9 @@ def _validate(q, k, v, cu_q, cu_k, max_q, max_k) -> tuple[int, int]:
                          f"{cu_k.numel()}: both must be (batch + 1,)")
     if cu_q.numel() - 1 > 65535:
         raise ValueError(f"cu_seqlens_q holds {cu_q.numel() - 1} sequences; at most 65535")
-    key = (q.shape[0], k.shape[0], max_q, max_k, cu_q._version, cu_k._version)
+    key = (q.shape[0], k.shape[0], max_q, max_k, _version(cu_q), _version(cu_k))
     if _last_checked is not None and _last_checked[0]() is cu_q and _last_checked[1]() is cu_k \
-            and _last_checked[2] == key:
+            and _last_checked[2] == key and None not in key:
         return _last_checked[3]          # same live, unmodified offsets as the previous call
     facts = torch.cat([_seqlen_facts(cu_q), _seqlen_facts(cu_k)]).tolist()  # the one host sync
     maxes = []
@@ -441,6 +441,14 @@ def _validate(q, k, v, cu_q, cu_k, max_q, max_k) -> tuple[int, int]:
 # Every layer of a model step passes the same cu_seqlens tensors, so the last validated pair is
 # remembered (weak references: a new batch is a new tensor; _version changes on in-place writes).
 _last_checked: tuple | None = None
+
+
+def _version(t: torch.Tensor) -> int | None:
+    """t's in-place write counter; None for inference-mode tensors, which have none."""
+    try:
+        return t._version
+    except RuntimeError:
+        return None
 
 
 def _remember(cu_q: torch.Tensor, cu_k: torch.Tensor, key: tuple, maxes: tuple[int, int]) -> None:

@@ -199,6 +199,12 @@ def test_value_checks_are_redone_when_cu_seqlens_change_in_place():
     a["cu_seqlens_k"][1] = 6                  # in place: no longer non-decreasing
     with pytest.raises(ValueError, match="cu_seqlens_k must be non-decreasing"):
         call()
+    with torch.inference_mode():              # inference tensors have no version counter
+        a = _args(cu_seqlens_k=torch.tensor([0, 2, 5], dtype=torch.int32))
+        assert call() == (3, 3) and call() == (3, 3)
+        a["cu_seqlens_k"][1] = 6
+        with pytest.raises(ValueError, match="cu_seqlens_k must be non-decreasing"):
+            call()
 
 
 if __name__ == "__main__":  # the interpreter run (see the module docstring)
