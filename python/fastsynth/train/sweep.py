@@ -91,7 +91,8 @@ class SweepConfig:
     documents held out (by id hash); ``eval_tokens``: held-out token slots evaluated per
     run (the same batches for every run); ``warmup_fraction`` / ``min_lr_ratio``: the
     cosine schedule; ``max_epochs``: largest allowed passes over the unique training
-    tokens; ``n_bootstrap``: bootstrap refits for the fit's intervals.
+    tokens; ``n_bootstrap``: bootstrap refits for the fit's intervals; ``fit_start_stride``:
+    use every k-th start of the fit's 4,500-start grid (1 = all, the published procedure).
     """
 
     corpus: str = DEFAULT_CORPUS
@@ -109,6 +110,7 @@ class SweepConfig:
     max_epochs: float = 4.0
     seed: int = 0
     n_bootstrap: int = 200
+    fit_start_stride: int = 1
 
     def __post_init__(self) -> None:
         if not self.sizes or not all(isinstance(s, SweepSize) for s in self.sizes):
@@ -119,7 +121,8 @@ class SweepConfig:
             raise ConfigError(f"SweepConfig: {len(self.sizes)} sizes x {len(self.budgets)} budgets "
                               f"give too few runs: the law has 5 parameters and one run is held "
                               f"out for the check; use at least 6 runs")
-        for name in ("vocab", "seq_len", "micro_batch_rows", "eval_tokens", "heldout_permille"):
+        for name in ("vocab", "seq_len", "micro_batch_rows", "eval_tokens", "heldout_permille",
+                     "fit_start_stride"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ConfigError(f"SweepConfig.{name} must be a positive integer, got {v!r}")
@@ -345,9 +348,11 @@ def run_grid(config: SweepConfig, out: Path, data: SweepData,
 
 
 # ------------------------------------------------------------------ fit and check
-def fit_runs(runs: list[dict[str, Any]], n_bootstrap: int = 200) -> dict[str, Any]:
+def fit_runs(runs: list[dict[str, Any]], n_bootstrap: int = 200,
+             start_stride: int = 1) -> dict[str, Any]:
     """The law fitted to all runs and the held-out check (fit.json's content)."""
-    from fastsynth.plan.fit import fit_chinchilla
+    from fastsynth.plan.fit import fit_chinchilla, start_grid
+    starts = start_grid()[::start_stride]
     from fastsynth.plan.laws import chinchilla_optimal
 
     n = np.array([r["n_params"] for r in runs], dtype=np.float64)
@@ -355,7 +360,7 @@ def fit_runs(runs: list[dict[str, Any]], n_bootstrap: int = 200) -> dict[str, An
     loss = np.array([r["eval_loss"] for r in runs], dtype=np.float64)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        full = fit_chinchilla(n, d, loss, n_bootstrap=n_bootstrap)
+        full = fit_chinchilla(n, d, loss, n_bootstrap=n_bootstrap, starts=starts)
     c = full.constants
     intervals = full.param_intervals()
     compute = 6.0 * n * d
@@ -363,7 +368,8 @@ def fit_runs(runs: list[dict[str, Any]], n_bootstrap: int = 200) -> dict[str, An
     rest = np.arange(len(runs)) != held
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        part = fit_chinchilla(n[rest], d[rest], loss[rest], n_bootstrap=n_bootstrap)
+        part = fit_chinchilla(n[rest], d[rest], loss[rest], n_bootstrap=n_bootstrap,
+                              starts=starts)
         pred = part.predict(n[held], d[held])
     value, lower, upper = (float(np.asarray(x).reshape(-1)[0])
                            for x in (pred.value, pred.lower, pred.upper))
@@ -480,7 +486,7 @@ def sweep(config: SweepConfig | None = None, out: str | Path = "sweep",
                           f"{config.max_epochs} (repetition bends the law; Muennighoff et al. "
                           f"2023): use a larger corpus or smaller budgets")
     runs = run_grid(config, out, data, show_progress)
-    fit = fit_runs(runs, config.n_bootstrap)
+    fit = fit_runs(runs, config.n_bootstrap, config.fit_start_stride)
     seconds = time.perf_counter() - t0
     public = {k: v for k, v in fit.items() if not k.startswith("_")}
     public["seconds"] = seconds
