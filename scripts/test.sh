@@ -3,7 +3,7 @@
 # (benchmarks not marked slow, ratios checked against benchmarks/floors.toml).
 set -uo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/bootstrap.sh test,llm,plan,report,ray || { echo "set-up failed"; exit 1; }
+bash scripts/bootstrap.sh test,llm,plan,report,ray,fuzz || { echo "set-up failed"; exit 1; }
 
 # OpenMP threads that spin while waiting steal the cores from each other when tests
 # start subprocesses (servers, CLIs) beside torch; passive waiting avoids ~10x slowdowns.
@@ -14,6 +14,11 @@ if [ "$status" -eq 5 ]; then
   exit 1
 fi
 [ "$status" -eq 0 ] || exit "$status"
+
+# Fuzzing and sanitizers (docs/fuzzing.md): every fuzz target for a bounded time, then the
+# native module built with ASan + UBSan beside the normal build and its tests run on it.
+.venv/bin/python fuzz/run.py --total "${FUZZ_SECONDS:-50}" || { echo "fuzzing found problems"; exit 1; }
+bash scripts/sanitize.sh || { echo "sanitizer step failed"; exit 1; }
 
 json="$(mktemp --suffix=.json)"
 (cd benchmarks && ../.venv/bin/python -m pytest . -q -p no:cacheprovider -m "not slow" \
