@@ -1,0 +1,87 @@
+"""Training-step MFU of fastsynth.train.train on one GPU: the llama-3.2-1b and -3b presets at
+sequence length 4096 (issue 13 target: MFU >= 40% for 1B on an H100/H200).
+
+Setup: bf16 autocast over fp32 master weights, fused AdamW, the chunked LM head + CE, packed
+batches of ``ROWS`` rows x 4096 tokens of random ids (one document per row: throughput does
+not depend on the token values), attention backend ``auto`` (the Triton varlen kernel when it
+supports the head dim). 3B uses activation checkpointing (its activations at 2 x 4096 tokens
+do not fit beside 51 GB of weights, gradients and Adam moments otherwise).
+MFU = flops_per_token x tokens/s / peak with fastsynth.train.flops' convention: 6 N_matmul +
+12 L H hd T, no causal halving, bf16 dense peak by device name (H100 SXM / H200: 989 TFLOP/s).
+Tokens/s is the median over the steps after ``WARMUP`` warm-up steps.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+
+SEQ, ROWS, STEPS, WARMUP = 4096, 2, 8, 3
+CASES = (("llama-3.2-1b", False), ("llama-3.2-3b", True))
+
+
+class _RandomRows:
+    """Endless packed batches: ROWS rows of SEQ random tokens, one document per row."""
+
+    def __init__(self, vocab: int):
+        import torch
+        g = torch.Generator().manual_seed(0)
+        ids = torch.randint(0, vocab, (ROWS, SEQ), generator=g)
+        labels = torch.roll(ids, -1, dims=1)
+        labels[:, -1] = -100
+        self.batch = {"input_ids": ids, "labels": labels,
+                      "positions": torch.arange(SEQ).repeat(ROWS, 1),
+                      "cu_seqlens": torch.arange(0, ROWS + 1, dtype=torch.int32) * SEQ,
+                      "max_seqlen": SEQ, "n_tokens": ROWS * SEQ,
+                      "n_target_tokens": ROWS * (SEQ - 1)}
+
+    def __iter__(self):
+        while True:
+            yield self.batch
+
+    def state_dict(self):
+        return {}
+
+    def load_state_dict(self, state):
+        pass
+
+
+def run(device, deadline: float | None = None) -> list[dict]:
+    import torch
+
+    from fastsynth.model import LlamaConfig
+    from fastsynth.train.config import TrainConfig
+    from fastsynth.train.flops import flops_per_token, peak_flops
+    from fastsynth.train.loop import train
+
+    name = torch.cuda.get_device_name(device)
+    peak = peak_flops(name)
+    rows = []
+    for preset, ckpt in CASES:
+        case = f"train step {preset} seq {SEQ} x {ROWS} rows bf16" + (" +act-ckpt" if ckpt else "")
+        if deadline is not None and time.monotonic() > deadline - 60:
+            rows.append({"case": case, "note": "skipped: time budget"})
+            continue
+        model = LlamaConfig.preset(preset, max_seq_len=SEQ)
+        cfg = TrainConfig(model=model, seq_len=SEQ, micro_batch_rows=ROWS, steps=STEPS,
+                          warmup_steps=1, log_every=1, lr=1e-4, device=str(device),
+                          precision="bf16", activation_checkpointing=ckpt)
+        try:
+            res = train(cfg, _RandomRows(model.vocab), show_progress=False)
+        except Exception as e:                        # OOM or a kernel error: report, go on
+            rows.append({"case": case, "ok": False, "error": f"{type(e).__name__}: {e}"[:300]})
+            torch.cuda.empty_cache()
+            continue
+        tps = statistics.median(r["tokens_per_s"] for r in res.metrics
+                                if "tokens_per_s" in r and r["step"] > WARMUP)
+        fpt = flops_per_token(model, SEQ)
+        mfu = fpt * tps / peak if peak else None
+        rows.append({"case": case, "device": name, "tokens_per_s": round(tps),
+                     "flops_per_token": fpt, "tflops": round(fpt * tps / 1e12, 1),
+                     "mfu": None if mfu is None else round(mfu, 4),
+                     "target_mfu_1b": 0.40 if preset.endswith("1b") else None,
+                     "peak_mem_gb": round(torch.cuda.max_memory_allocated(device) / 2**30, 1),
+                     "final_loss": round(res.losses[-1], 3)})
+        del res
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+    return rows
