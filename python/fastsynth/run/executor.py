@@ -120,14 +120,16 @@ def stage_counts(run: RunDir, stage: Stage) -> dict[str, Any]:
 
 
 def _check_chain(run: RunDir, stage: Stage, counts: dict[str, Any]) -> None:
-    """A stage reading one stage's records must take in exactly what that one put out."""
+    """A stage reading one stage's records (same unit) must take in exactly what that
+    stage put out."""
     if len(stage.needs) != 1 or stage.output is None:
         return
-    prev = run.manifest["stages"][stage.needs[0]].get("counts") or {}
-    if prev.get("out") is not None and prev.get("unit", stage.unit) == stage.unit and \
-            run.manifest["stages"][stage.needs[0]].get("unit") == stage.unit and prev["out"] != counts["in"]:
+    prev = run.manifest["stages"][stage.needs[0]]
+    if prev.get("unit") != stage.unit or not prev.get("counts"):
+        return
+    if prev["counts"]["out"] != counts["in"]:
         raise RunError(f"stage {stage.name} read {counts['in']} {stage.unit} but stage "
-                       f"{stage.needs[0]} wrote {prev['out']}; the run directory is inconsistent")
+                       f"{stage.needs[0]} wrote {prev['counts']['out']}; the run directory is inconsistent")
 
 
 def run_stages(run: RunDir, stages: Iterable[tuple[Stage, Any]],

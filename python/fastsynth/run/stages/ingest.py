@@ -6,7 +6,6 @@ staying where it was. Records the reader rejects (``on_error="skip"``) go to
 """
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 from typing import Literal
 
