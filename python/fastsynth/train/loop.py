@@ -131,12 +131,12 @@ def resolve_device(config: TrainConfig) -> torch.device:
 
 
 def resolve_attention(config: TrainConfig, device: torch.device) -> str:
+    """``config.attention``, or for ``auto``: ``sdpa-segments`` on the CPU (see
+    :mod:`fastsynth.train.segment_attention`) and the dispatcher's own ``auto`` on CUDA
+    (the Triton varlen kernel where it supports the head dim, then flash-attn, then SDPA)."""
     if config.attention != "auto":
         return config.attention
-    if device.type != "cuda":
-        return segment_attention.NAME
-    usable = attention_dispatch.backends()
-    return next(b for b in ("triton", "flash-attn", "sdpa") if b in usable)
+    return segment_attention.NAME if device.type != "cuda" else "auto"
 
 
 def _batches_for_rank(data: Any, world: int) -> bool:
