@@ -80,8 +80,6 @@ def test_completion_tokens_count_the_end_of_turn_token(gen):
     cut = gen.generate(req, max_tokens=n - 1)[0]
     assert cut.finish_reason == "length" and cut.completion_tokens == n - 1
     assert cut.text == full.text
-    same = gen.generate(req, max_tokens=n)[0]
-    assert same.finish_reason == "stop" and same.text == full.text
 
 
 def test_a_bad_seed_fails_only_its_request(gen):
