@@ -13,6 +13,7 @@ import sys
 
 def register(sub: argparse._SubParsersAction) -> None:
     from fastsynth.run.config import add_arguments
+    from fastsynth.run.executor_options import add_executor_arguments
     from fastsynth.run.pipeline import PRESETS, STAGES
 
     p = sub.add_parser("run", help="run the whole pipeline into a resumable run directory",
@@ -24,6 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--source", default=None, help="corpus to build from (overrides [run] source)")
     p.add_argument("--overwrite", action="store_true", help="discard an existing run in RUN_DIR")
     p.add_argument("--no-report", action="store_true", help="do not write report.md/report.html")
+    add_executor_arguments(p)
     for stage in STAGES:
         g = p.add_argument_group(f"stage {stage.name}", stage.description)
         add_arguments(g, stage.config, prefix=f"{stage.name}.")
@@ -33,6 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import dataclasses
 
+    from fastsynth.run.executor_options import executor_from_args
     from fastsynth.run.pipeline import STAGES, load_config
     from fastsynth.run.pipeline import run as run_pipeline
 
@@ -45,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
     if args.source:
         overrides.setdefault("run", {})["source"] = args.source
     plan = load_config(args.config, preset=args.preset, overrides=overrides)
-    rd = run_pipeline(plan, args.out, overwrite=args.overwrite, report=not args.no_report)
+    rd = run_pipeline(plan, args.out, overwrite=args.overwrite, report=not args.no_report,
+                      executor=executor_from_args(args))
     w = sys.stdout.write
     for name in plan.run.stages:
         st = rd.manifest["stages"][name]
