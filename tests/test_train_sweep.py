@@ -34,7 +34,7 @@ def tiny_sweep(corpus: Path, **kw) -> SweepConfig:
     base = dict(corpus=str(corpus), eval_corpus="", vocab=320, seq_len=64, micro_batch_rows=4,
                 sizes=(SweepSize(1, 32, 1e-2), SweepSize(2, 32, 1e-2)),
                 budgets=(2_000, 4_000, 8_000), eval_tokens=1024, heldout_permille=100,
-                n_bootstrap=10, fit_start_stride=15)
+                n_bootstrap=10, fit_start_stride=50)
     base.update(kw)
     return SweepConfig(**base)
 
