@@ -58,9 +58,13 @@ def run(args: argparse.Namespace) -> int:
     res = train(config, data, eval_data=eval_batches, resume=not args.no_resume)
     if rank == 0:
         ev = f", eval loss {res.eval_loss:.4f}" if res.eval_loss is not None else ""
-        print(f"trained {res.steps} steps ({res.tokens:,} tokens), final loss "
-              f"{res.losses[-1] if res.losses else float('nan'):.4f}{ev}, "
-              f"{res.tokens_per_s:,.0f} tokens/s", file=sys.stderr)
+        if res.losses:
+            print(f"trained steps {res.start_step + 1}-{res.steps} ({res.tokens:,} tokens in "
+                  f"all), final loss {res.losses[-1]:.4f}{ev}, {res.tokens_per_s:,.0f} tokens/s",
+                  file=sys.stderr)
+        else:
+            print(f"nothing to train: {config.out_dir} holds the checkpoint of the last step "
+                  f"({res.steps}){ev}", file=sys.stderr)
         if not args.no_export and world == 1:
             tok = config.tokenizer or str(Path(config.data) / "tokenizer.json")
             out = export(res.model, Path(config.out_dir) / "model", tokenizer=tok)
