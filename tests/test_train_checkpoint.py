@@ -131,3 +131,24 @@ def test_killed_writer_leaves_previous_checkpoint_and_its_temp_is_swept(tmp_path
     assert not (tmp_path / "b" / "checkpoints" / stale.name).exists()
     assert sorted(p.name for p in (tmp_path / "b" / "checkpoints").iterdir()) == \
         ["step_000001", "step_000002", "step_000003"]
+
+
+def test_cli_train_trains_exports_and_resumes(shards, tmp_path, capsys):
+    from fastsynth.cli import main
+    from fastsynth.model.hf import read_hf_dir
+    cfg = tmp_path / "run.toml"
+    cfg.write_text(f'data = "{shards}"\neval_data = "{shards}"\nsteps = 4\nwarmup_steps = 1\n'
+                   'seq_len = 64\nmicro_batch_rows = 2\neval_batches = 2\n'
+                   '[model]\npreset = "tiny"\nvocab = 320\nmax_seq_len = 64\n')
+    out = tmp_path / "out"
+    assert main(["train", str(cfg), "-o", str(out)]) == 0
+    assert "trained steps 1-4" in capsys.readouterr().err
+    config, state = read_hf_dir(out / "model")
+    assert config.vocab == 320 and (out / "model" / "tokenizer.json").is_file()
+    assert (out / "checkpoints" / "step_000004" / "meta.json").is_file()
+    assert main(["train", str(cfg), "-o", str(out)]) == 0
+    assert "nothing to train" in capsys.readouterr().err
+    cfg.write_text(cfg.read_text().replace("steps = 4", "steps = 4\nlearning_rate = 1"))
+    assert main(["train", str(cfg), "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "run.toml" in err and "learning_rate" in err
