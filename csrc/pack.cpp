@@ -12,6 +12,10 @@
 namespace fastsynth {
 namespace {
 
+// Largest seq_len best fit accepts: its tables (a stack head and a count per free space,
+// plus the bit tree) take ~17 bytes per token of seq_len, 272 MiB at this bound.
+constexpr int64_t kMaxBestFitSeqLen = int64_t{1} << 24;
+
 // Pieces before placement: documents longer than seq_len cut into seq_len chunks.
 struct Cut {
   int64_t doc;
@@ -19,9 +23,9 @@ struct Cut {
   int64_t length;
 };
 
-std::vector<Cut> cut_documents(const int64_t* lengths, size_t n, int64_t seq_len) {
+std::vector<Cut> cut_documents(const int64_t* lengths, size_t n, int64_t seq_len, size_t max_cuts) {
   std::vector<Cut> cuts;
-  cuts.reserve(n);
+  cuts.reserve(max_cuts);
   for (size_t i = 0; i < n; ++i) {
     for (int64_t s = 0; s < lengths[i]; s += seq_len)
       cuts.push_back({static_cast<int64_t>(i), s, std::min(seq_len, lengths[i] - s)});
@@ -163,18 +167,24 @@ std::vector<Piece> by_row(const std::vector<Cut>& cuts, const std::vector<int64_
   return out;
 }
 
-std::vector<Piece> concat(const int64_t* lengths, size_t n, int64_t seq_len) {
+std::vector<Piece> concat(const int64_t* lengths, size_t n, int64_t seq_len, size_t max_pieces) {
   std::vector<Piece> out;
-  out.reserve(n);
-  int64_t pos = 0;  // tokens placed so far
+  out.reserve(max_pieces);
+  // The position is kept as (row, tokens used in that row), never as a running token
+  // count: nothing here grows past the row count, and no division per piece.
+  int64_t row = 0;
+  int64_t used = 0;  // in [0, seq_len)
   for (size_t i = 0; i < n; ++i) {
     int64_t s = 0;
     while (s < lengths[i]) {
-      const int64_t room = seq_len - pos % seq_len;
-      const int64_t len = std::min(room, lengths[i] - s);
-      out.push_back({pos / seq_len, static_cast<int64_t>(i), s, len});
+      const int64_t len = std::min(seq_len - used, lengths[i] - s);
+      out.push_back({row, static_cast<int64_t>(i), s, len});
       s += len;
-      pos += len;
+      used += len;
+      if (used == seq_len) {
+        ++row;
+        used = 0;
+      }
     }
   }
   return out;
@@ -234,13 +244,32 @@ std::vector<Piece> best_fit_decreasing(const int64_t* lengths, size_t n, int64_t
 
 std::vector<Piece> pack(const int64_t* lengths, size_t n, int64_t seq_len, PackMethod method) {
   if (seq_len < 2) throw std::invalid_argument("seq_len must be >= 2, got " + std::to_string(seq_len));
-  for (size_t i = 0; i < n; ++i)
+  // Best fit keeps tables indexed by free space (about 17 bytes per token of seq_len):
+  // bound seq_len before sizing them.
+  if (method == PackMethod::BestFit && seq_len > kMaxBestFitSeqLen)
+    throw std::invalid_argument("seq_len must be <= " + std::to_string(kMaxBestFitSeqLen) +
+                                " for best-fit (its tables take ~17 bytes per token of seq_len), got " +
+                                std::to_string(seq_len) + "; first-fit and concat take any seq_len");
+  // Every method numbers tokens, rows and pieces in int64: the total must fit.
+  int64_t total = 0;
+  for (size_t i = 0; i < n; ++i) {
     if (lengths[i] < 0)
       throw std::invalid_argument("lengths[" + std::to_string(i) + "] is negative (" + std::to_string(lengths[i]) +
                                   ")");
-  if (method == PackMethod::Concat) return concat(lengths, n, seq_len);
+    if (__builtin_add_overflow(total, lengths[i], &total))
+      throw std::invalid_argument("lengths sum past 2**63 - 1 tokens (overflow at lengths[" + std::to_string(i) +
+                                  "])");
+  }
+  // Pieces <= total / seq_len + n (each document adds at most one piece beyond the row
+  // boundaries it crosses): the output is reserved at once, so a size past memory fails
+  // before filling it, and a size past what a vector can index is refused here.
+  const uint64_t max_pieces = static_cast<uint64_t>(total / seq_len) + n;
+  if (max_pieces > std::vector<Piece>().max_size())
+    throw std::invalid_argument("lengths and seq_len give up to " + std::to_string(max_pieces) +
+                                " pieces, more than an array can hold");
+  if (method == PackMethod::Concat) return concat(lengths, n, seq_len, static_cast<size_t>(max_pieces));
   if (method == PackMethod::BestFit) return best_fit_decreasing(lengths, n, seq_len);
-  const std::vector<Cut> cuts = cut_documents(lengths, n, seq_len);
+  const std::vector<Cut> cuts = cut_documents(lengths, n, seq_len, static_cast<size_t>(max_pieces));
   int64_t n_rows = 0;
   std::vector<int64_t> row_of = first_fit(cuts, seq_len, &n_rows);
   return by_row(cuts, row_of, n_rows);

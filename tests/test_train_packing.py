@@ -173,6 +173,48 @@ def test_bad_arguments_name_the_parameter(kwargs, name):
         pack(**kwargs)
 
 
+@pytest.mark.parametrize("method", METHODS)
+def test_lengths_whose_sum_overflows_int64_are_refused(method):
+    with pytest.raises(ConfigError, match=r"lengths sum past .*lengths\[2\]"):
+        pack([2**62, 2**62 - 1, 2**62], 2**20, method)
+
+
+def test_concat_rows_near_the_int64_limit():
+    """Lengths summing to just under 2**63: rows count up, no token position overflows."""
+    lengths = [2**62 - 1, 2**62 - 1, 1]
+    seq_len = 2**61
+    want, pos = [], 0  # the reference: cut the concatenation every seq_len (Python ints)
+    for d, n in enumerate(lengths):
+        s = 0
+        while s < n:
+            take = min(seq_len - pos % seq_len, n - s)
+            want.append((pos // seq_len, d, s, take))
+            s, pos = s + take, pos + take
+    pieces = pack(lengths, seq_len, "concat")
+    assert [tuple(map(int, p)) for p in pieces] == want
+    assert pieces["row"].min() >= 0 and int(pieces["row"][-1]) == (sum(lengths) - 1) // seq_len
+
+
+@pytest.mark.parametrize("seq_len", [2**24 + 1, 2**34, 2**62, 2**63 - 1])
+def test_best_fit_refuses_a_seq_len_past_its_table_bound(seq_len):
+    with pytest.raises(ConfigError, match="seq_len"):
+        pack([5, 3], seq_len, "best-fit")
+
+
+def test_best_fit_at_its_seq_len_bound_and_other_methods_past_it():
+    p = pack([5, 3], 2**24, "best-fit")
+    assert p["row"].tolist() == [0, 0] and p["length"].tolist() == [5, 3]
+    for method in ("first-fit", "concat"):
+        p = pack([5, 3], 2**62, method)
+        assert p["row"].tolist() == [0, 0] and p["length"].tolist() == [5, 3]
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_more_pieces_than_an_array_holds_are_refused(method):
+    with pytest.raises(ConfigError, match="pieces"):
+        pack([2**62], 2, method)
+
+
 def test_native_errors_are_value_errors():
     from fastsynth import _native
     with pytest.raises(ValueError, match="seq_len"):

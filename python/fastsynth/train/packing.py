@@ -61,7 +61,9 @@ def pack(lengths: Any, seq_len: int, method: PackMethod = "best-fit") -> np.ndar
     placement order). Every token of every document lands in exactly one row; no row
     holds more than ``seq_len`` tokens; rows are numbered ``0..n_rows-1`` without gaps.
     Documents of length 0 place nothing. Raises ``ConfigError`` naming ``seq_len``,
-    ``method`` or ``lengths`` (negative entry, wrong shape or dtype).
+    ``method`` or ``lengths`` (negative entry, wrong shape or dtype, a sum past int64),
+    or ``seq_len`` over 2**24 for ``"best-fit"`` (its tables take ~17 bytes per token of
+    ``seq_len``; the other methods take any ``seq_len``).
     """
     from fastsynth import _native
 
@@ -72,7 +74,10 @@ def pack(lengths: Any, seq_len: int, method: PackMethod = "best-fit") -> np.ndar
     if arr.size and arr.min() < 0:
         i = int(np.argmin(arr))
         raise ConfigError(f"lengths[{i}] is negative ({int(arr[i])})")
-    flat = _native.pack(arr, seq_len, method)
+    try:
+        flat = _native.pack(arr, seq_len, method)
+    except ValueError as e:  # the native checks: seq_len bound for best-fit, lengths' sum
+        raise ConfigError(str(e)) from e
     return flat.view(PIECE_DTYPE).reshape(-1)
 
 
