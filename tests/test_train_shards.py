@@ -212,3 +212,34 @@ def test_shard_opens_alone(one_set):
     sh = Shard(one_set / "shard-00000.idx")
     assert sh.n_docs == 20 and sh.header.fingerprint == fingerprint(TOK_JSON)
     sh.verify()
+
+
+def _rewrite_ids(idx, id_offsets, ids):
+    """Replace the record-id offsets and bytes of a one-shard .idx, with a valid CRC (as a
+    faulty writer would write it)."""
+    raw = bytearray(idx.read_bytes())
+    n_docs = struct.unpack_from("<Q", raw, 24)[0]
+    assert len(id_offsets) == n_docs + 1
+    at = HEADER_BYTES + 8 * (n_docs + 1)
+    body = bytes(raw[HEADER_BYTES:at]) + np.asarray(id_offsets, "<i8").tobytes() + ids
+    head = bytearray(raw[:HEADER_BYTES])
+    struct.pack_into("<Q", head, 40, len(ids))
+    struct.pack_into("<I", head, 52, index_crc32(bytes(head), body, bytes(head[56:88])))
+    idx.write_bytes(bytes(head) + body)
+
+
+@pytest.mark.parametrize("id_offsets, ids, match", [
+    ([0, 3, 2, 5], b"abcde", "record id offsets"),
+    ([0, 2, 4, 9], b"abcde", "record id offsets"),
+    ([1, 2, 4, 5], b"abcde", "record id offsets"),
+    ([0, 2, 4, 5], b"ab\xffde", "document 1 is not valid UTF-8"),
+    ([0, 2, 3, 5], b"ab\xc3\xa9e", "document 1 ends inside a UTF-8 character"),
+])
+def test_bad_record_ids_refused_on_open(tmp_path, id_offsets, ids, match):
+    set_dir = tmp_path / "s"
+    _write_set(set_dir, _docs(3, 300), vocab=300)
+    idx = next(set_dir.glob("*.idx"))
+    _rewrite_ids(idx, id_offsets, ids)
+    with pytest.raises(InputError, match=match) as e:
+        Shard(idx)
+    assert str(idx) in str(e.value)

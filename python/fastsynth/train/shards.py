@@ -172,9 +172,33 @@ def _read_idx(path: str) -> tuple[ShardHeader, np.ndarray, np.ndarray, np.ndarra
     ids = mm[HEADER_BYTES + 16 * (n_docs + 1):]
     if offsets[0] != 0 or offsets[-1] != n_tokens or np.any(np.diff(offsets) < 0):
         raise InputError("document offsets must rise from 0 to the token count", source=path)
+    _check_record_ids(id_off, ids, id_bytes, path)
     header = ShardHeader(version, token_bytes, vocab, n_docs, n_tokens, id_bytes, bin_crc, idx_crc,
                          fp.hex())
     return header, offsets, id_off, ids
+
+
+def _check_record_ids(id_off: np.ndarray, ids: np.ndarray, id_bytes: int, path: str) -> None:
+    """Refuse record ids that :meth:`Shard.record_id` could not return: byte offsets that
+    do not rise from 0 to ``id_bytes``, or an id that is not UTF-8. The whole block is
+    decoded once and every cut must fall on a character boundary (no continuation byte
+    0b10xxxxxx at an id's start), which together make each id valid UTF-8 on its own."""
+    if id_off[0] != 0 or id_off[-1] != id_bytes or np.any(np.diff(id_off) < 0):
+        raise InputError("record id offsets must rise from 0 to the id byte count "
+                         f"({id_bytes})", source=path)
+    try:
+        bytes(ids).decode("utf-8")
+    except UnicodeDecodeError as e:
+        doc = int(np.searchsorted(id_off, e.start, side="right")) - 1
+        raise InputError(f"the record id of document {doc} is not valid UTF-8 ({e.reason} at "
+                         f"byte {e.start} of the ids)", source=path) from None
+    starts = id_off[:-1][id_off[:-1] < id_bytes]
+    inside = np.flatnonzero((ids[starts] & 0xC0) == 0x80)
+    if inside.size:
+        at = int(starts[inside[0]])
+        doc = int(np.searchsorted(id_off, at, side="left")) - 1
+        raise InputError(f"the record id of document {doc} ends inside a UTF-8 character "
+                         f"(byte {at} of the ids)", source=path)
 
 
 class ShardWriter:
