@@ -45,7 +45,9 @@ def iter_parquet(sf: SourceFile, text_field: str, id_field: str, policy: ErrorPo
     try:
         pf = pq.ParquetFile(sf.path)
         names = pf.schema_arrow.names
-    except (OSError, pa.ArrowException) as e:
+    # UnicodeDecodeError: a damaged footer whose column name is not UTF-8 (pyarrow decodes
+    # names into str while opening): as unreadable as any other damaged footer
+    except (OSError, pa.ArrowException, UnicodeDecodeError) as e:
         policy.reject(src, "unreadable_file", f"cannot read as Parquet: {e}")
         return
     has_text = text_field in names
@@ -106,7 +108,7 @@ def _batches(pf: pq.ParquetFile, batch_size: int, columns: list[str] | None
     try:
         for rg in range(pf.num_row_groups):
             yield from pf.iter_batches(batch_size=batch_size, row_groups=[rg], columns=columns)
-    except (OSError, pa.ArrowException) as e:
+    except (OSError, pa.ArrowException, UnicodeDecodeError) as e:
         yield e
 
 
