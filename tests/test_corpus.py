@@ -262,6 +262,25 @@ def test_unreadable_and_missing_files(tmp_path):
     assert reader.stats.read == reader.stats.yielded + reader.stats.rejected == 3
 
 
+def test_parquet_footer_with_a_non_utf8_column_name_is_unreadable(tmp_path):
+    """A damaged footer (a column name that is not UTF-8) is an unreadable file: InputError
+    naming it, or one reject beside the other sources' records (fuzz_corpus_parquet)."""
+    bad = tmp_path / "badname.parquet"
+    pq.write_table(pa.table({"text": ["lost"], "m\u00e9ta": [1]}), bad)
+    raw = bad.read_bytes()
+    assert raw.count(b"m\xc3\xa9ta") >= 1
+    bad.write_bytes(raw.replace(b"m\xc3\xa9ta", b"m\xc3\x28ta"))
+    with pytest.raises(InputError) as info:
+        list(read(bad))
+    assert "badname.parquet" in str(info.value) and info.value.reason == "unreadable_file"
+    good = _write_raw(tmp_path / "good.jsonl", b'{"text": "kept"}\n')
+    rej: list[dict] = []
+    reader = read([bad, good], on_error="skip", rejects=rej)
+    assert [r["text"] for r in reader] == ["kept"]
+    assert [(Path(e["source"]).name, e["reason"]) for e in rej] == [("badname.parquet", "unreadable_file")]
+    assert reader.stats.read == reader.stats.yielded + reader.stats.rejected == 2
+
+
 def test_text_file_invalid_utf8(tmp_path):
     (tmp_path / "a.txt").write_bytes(b"fine")
     (tmp_path / "b.txt").write_bytes(b"caf\xe9")
