@@ -15,10 +15,11 @@ from fastsynth.train.rows import packed_rows
 
 
 def markov_documents(n_docs: int, vocab: int, seed: int, min_len: int = 8,
-                     max_len: int = 200) -> list[np.ndarray]:
-    rng = np.random.default_rng(seed)
+                     max_len: int = 200, doc_seed: int | None = None) -> list[np.ndarray]:
+    """``n_docs`` documents of the chain ``seed`` (drawn with ``doc_seed``, default ``seed``)."""
     # each token has 4 likely successors: entropy ~ ln 4 plus the noise share
-    succ = rng.integers(1, vocab, size=(vocab, 4))
+    succ = np.random.default_rng(seed).integers(1, vocab, size=(vocab, 4))
+    rng = np.random.default_rng([seed, 1 if doc_seed is None else 2, doc_seed or 0])
     docs = []
     for _ in range(n_docs):
         n = int(rng.integers(min_len, max_len))
@@ -71,6 +72,5 @@ def make_data(vocab: int = 512, seq_len: int = 64, rows: int = 4, n_docs: int = 
               seed: int = 0) -> tuple[ListSource, list[dict]]:
     """(training source, held-out batches) from one chain, different documents."""
     docs = markov_documents(n_docs, vocab, seed)
-    held = markov_documents(40, vocab, seed, max_len=120)  # same chain (same seed), new draws
-    held = [d[::-1][::-1] for d in held]
+    held = markov_documents(40, vocab, seed, max_len=120, doc_seed=seed + 1000)  # same chain
     return ListSource(packed_batches(docs, rows, seq_len)), packed_batches(held, rows, seq_len)
