@@ -52,6 +52,49 @@ def test_varlen_matches_per_sequence_reference(lens, hkv, group, causal, seed):
         torch.testing.assert_close(out[a:b].double(), ref, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("lens,hkv,group", [([30, 1, 39, 30, 28], 2, 2), ([1], 1, 1),
+                                            ([5, 0, 1, 7], 1, 3), ([16, 16], 2, 1)])
+def test_varlen_self_attention_segment_path_matches_reference_with_gradients(
+        monkeypatch, lens, hkv, group, causal):
+    # Self-attention (cu_seqlens_q == cu_seqlens_k) must take the per-segment layout, not the
+    # (total, total) masked path: the masked path is made to fail here.
+    def no_masked(*a, **kw):
+        raise AssertionError("masked path used for self-attention")
+    monkeypatch.setattr(attn, "_sdpa_masked", no_masked)
+    g = torch.Generator().manual_seed(sum(lens) + hkv + group)
+    total, d = sum(lens), 16
+    q = torch.randn(total, hkv * group, d, generator=g, dtype=torch.float64, requires_grad=True)
+    k = torch.randn(total, hkv, d, generator=g, dtype=torch.float64, requires_grad=True)
+    v = torch.randn(total, hkv, d, generator=g, dtype=torch.float64, requires_grad=True)
+    cu = torch.tensor([0, *torch.tensor(lens).cumsum(0).tolist()], dtype=torch.int32)
+    out = attn.attention(q, k, v, cu_seqlens_q=cu, cu_seqlens_k=cu.clone(),
+                         max_seqlen_q=max(lens), max_seqlen_k=max(lens), causal=causal,
+                         backend="sdpa")
+    ref = torch.cat([reference(q[a:b], k[a:b], v[a:b], causal=causal)
+                     for a, b in zip(cu[:-1].tolist(), cu[1:].tolist())])
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    go = torch.randn(out.shape, generator=g, dtype=torch.float64)
+    got = torch.autograd.grad(out, (q, k, v), go)
+    want = torch.autograd.grad(ref, (q, k, v), go)
+    for name, a, b in zip("qkv", got, want):
+        assert torch.isfinite(a).all(), name
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10, msg=f"d{name}")
+
+
+def test_varlen_rows_without_visible_keys_are_zero():
+    # q/k lengths differ: the masked path; causal with len_k < len_q leaves rows with no key
+    g = torch.Generator().manual_seed(3)
+    q = torch.randn(4, 2, 8, generator=g)
+    k = torch.randn(2, 2, 8, generator=g)
+    v = torch.randn(2, 2, 8, generator=g)
+    out = attn.attention(q, k, v, cu_seqlens_q=torch.tensor([0, 4], dtype=torch.int32),
+                         cu_seqlens_k=torch.tensor([0, 2], dtype=torch.int32), max_seqlen_q=4,
+                         max_seqlen_k=2, backend="sdpa")
+    assert torch.equal(out[:2], torch.zeros_like(out[:2]))
+    torch.testing.assert_close(out[2:].double(), reference(q, k, v)[2:], atol=1e-5, rtol=1e-5)
+
+
 def test_varlen_bottom_right_alignment_with_longer_keys():
     g = torch.Generator().manual_seed(0)
     lq, lk = [2, 3], [5, 3]

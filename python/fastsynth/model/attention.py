@@ -26,6 +26,10 @@ decides per call: on CUDA with fp16/bf16 inputs, ``"triton"`` for the varlen lay
 kernel supports the head dim, else ``"flash-attn"`` when installed; ``"sdpa"`` otherwise (the
 CPU, fp32, the padded layout).
 
+``"sdpa"``'s varlen path puts self-attention (``cu_seqlens_q`` equal to ``cu_seqlens_k``) in a
+per-segment padded layout, ``(n_segments, max_seqlen)``: O(segments x max_seqlen^2) scores; other
+varlen calls (different q/k lengths) use one block-diagonal ``(total_q, total_k)`` mask.
+
 Rows that see no key (causal with ``len_k < len_q``, or an empty key sequence) output 0 in
 every backend (flash-attn 2 too; its log-sum-exp there is +inf, the Triton kernel's -inf).
 """
@@ -175,6 +179,50 @@ def _sdpa_varlen(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                  cu_seqlens_q: torch.Tensor, cu_seqlens_k: torch.Tensor,
                  max_seqlen_q: int | None, max_seqlen_k: int | None,
                  causal: bool = True) -> torch.Tensor:
+    """The ``sdpa`` varlen path: the segment layout for self-attention (``cu_seqlens_q`` equal
+    to ``cu_seqlens_k``), the masked path otherwise. Both are exact; see docs/training.md,
+    "Attention on the CPU". ``max_seqlen_*`` are not trusted (the layout width is measured)."""
+    same = cu_seqlens_q is cu_seqlens_k or (
+        cu_seqlens_q.shape == cu_seqlens_k.shape and bool(torch.equal(cu_seqlens_q, cu_seqlens_k)))
+    if same and q.shape[0] == k.shape[0] and q.shape[0] > 0:
+        return _sdpa_segments(q, k, v, cu_seqlens_q, causal)
+    return _sdpa_masked(q, k, v, cu_seqlens_q, cu_seqlens_k, causal)
+
+
+def _sdpa_segments(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                   cu_seqlens: torch.Tensor, causal: bool) -> torch.Tensor:
+    # Self-attention, O(n_segments x width^2) scores instead of the masked path's O(total^2):
+    # each segment is scattered into its own row of an (n, width) layout (zeros after its
+    # end), SDPA runs per row, the real tokens are gathered back. Exact: every real query sees
+    # the same keys. Causal: the padding slots come after every real query, so the causal mask
+    # alone hides them. Non-causal: a key mask hides them (slots < max(len, 1): a row of an
+    # empty segment keeps one zero key so that no row is all -inf and no NaN reaches backward).
+    dev = q.device
+    lens = (cu_seqlens[1:] - cu_seqlens[:-1]).long()
+    n = lens.numel()
+    width = int(lens.max())
+    seg = torch.repeat_interleave(torch.arange(n, device=dev), lens)
+    local = torch.arange(q.shape[0], device=dev) - cu_seqlens.long()[seg]
+    slot = seg * width + local                       # token -> row-major slot in (n, width)
+
+    def spread(x: torch.Tensor) -> torch.Tensor:     # (total, H, D) -> (n, H, width, D)
+        out = x.new_zeros((n * width, *x.shape[1:])).index_copy(0, slot, x)
+        return out.view(n, width, *x.shape[1:]).transpose(1, 2)
+
+    qs, ks, vs = spread(q), spread(k), spread(v)
+    gqa = qs.shape[1] != ks.shape[1]
+    if causal:
+        out = F.scaled_dot_product_attention(qs, ks, vs, is_causal=True, enable_gqa=gqa)
+    else:
+        valid = torch.arange(width, device=dev)[None, :] < lens.clamp(min=1)[:, None]
+        out = F.scaled_dot_product_attention(qs, ks, vs, attn_mask=valid[:, None, None, :],
+                                             enable_gqa=gqa)
+    return out.transpose(1, 2).reshape(n * width, *q.shape[1:]).index_select(0, slot)
+
+
+def _sdpa_masked(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                 cu_seqlens_q: torch.Tensor, cu_seqlens_k: torch.Tensor,
+                 causal: bool) -> torch.Tensor:
     # One SDPA call over the packed tokens with a block-diagonal (per-document) mask: query i of
     # document d sees key j of the same document when j_local <= i_local + (len_k - len_q).
     dev = q.device
