@@ -33,6 +33,28 @@ def test_packed_equals_separate_documents():
             torch.testing.assert_close(packed[a:b], m(d[None])[0], atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("tied", [True, False])
+def test_head_false_returns_final_norm_hidden_states(tied):
+    m = tiny(tied=tied)
+    ids = torch.randint(0, 512, (2, 7))
+    cu = torch.tensor([0, 3, 10], dtype=torch.int32)
+    pos = torch.cat([torch.arange(3), torch.arange(7)])
+    with torch.no_grad():
+        for kw in ({}, {"last_only": True}):
+            logits = m(ids, **kw)
+            hidden = m(ids, head=False, **kw)
+            assert hidden.shape == logits.shape[:-1] + (m.config.hidden,)
+            torch.testing.assert_close(hidden @ m.lm_head.weight.T, logits, atol=1e-5, rtol=1e-5)
+        flat = ids[:, :5].reshape(-1)
+        logits = m(flat, pos, cu_seqlens=cu, max_seqlen=7)
+        hidden = m(flat, pos, cu_seqlens=cu, max_seqlen=7, head=False)
+        assert hidden.shape == (10, m.config.hidden)
+        torch.testing.assert_close(hidden @ m.lm_head.weight.T, logits, atol=1e-5, rtol=1e-5)
+        # the final RMSNorm is applied (its weight is ones after reset): unit RMS rows
+        rms = hidden.pow(2).mean(-1).sqrt()
+        torch.testing.assert_close(rms, torch.ones_like(rms), atol=1e-3, rtol=0)
+
+
 def test_kv_cache_decode_equals_full_forward():
     m = tiny(tied=False, rope_scaling=RopeScaling(factor=4.0, original_max_position=16))
     ids = torch.randint(0, 512, (2, 12))

@@ -1,4 +1,4 @@
-"""The training loop: chunked loss, segment attention, accumulation, schedules, metrics,
+"""The training loop: chunked loss, accumulation, schedules, metrics,
 divergence and memory errors, config files, FLOPs, and export to HF / the local generator."""
 from __future__ import annotations
 
@@ -16,13 +16,11 @@ from train_data import ListSource, make_data, markov_documents, packed_batches  
 
 from fastsynth.errors import ConfigError, InputError  # noqa: E402
 from fastsynth.model import LlamaConfig  # noqa: E402
-from fastsynth.model import attention as dispatch  # noqa: E402
 from fastsynth.train.config import TrainConfig, load_config  # noqa: E402
 from fastsynth.train.flops import flops_per_token, matmul_params, mfu, peak_flops  # noqa: E402
 from fastsynth.train.loop import TrainingDiverged, train  # noqa: E402
 from fastsynth.train.loss import chunked_cross_entropy  # noqa: E402
 from fastsynth.train.schedule import lr_factor  # noqa: E402
-from fastsynth.train.segment_attention import segment_varlen  # noqa: E402
 
 TINY = LlamaConfig.preset("tiny", max_seq_len=64)
 
@@ -62,23 +60,6 @@ def test_chunked_cross_entropy_checks_shapes():
     with pytest.raises(ValueError, match="dtypes"):
         chunked_cross_entropy(torch.zeros(4, 8), torch.zeros(10, 8, dtype=torch.float64),
                               torch.zeros(4, dtype=torch.long))
-
-
-# ------------------------------------------------------------------ attention
-def test_segment_attention_equals_masked_sdpa_with_gradients():
-    g = torch.Generator().manual_seed(1)
-    cu = torch.tensor([0, 30, 31, 70, 100, 128], dtype=torch.int32)
-    q = torch.randn(128, 4, 16, generator=g, dtype=torch.float64, requires_grad=True)
-    k = torch.randn(128, 2, 16, generator=g, dtype=torch.float64, requires_grad=True)
-    v = torch.randn(128, 2, 16, generator=g, dtype=torch.float64, requires_grad=True)
-    ref = dispatch._sdpa_varlen(q, k, v, cu, cu, 39, 39)
-    got = segment_varlen(q, k, v, cu, cu, 39, 39)
-    torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-12)
-    go = torch.randn_like(ref)
-    gr = torch.autograd.grad(ref, (q, k, v), go)
-    gg = torch.autograd.grad(got, (q, k, v), go)
-    for a, b in zip(gg, gr):
-        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
 
 
 # ------------------------------------------------------------------ loop

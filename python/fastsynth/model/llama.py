@@ -150,8 +150,8 @@ class Llama(nn.Module):
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor | None = None, *,
                 cu_seqlens: torch.Tensor | None = None, max_seqlen: int | None = None,
                 cache: KVCache | None = None, key_mask: torch.Tensor | None = None,
-                last_only: bool = False) -> torch.Tensor:
-        """Logits for ``input_ids``.
+                last_only: bool = False, head: bool = True) -> torch.Tensor:
+        """Logits for ``input_ids`` (or, with ``head=False``, the hidden states before the head).
 
         - padded: ``input_ids`` ``(B, T)`` int64; ``positions`` ``(B, T)`` (default ``0..T-1``);
           ``key_mask`` ``(B, cache.length + T)`` bool, False for padding (optional).
@@ -161,6 +161,9 @@ class Llama(nn.Module):
           ``[cache.length, cache.length + T)`` and ``cache.length`` advances by T.
         - ``last_only``: logits of the last position only, ``(B, 1, vocab)`` (saves the vocab
           projection over the prompt during prefill).
+        - ``head``: False returns the final-norm hidden states, ``input_ids.shape + (hidden,)``
+          (or ``(B, 1, hidden)`` with ``last_only``), in the activations' dtype; ``lm_head`` is
+          not called (a chunked loss applies ``lm_head.weight`` itself, docs/training.md "Loss").
         Returns ``input_ids.shape + (vocab,)`` (or the last-only shape).
         """
         if cu_seqlens is not None:
@@ -188,4 +191,5 @@ class Llama(nn.Module):
             cache.length += input_ids.shape[-1]
         if last_only:
             x = x[..., -1:, :]
-        return self.lm_head(self.norm(x))
+        x = self.norm(x)
+        return self.lm_head(x) if head else x

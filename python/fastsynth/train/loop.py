@@ -9,9 +9,8 @@ warm-up + cosine / WSD schedules, bf16 autocast on CUDA (fp32 on the CPU), optio
 cross-entropy (:mod:`fastsynth.train.loss`), metrics JSONL, atomic checkpoints and bit-exact
 resume (:mod:`fastsynth.train.checkpoint`).
 
-The model's ``lm_head`` is replaced by :class:`HiddenHead` (same ``weight``, so the same
-state-dict keys and tying) for the loop's lifetime so the model returns hidden states and
-the loss computes the head in chunks; :func:`restore_head` puts a plain ``nn.Linear`` back.
+The loss calls the model with ``head=False`` (final-norm hidden states) and computes the LM
+head from ``model.lm_head.weight`` in chunks; the model itself is never modified.
 """
 from __future__ import annotations
 
@@ -30,7 +29,6 @@ from fastsynth.errors import ConfigError, FastsynthError
 from fastsynth.model import attention as attention_dispatch
 from fastsynth.model.llama import Llama
 from fastsynth.train import checkpoint as ckpt
-from fastsynth.train import segment_attention
 from fastsynth.train.config import TrainConfig
 from fastsynth.train.flops import flops_per_token, peak_flops
 from fastsynth.train.loss import chunked_cross_entropy
@@ -81,23 +79,9 @@ class TrainResult:
 
 
 # ------------------------------------------------------------------ model wrapping
-class HiddenHead(nn.Module):
-    """Stands in for ``Llama.lm_head``: returns its input; keeps the head's ``weight``."""
-
-    def __init__(self, weight: nn.Parameter):
-        super().__init__()
-        self.weight = weight
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x
-
-
 def restore_head(model: Llama) -> Llama:
-    """Undo :class:`CausalLMLoss`'s head swap (the same weight tensor, a plain ``nn.Linear``)."""
-    if isinstance(model.lm_head, HiddenHead):
-        head = nn.Linear(model.config.hidden, model.config.vocab, bias=False, device="meta")
-        head.weight = model.lm_head.weight
-        model.lm_head = head
+    """Returns ``model`` unchanged: the loop no longer swaps ``lm_head`` (the loss calls the
+    model with ``head=False``). Kept because ``fastsynth.train.export`` still calls it."""
     return model
 
 
@@ -108,13 +92,12 @@ class CausalLMLoss(nn.Module):
     def __init__(self, model: Llama, chunk_rows: int):
         super().__init__()
         self.model = model
-        if not isinstance(model.lm_head, HiddenHead):
-            model.lm_head = HiddenHead(model.lm_head.weight)
         self.chunk_rows = chunk_rows
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, labels: torch.Tensor,
                 cu_seqlens: torch.Tensor, max_seqlen: int) -> torch.Tensor:
-        hidden = self.model(input_ids, positions, cu_seqlens=cu_seqlens, max_seqlen=max_seqlen)
+        hidden = self.model(input_ids, positions, cu_seqlens=cu_seqlens, max_seqlen=max_seqlen,
+                            head=False)
         weight = self.model.lm_head.weight
         kind = hidden.device.type
         dtype = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else weight.dtype
@@ -131,12 +114,10 @@ def resolve_device(config: TrainConfig) -> torch.device:
 
 
 def resolve_attention(config: TrainConfig, device: torch.device) -> str:
-    """``config.attention``, or for ``auto``: ``sdpa-segments`` on the CPU (see
-    :mod:`fastsynth.train.segment_attention`) and the dispatcher's own ``auto`` on CUDA
-    (the Triton varlen kernel where it supports the head dim, then flash-attn, then SDPA)."""
-    if config.attention != "auto":
-        return config.attention
-    return segment_attention.NAME if device.type != "cuda" else "auto"
+    """``config.attention`` as given: a backend name, or ``auto`` = the dispatcher's own
+    choice (``fastsynth.model.attention``: ``sdpa``, whose varlen path uses the per-segment
+    layout, on the CPU; the Triton varlen kernel, then flash-attn, then SDPA on CUDA)."""
+    return config.attention
 
 
 def _batches_for_rank(data: Any, world: int) -> bool:
@@ -399,7 +380,7 @@ def train(config: TrainConfig, data: BatchSource, *,
         eval_loss, eval_tokens = evaluate(module, eval_data, device=device, bf16=bf16,
                                           max_batches=config.eval_batches)
     run_tps = run_tokens / train_time if train_time > 0 else 0.0
-    return TrainResult(model=restore_head(model) if world == 1 else model, steps=config.steps,
+    return TrainResult(model=model, steps=config.steps,
                        start_step=start, tokens=tokens_seen, losses=losses,
                        eval_loss=eval_loss, eval_tokens=eval_tokens, tokens_per_s=run_tps,
                        wall_s=time.perf_counter() - t_begin, flops_per_token=fpt,
