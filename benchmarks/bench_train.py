@@ -3,7 +3,7 @@
 Both train the same model (fastsynth Llama, 2 layers x 64, vocabulary 1,024; built and
 initialised the same way), on the same packed batches (4 rows x 256 tokens, real
 ``fastsynth.train.pack`` output of Markov-chain documents), with the same attention backend
-(``sdpa-segments``), AdamW (0.9, 0.95, weight decay 0.1 on matrices) and global-norm clipping at 1.0, for
+(``sdpa``, whose varlen path runs self-attention per segment), AdamW (0.9, 0.95, weight decay 0.1 on matrices) and global-norm clipping at 1.0, for
 ``STEPS`` optimizer steps in fp32 on the CPU. The anchor is the loop everyone writes first:
 full logits, ``F.cross_entropy``, ``backward``, ``clip_grad_norm_``, ``step``. The candidate
 adds what the issue asks of a training loop (chunked LM head + CE, schedule, metrics, NaN
@@ -25,7 +25,6 @@ from train_data import markov_documents, packed_batches  # noqa: E402
 
 from fastsynth.model import Llama, LlamaConfig  # noqa: E402
 from fastsynth.model import attention as dispatch  # noqa: E402
-from fastsynth.train import segment_attention  # noqa: E402
 from fastsynth.train.config import TrainConfig  # noqa: E402
 from fastsynth.train.loop import train  # noqa: E402
 
@@ -55,7 +54,7 @@ class _Once:
 
 
 def plain_loop(batches) -> float:
-    dispatch.set_backend(segment_attention.NAME)
+    dispatch.set_backend("sdpa")
     torch.manual_seed(0)
     model = Llama(MODEL).reset_parameters(std=0.02, seed=0)
     params = list(model.parameters())      # the tied head appears once

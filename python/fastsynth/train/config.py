@@ -50,7 +50,7 @@ class TrainConfig:
     - ``device``: ``auto`` = CUDA when present. ``compile``: ``torch.compile`` the model.
     - ``activation_checkpointing``: recompute each layer's activations in backward.
     - ``loss_chunk_rows``: tokens per chunk of the LM head + cross-entropy.
-    - ``attention``: backend name, or ``auto`` (``sdpa-segments`` on the CPU; ``triton``,
+    - ``attention``: backend name, or ``auto`` (``sdpa`` on the CPU; ``triton``,
       then ``flash-attn``, then ``sdpa`` on CUDA).
     - ``eval_every``: steps between evals (0 = only at the end); ``eval_batches``: batches of
       the held-out set per eval (0 = all).

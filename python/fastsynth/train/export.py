@@ -45,9 +45,7 @@ def export(model: torch.nn.Module, out_dir: str | os.PathLike, *, tokenizer: Any
 
     ``dtype``: the stored weight dtype (default: the model's). Returns the folder.
     """
-    from fastsynth.train.loop import restore_head
     out = Path(out_dir)
-    restore_head(model)
     tok = as_tokenizer(tokenizer) if tokenizer is not None else None
     if tok is not None and tok.vocab_size > model.config.vocab:
         raise ConfigError(f"tokenizer has {tok.vocab_size} tokens, the model's vocabulary "

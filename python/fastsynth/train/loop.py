@@ -79,12 +79,6 @@ class TrainResult:
 
 
 # ------------------------------------------------------------------ model wrapping
-def restore_head(model: Llama) -> Llama:
-    """Returns ``model`` unchanged: the loop no longer swaps ``lm_head`` (the loss calls the
-    model with ``head=False``). Kept because ``fastsynth.train.export`` still calls it."""
-    return model
-
-
 class CausalLMLoss(nn.Module):
     """``forward(input_ids, positions, labels, cu_seqlens, max_seqlen)`` -> summed
     cross-entropy (float32 scalar, nats) of a packed batch (flat ``(R*S,)`` tensors)."""
