@@ -161,9 +161,6 @@ def test_pack_best_fit_refuses_a_seq_len_it_cannot_index():
         return
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "llm/protocol.py: `role not in ROLES` raises TypeError for a list or object role, "
-    "so the server answers 500 instead of a 400 error object naming messages[0].role"))
 def test_server_refuses_a_non_string_role_with_400():
     from fastsynth.llm import protocol
 

@@ -216,7 +216,7 @@ def parse_chat(body: Any, model_name: str) -> GenerationRequest:
             raise RequestError(f"'{p}' must be an object with 'role' and 'content'", param=p,
                                code="invalid_type")
         role = m.get("role")
-        if role not in ROLES:
+        if not isinstance(role, str) or role not in ROLES:
             raise RequestError(f"'{p}.role' must be one of {sorted(ROLES)}, got {role!r:.40}",
                                param=f"{p}.role", code="invalid_value")
         content = m.get("content")
