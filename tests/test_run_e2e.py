@@ -47,6 +47,18 @@ batch_docs = 1
 max_tokens = 48
 [mix]
 synthetic_share = 0.1
+[tokenize]
+tokenizer = "bpe:384"
+[train]
+sizes = ["1x32:3e-3", "2x64:2.5e-3"]
+budgets = [4096, 8192, 16384]
+vocab = 384
+seq_len = 64
+micro_batch_rows = 4
+heldout_permille = 200
+eval_tokens = 4096
+n_bootstrap = 20
+fit_start_stride = 8
 """
 
 
@@ -95,8 +107,9 @@ def test_every_stage_accounted_for(setup):
     m = manifest(ref)
     st = m["stages"]
     assert [s for s in m["config"]["stages"] if st[s]["state"] == "pending"] == m["pending_stages"]
-    for name in ("ingest", "score", "dedup", "synth", "qa_dedup", "mix", "plan"):
+    for name in ("ingest", "score", "dedup", "synth", "qa_dedup", "mix", "tokenize", "train", "plan"):
         assert st[name]["state"] == "done", name
+    assert m["pending_stages"] == []
     for name in m["pending_stages"]:
         assert st[name]["reason"] and st[name]["counts"] is None
     c = {n: st[n]["counts"] for n in ("ingest", "score", "dedup", "synth", "qa_dedup", "mix")}
@@ -123,7 +136,26 @@ def test_every_stage_accounted_for(setup):
     assert sum(r["origin"] == "organic" for r in mix) == c["dedup"]["out"]
     assert sum(r["origin"] == "synthetic" and r["repeat"] == 0 for r in mix) == c["mix"]["out"] - c["dedup"]["out"]
     assert c["mix"]["in"] == c["dedup"]["out"] + c["qa_dedup"]["out"]
-    assert "synth" in stdout and "pending" in stdout
+    assert "synth" in stdout and "train" in stdout
+    # the sweep: 2 sizes x 3 budgets, every run trained on the mix and evaluated held out
+    assert st["train"]["counts"] == {**st["train"]["counts"], "in": 6, "out": 6, "rejected": 0}
+    info = st["train"]["phases"]["sweep"]["global"]["info"]
+    runs = [json.loads(x) for x in (ref / info["files"]["runs"]).read_text().splitlines()]
+    assert sorted((r["n_layers"], r["hidden"], r["key"]["budget"]) for r in runs) == sorted(
+        (n, h, b) for n, h in ((1, 32), (2, 64)) for b in (4096, 8192, 16384))
+    assert all(r["key"]["corpus"] == str(ref / "mix" / "out" / "00000.parquet") for r in runs)
+    assert all(r["eval_tokens"] > 0 and r["eval_loss"] > 0 for r in runs)
+    assert info["unique_tokens"] > 0 and info["heldout_tokens"] > 0
+    fit = json.loads((ref / info["files"]["fit"]).read_text())
+    assert fit["n_points"] == 6 and fit["heldout"]["run"] in {r["name"] for r in runs}
+    # every run wrote its training curve
+    for r in runs:
+        curve = ref / info["curves"] / f"{r['n_layers']}x{r['hidden']}-{r['key']['budget']}" / "metrics.jsonl"
+        steps = [json.loads(x) for x in curve.read_text().splitlines()]
+        assert [x["step"] for x in steps if "loss" in x][-1] == r["steps"]
+    # the plan used the constants fitted on this run
+    fitted = st["plan"]["phases"]["plan"]["global"]["info"]["fitted_constants"]
+    assert fitted == {k: fit[k] for k in ("E", "A", "B", "alpha", "beta", "r2")}
 
 
 def test_report_sections(setup):
@@ -131,9 +163,12 @@ def test_report_sections(setup):
     md = (ref / "report.md").read_text()
     for heading in ("## Funnel", "## Quality scores", "## Near-duplicates", "## Concept graph (Level 3)",
                     "## Sample questions per level", "## Mix", "## Training, evaluation and the fitted law",
-                    "## Budget plan (scenario seed-5m)"):
+                    "## Fitted law", "## Held-out check", "## Budget plan (scenario seed-5m)"):
         assert heading in md
-    for fig in ("funnel.png", "gzip_ratio.png", "dedup_clusters.png", "concept_graph.png"):
+    assert "R^2 = " in md and "95% bootstrap interval" in md and "predicts its eval loss" in md
+    assert "Law fitted to your runs" in (ref / "plan" / "plan.md").read_text()
+    for fig in ("funnel.png", "gzip_ratio.png", "dedup_clusters.png", "concept_graph.png",
+                "training_curves.png"):
         assert f"(figures/{fig})" in md and (ref / "figures" / fig).stat().st_size > 1000
     for name in manifest(ref)["pending_stages"]:
         assert f"| {name} | pending |" in md
@@ -179,7 +214,8 @@ def test_html_report_renders_in_headless_chromium(setup, tmp_path):
 # Kill points: (stage, phase or None, parts of that phase already finished) — the run is
 # killed as soon as the manifest shows it, i.e. while the next part is being computed.
 KILLS = [("ingest", None, 0), ("score", "out", 1), ("dedup", "verify", 1), ("synth", "work", 0),
-         ("qa_dedup", None, 0), ("mix", None, 0), ("tokenize", None, 0), ("plan", None, 0)]
+         ("qa_dedup", None, 0), ("mix", None, 0), ("tokenize", None, 0), ("train", None, 0),
+         ("plan", None, 0)]
 
 
 def _reached(run: Path, stage: str, phase: str | None, n: int) -> bool:
@@ -223,3 +259,7 @@ def test_sigkill_inside_every_stage_resumes_to_the_same_outputs(setup):
         assert a[rel] == b[rel], rel
     ma, mb = manifest(run)["stages"], manifest(ref)["stages"]
     assert {k: v["counts"] for k, v in ma.items()} == {k: v["counts"] for k, v in mb.items()}
+    # the sweep resumed to the same runs (each run trains from a fixed seed)
+    la = {r["name"] + str(r["n_tokens"]): r["eval_loss"] for r in ma["train"]["phases"]["sweep"]["global"]["info"]["runs"]}
+    lb = {r["name"] + str(r["n_tokens"]): r["eval_loss"] for r in mb["train"]["phases"]["sweep"]["global"]["info"]["runs"]}
+    assert la.keys() == lb.keys() and all(la[k] == pytest.approx(lb[k], rel=1e-5) for k in lb)

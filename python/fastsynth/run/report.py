@@ -4,7 +4,8 @@ Built from the manifest and the stages' files (never from memory of the process 
 ran them, so a resumed run reports the same): the funnel (records in/out/rejected per
 stage and why), the gzip-ratio histogram, dedup cluster sizes, the Level-3 concept
 graph (statistics and a drawing), sample questions per level, the mix, the training
-half (pending until its stages exist), and the budget plan. Figures go to
+half (sweep runs, training curves, the fitted law and its held-out check), and the budget
+plan with the constants fitted on this run. Figures go to
 ``RUN/figures/``. Rendered through :class:`fastsynth.report.Document`.
 """
 from __future__ import annotations
@@ -38,7 +39,7 @@ def write_report(rd: RunDir) -> dict[str, Path]:
     _optional(doc, "Concept graph", lambda: _graph(doc, root, figs))
     _optional(doc, "Sample questions", lambda: _samples(doc, root, stages))
     _mix(doc, stages)
-    _training(doc, order, stages)
+    _training(doc, root, order, stages, figs)
     _plan(doc, root, stages)
     return doc.write(root, "report")
 
@@ -193,10 +194,10 @@ def _mix(doc: Document, stages: dict) -> None:
           f"{info['max_repeat_used']} times).")
 
 
-def _training(doc: Document, order: list[str], stages: dict) -> None:
+def _training(doc: Document, root: Path, order: list[str], stages: dict, figs: Path) -> None:
     doc.h("Training, evaluation and the fitted law")
     rows = []
-    for n in ("tokenize", "train", "evaluate", "fit"):
+    for n in ("tokenize", "train"):
         st = stages.get(n, {})
         if n not in order:
             continue
@@ -205,12 +206,80 @@ def _training(doc: Document, order: list[str], stages: dict) -> None:
         if n == "tokenize" and state == "done":
             s = st["phases"]["out"]["global"]["info"]["summary"]
             note = f"{s['tokens']:,} tokens in {s['shards']} shard(s), tokenizer {s['tokenizer']}"
+        if n == "train" and state == "done":
+            c = st["counts"]
+            note = f"{c['out']} of {c['in']} sweep runs trained and evaluated; law fitted"
         rows.append([n, state, note])
     doc.table(["stage", "state", "result"], rows)
-    if any(r[1] == "pending" for r in rows):
+    info = stages.get("train", {}).get("phases", {}).get("sweep", {}).get("global", {}).get("info")
+    if stages.get("train", {}).get("state") != "done" or not info:
         doc.p("Training curves, the law fitted to this run (with R^2 and intervals) and the "
-              "plan with fitted constants appear here once the pending stages exist; nothing is "
+              "plan with fitted constants appear here once the train stage has run; nothing is "
               "shown in their place.")
+        return
+    runs, fit = info["runs"], info["fit"]
+    doc.p(f"{len(runs)} runs on this run's mix: {info['unique_tokens']:,} unique training tokens, "
+          f"{info['heldout_tokens']:,} held-out tokens (documents held out by a hash of their id; "
+          "the BPE is trained on the training part only). N = non-embedding parameters, D = real "
+          "training tokens, loss = held-out cross-entropy (nats/token) on the same batches for "
+          f"every run. Sweep files: {info['files']['runs']}, {info['files']['fit']}, "
+          f"{info['files'].get('html', '')}.")
+    doc.table(["model", "N (non-emb.)", "D tokens", "epochs", "steps", "final train loss",
+               "eval loss", "tokens/s", "seconds"],
+              [[r["name"], f"{r['n_params']:,}", f"{r['n_tokens']:,}", f"{r['epochs']:.2f}", r["steps"],
+                f"{r['final_train_loss']:.4f}", f"{r['eval_loss']:.4f}", f"{r['tokens_per_s']:.0f}",
+                f"{r['seconds']:.1f}"] for r in runs])
+    _optional(doc, "Training curves", lambda: _curves(doc, root / info["curves"], figs))
+    doc.h("Fitted law")
+    iv = fit["intervals_95"]
+    weak = fit["n_points"] < 10 or fit["r2"] < 0.95 or not fit["converged"]
+    doc.p(f"L(N, D) = E + A / N^alpha + B / D^beta fitted to {fit['n_points']} runs: R^2 = "
+          f"{fit['r2']:.4f}{'' if fit['converged'] else ' (NOT converged: ' + fit['message'] + ')'}."
+          + (" **A weak fit**: few, tiny runs (5 parameters from "
+             f"{fit['n_points']} points); read its constants and intervals as this run's "
+             "sanity check, not as a law to plan with." if weak else ""))
+    doc.table(["parameter", "value", "95% bootstrap interval"],
+              [[k, f"{fit[k]:.5g}", f"[{iv[k][0]:.5g}, {iv[k][1]:.5g}]"]
+               for k in ("E", "A", "B", "alpha", "beta")])
+    h = fit["heldout"]
+    doc.h("Held-out check")
+    doc.p(f"The law fitted without the largest-compute run ({h['run']}, {h['n_tokens']:,.0f} tokens) "
+          f"predicts its eval loss {h['predicted_eval_loss']:.4f} (95% interval "
+          f"{h['predicted_interval_95'][0]:.4f} .. {h['predicted_interval_95'][1]:.4f}); measured "
+          f"{h['measured_eval_loss']:.4f}: {100 * h['relative_error']:.2f}% off.")
+
+
+def _curves(doc: Document, runs_dir: Path, figs: Path) -> None:
+    """Train loss vs tokens of every sweep run, from its metrics.jsonl."""
+    from fastsynth.report.charts import _plt, _save
+
+    curves = {}
+    for f in sorted(runs_dir.glob("*/metrics.jsonl")):
+        pts = [json.loads(x) for x in f.read_text().splitlines() if x.strip()]
+        pts = [(p["tokens"], p["loss"]) for p in pts if "loss" in p and isinstance(p["loss"], float)]
+        if pts:
+            curves[f.parent.name] = pts
+    if not curves:
+        return
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 3.8), dpi=110)
+    for name, pts in curves.items():
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=".", label=name)
+    ax.set_xscale("log")
+    ax.set_xlabel("training tokens")
+    ax.set_ylabel("train loss (nats/token)")
+    ax.set_title("Training curves of the sweep runs")
+    ax.legend(fontsize=7, ncol=2)
+    doc.figure(_save(fig, figs / "training_curves.png"),
+               "Train loss vs tokens per sweep run (model LAYERSxHIDDEN - token budget)")
+
+
+def _fitted_text(fitted: Any) -> str:
+    if not isinstance(fitted, dict):
+        return "constants fitted on this run: none (the train stage did not run)."
+    return ("constants fitted on this run: " + ", ".join(f"{k} = {fitted[k]:.4g}" for k in
+            ("E", "A", "B", "alpha", "beta")) + f" (R^2 {fitted['r2']:.3f}); the plan page predicts each phase's loss with them "
+            "beside the published constants' plan.")
 
 
 def _plan(doc: Document, root: Path, stages: dict) -> None:
@@ -224,7 +293,7 @@ def _plan(doc: Document, root: Path, stages: dict) -> None:
                for i in info["items"]])
     doc.p(f"Total ${info['total_usd']:,.0f} of ${info['budget_usd']:,.0f} ("
           f"{'fits' if info['fits'] else 'does NOT fit'}), published constants {info['constants']}; "
-          f"constants fitted on this run: {info['fitted_constants']}. Full plan: {info['files']['html']}.")
+          + _fitted_text(info.get("fitted_constants")) + f" Full plan: {info['files']['html']}.")
     fig = root / "plan" / "cost_breakdown.png"
     if fig.exists():
         doc.figure(fig, "Cost breakdown of the plan")

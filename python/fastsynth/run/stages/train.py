@@ -1,5 +1,5 @@
-"""The training half of a run: ``tokenize`` (mix -> token shards), ``train`` (a small
-sweep), ``evaluate`` and ``fit`` (the law fitted to the sweep).
+"""The training half of a run: ``tokenize`` (mix -> token shards) and ``train`` (a small
+sweep on the mix: every run's held-out eval loss and the law fitted to them).
 
 Each wraps a function of :mod:`fastsynth.train`. Where that function is not in this
 fastsynth yet, the stage reports itself **pending** with the reason and runs nothing
@@ -7,8 +7,13 @@ fastsynth yet, the stage reports itself **pending** with the reason and runs not
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib
+import json
+import shutil
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from fastsynth.run.config import check, option
 from fastsynth.run.rundir import PartResult
@@ -65,33 +70,112 @@ TOKENIZE = Stage("tokenize", TokenizeConfig, (Global("out", tokenize_mix, counts
                  pending=lambda: _missing("fastsynth.train.tokenize", "tokenize"))
 
 
-# The sweep, evaluation and fit stages have no settings until their work is wired in:
-# a setting that nothing reads would be a promise the run cannot keep.
+# The sweep, its held-out evaluation and the law fit are one stage: fastsynth.train.sweep
+# does all three in one call (it evaluates every run on fixed held-out batches and fits
+# the law with a held-out check), so separate ``evaluate``/``fit`` stages would only
+# re-read its files. The stage's settings are the sweep's, declared once here.
+def _parse_size(text: str) -> "Any":
+    """``"LxH:lr"`` (e.g. ``"2x64:2.5e-3"``) -> a SweepSize."""
+    from fastsynth.errors import ConfigError
+    from fastsynth.train.sweep import SweepSize
+    try:
+        shape, lr = text.split(":")
+        layers, hidden = shape.lower().split("x")
+        return SweepSize(int(layers), int(hidden), float(lr))
+    except ValueError:
+        raise ConfigError(f"train.sizes: {text!r} is not LAYERSxHIDDEN:LR (e.g. 2x64:2.5e-3)") from None
+
+
 @dataclass(frozen=True)
 class SweepConfig:
-    """Settings of the sweep stage (none yet: the stage is pending)."""
+    """Settings of the sweep stage (:class:`fastsynth.train.sweep.SweepConfig`, whose
+    defaults are the default CPU sweep of docs/training.md)."""
+
+    sizes: tuple[str, ...] = option(("1x32:3e-3", "2x64:2.5e-3", "3x96:2e-3"),
+                                    "model sizes LAYERSxHIDDEN:PEAK_LR (heads of 32 dims)")
+    budgets: tuple[int, ...] = option((50_000, 100_000, 200_000, 400_000), "training tokens per run")
+    vocab: int = option(1024, "BPE vocabulary trained on the training part of the mix")
+    seq_len: int = option(256, "packed sequence length")
+    micro_batch_rows: int = option(2, "rows per optimizer step")
+    heldout_permille: int = option(20, "documents of the mix held out for eval loss (by id hash), per mille")
+    eval_tokens: int = option(32_768, "held-out token slots evaluated per run")
+    max_epochs: float = option(4.0, "largest allowed passes over the unique training tokens")
+    n_bootstrap: int = option(200, "bootstrap refits for the law's intervals")
+    fit_start_stride: int = option(1, "use every k-th start of the fit's start grid")
+
+    def __post_init__(self) -> None:
+        self.sweep_config("check")   # the sweep's own checks, once
+
+    def sweep_config(self, corpus: str) -> "Any":
+        from fastsynth.train.sweep import SweepConfig as TrainSweepConfig
+        return TrainSweepConfig(corpus=corpus, eval_corpus="", vocab=self.vocab,
+                                sizes=tuple(_parse_size(s) for s in self.sizes),
+                                budgets=tuple(self.budgets), seq_len=self.seq_len,
+                                micro_batch_rows=self.micro_batch_rows,
+                                heldout_permille=self.heldout_permille, eval_tokens=self.eval_tokens,
+                                max_epochs=self.max_epochs, n_bootstrap=self.n_bootstrap,
+                                fit_start_stride=self.fit_start_stride)
 
 
-@dataclass(frozen=True)
-class EvalConfig:
-    """Settings of the evaluation stage (none yet: the stage is pending)."""
+def run_dir_name(n_layers: int, hidden: int, budget: int) -> str:
+    return f"{n_layers}x{hidden}-{budget}"
 
 
-@dataclass(frozen=True)
-class FitConfig:
-    """Settings of the law-fit stage (none yet: the stage is pending)."""
+def _curve_config(base: "Any", curves: Path) -> "Any":
+    """``base`` (a train.sweep.SweepConfig) whose runs write their metrics (loss vs tokens)
+    to ``curves/LxH-BUDGET/metrics.jsonl``: the sweep keeps only final losses and
+    fastsynth.train is not this stage's to change, so the per-run TrainConfig gets an
+    ``out_dir`` here. The sweep asks for a run's TrainConfig just before training it (and
+    only for runs not yet in runs.jsonl), so a folder left by a killed run is cleared then."""
+    from fastsynth.train.sweep import SweepConfig as TrainSweepConfig
+
+    @dataclass(frozen=True)
+    class _WithCurves(TrainSweepConfig):
+        def train_config(self, size: Any, budget: int) -> Any:
+            tc = super().train_config(size, budget)
+            d = curves / run_dir_name(size.n_layers, size.hidden, budget)
+            shutil.rmtree(d, ignore_errors=True)
+            return dataclasses.replace(tc, out_dir=str(d), keep_checkpoints=1)
+
+    return _WithCurves(**{f.name: getattr(base, f.name) for f in dataclasses.fields(TrainSweepConfig)})
 
 
-def _SWEEP_PENDING() -> str:
-    """These stages have no phases yet: always pending, saying what they wait for."""
-    return (_missing("fastsynth.train.sweep", "sweep")
-            or "fastsynth.train.sweep exists but fastsynth run does not call it yet")
+def sweep_mix(config: SweepConfig, view: View) -> PartResult:
+    """The sweep on the run's mix: the sweep splits it by a hash of each id into training
+    and held-out documents, trains a BPE of ``vocab`` tokens on the training part, trains
+    the grid, evaluates every run on the same held-out batches and fits the law."""
+    from fastsynth.train.sweep import sweep
+
+    (rel,) = view.files("mix", "out")
+    gdir = view.global_dir("train")
+    out = gdir / "sweep"
+    # the sweep reads the mix file itself (its API takes a corpus, not a shard set): the
+    # tokenize stage's shards hold every document, the sweep needs a held-out split
+    corpus = str(view.path(rel))
+    cfg = _curve_config(config.sweep_config(corpus), gdir / "runs")
+    try:
+        res = sweep(cfg, out, show_progress=False)
+    except (ZeroDivisionError, OverflowError) as e:
+        # the law's optimum came out degenerate (e.g. an exponent so large that N^alpha
+        # overflows); the runs stay in runs.jsonl, so a re-run only refits
+        from fastsynth.errors import ConfigError
+        raise ConfigError(f"train: the law fitted to the sweep is degenerate ({e}); use more "
+                          "starts (fit_start_stride = 1) or more runs, then re-run") from None
+    n = len(config.sizes) * len(config.budgets)
+    fit = {k: v for k, v in res.fit.items() if k != "config"}
+    info = {"runs": [{k: v for k, v in r.items() if k != "key"} for r in res.runs], "fit": fit,
+            "unique_tokens": res.data.unique_tokens if res.data else None,
+            "heldout_tokens": res.data.heldout_tokens if res.data else None,
+            "files": {"runs": str((out / "runs.jsonl").relative_to(view.root)),
+                      "fit": str((out / "fit.json").relative_to(view.root)),
+                      **{k: str(Path(v).relative_to(view.root)) for k, v in res.report.items()}},
+            "curves": str((gdir / "runs").relative_to(view.root))}
+    json.dumps(info)  # the manifest must be able to hold it
+    return PartResult(n_in=n, n_out=len(res.runs), n_rejected=n - len(res.runs), info=info)
 
 
-TRAIN = Stage("train", SweepConfig, (), needs=("tokenize",), unit="runs",
-              description="a small sweep of model sizes x token budgets", pending=_SWEEP_PENDING)
-EVALUATE = Stage("evaluate", EvalConfig, (), needs=("train",), unit="runs",
-                 description="held-out loss of every sweep run", pending=_SWEEP_PENDING)
-FIT = Stage("fit", FitConfig, (), needs=("evaluate",), unit="points",
-            description="the Chinchilla law fitted to the sweep, with bootstrap intervals",
-            pending=_SWEEP_PENDING)
+TRAIN = Stage("train", SweepConfig, (Global("sweep", sweep_mix, counts=True),), needs=("tokenize",),
+              unit="runs",
+              description="a small sweep of model sizes x token budgets on the mix, each run's "
+                          "held-out eval loss, and the law fitted to them (with a held-out check)",
+              pending=lambda: _missing("fastsynth.train.sweep", "sweep"))
