@@ -376,7 +376,21 @@ def fit_runs(runs: list[dict[str, Any]], n_bootstrap: int = 200,
     predicted = value
     measured = float(loss[held])
     c_max = float(compute.max())
-    n_opt, d_opt = chinchilla_optimal(c_max, c)
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            n_opt, d_opt = chinchilla_optimal(c_max, c)
+        except (OverflowError, ZeroDivisionError):
+            n_opt = d_opt = float("nan")
+    optimum: dict[str, Any] = {"flops": c_max, "n_params": n_opt, "n_tokens": d_opt}
+    if all(np.isfinite(x) and x > 0 for x in (n_opt, d_opt)):
+        optimum.update(tokens_per_param=d_opt / n_opt,
+                       loss=float(c.E + c.A / n_opt ** c.alpha + c.B / d_opt ** c.beta))
+    else:
+        # A degenerate fit (e.g. alpha -> large with A -> 1e50) puts the optimum at 0 or
+        # infinity: report that it is undefined instead of dividing by zero.
+        optimum.update(n_params=None, n_tokens=None, tokens_per_param=None, loss=None,
+                       undefined="the fitted constants give no finite compute-optimal point")
     return {
         "E": c.E, "A": c.A, "B": c.B, "alpha": c.alpha, "beta": c.beta, "r2": full.r2,
         "converged": full.converged, "message": full.message, "n_points": full.n_points,
@@ -395,9 +409,7 @@ def fit_runs(runs: list[dict[str, Any]], n_bootstrap: int = 200,
                             "beta": part.constants.beta, "r2": part.r2,
                             "converged": part.converged},
         },
-        "compute_optimal": {"flops": c_max, "n_params": n_opt, "n_tokens": d_opt,
-                            "tokens_per_param": d_opt / n_opt,
-                            "loss": float(c.E + c.A / n_opt ** c.alpha + c.B / d_opt ** c.beta)},
+        "compute_optimal": optimum,
         "_fit": full,
     }
 
@@ -450,11 +462,15 @@ def write_report(out: Path, config: SweepConfig, runs: list[dict[str, Any]],
           f"{100 * h['relative_error']:.2f}% off (target: within 3%).")
     co = fit["compute_optimal"]
     doc.h("Compute-optimal point")
-    doc.p(f"At the largest run's compute ({co['flops']:.3g} FLOPs, C = 6ND) the fitted law's "
-          f"optimum is N = {co['n_params']:,.0f} non-embedding parameters on D = "
-          f"{co['n_tokens']:,.0f} tokens ({co['tokens_per_param']:.1f} tokens/param), loss "
-          f"{co['loss']:.4f}. Constants fitted on models this small are a property of this "
-          f"corpus, tokenizer and grid; extrapolating them many decades is not advice.")
+    if co["n_params"] is None:
+        doc.p(f"At the largest run's compute ({co['flops']:.3g} FLOPs) {co['undefined']}: "
+              "the fit is degenerate (see the constants above).")
+    else:
+        doc.p(f"At the largest run's compute ({co['flops']:.3g} FLOPs, C = 6ND) the fitted law's "
+              f"optimum is N = {co['n_params']:,.0f} non-embedding parameters on D = "
+              f"{co['n_tokens']:,.0f} tokens ({co['tokens_per_param']:.1f} tokens/param), loss "
+              f"{co['loss']:.4f}. Constants fitted on models this small are a property of this "
+              f"corpus, tokenizer and grid; extrapolating them many decades is not advice.")
     n = np.array([r["n_params"] for r in runs], dtype=np.float64)
     d = np.array([r["n_tokens"] for r in runs], dtype=np.float64)
     lo = np.array([r["eval_loss"] for r in runs], dtype=np.float64)
