@@ -1,9 +1,9 @@
 """``fastsynth run [CONFIG.toml] [--preset quick|default] -o RUN_DIR``: the whole strategy.
 
 score -> filter -> dedup -> synthesize -> QA -> dedup the generated pairs -> mix ->
-tokenize -> train a small sweep -> evaluate -> fit the law -> plan -> report, in one
-resumable run directory (re-run the same command to continue after the last finished
-part). Stages whose feature is not in this fastsynth yet are listed as pending.
+tokenize -> train (a small sweep, each run evaluated on held-out documents, the law fitted
+to them) -> plan (with the fitted constants) -> report, in one resumable run directory
+(re-run the same command to continue after the last finished part).
 """
 from __future__ import annotations
 
