@@ -18,18 +18,40 @@ import fastsynth.llm as llm  # noqa: E402
 from fastsynth.errors import ConfigError  # noqa: E402
 
 
+# Non-streamed bodies that are not chat completions (message -> body bytes).
+MALFORMED = {
+    "truncated": b'{"model": "m", "choices": [{"index": 0, "message": {"content": "ec',
+    "notobject": b'[{"choices": []}]',
+    "nochoices": b'{"id": "cmpl-1", "object": "chat.completion"}',
+    "badchoice": b'{"choices": ["echo"]}',
+    "badusage": (b'{"choices": [{"message": {"content": "x"}, "finish_reason": "stop"}],'
+                 b' "usage": {"prompt_tokens": "many"}}'),
+    "notutf8": b'{"choices": [{"message": {"content": "\xff\xfe"}}]}',
+}
+# ``data:`` payloads of a stream that are not chunks (message -> payload bytes).
+MALFORMED_SSE = {
+    "ssenotjson": b'{"choices": [{"delta": {"content": "x"',
+    "ssenotobject": b'"just a string"',
+    "ssebaddelta": b'{"choices": [{"index": 0, "delta": ["x"]}]}',
+}
+
+
 class FlakyServer:
     """OpenAI-style server (plain JSON or, when asked, a server-sent-event stream); behaviour
     chosen by the user message: ``429xN`` / ``500xN``: fail N times then answer;
     ``always500``; ``bad``: HTTP 400; ``slowxN``: sleep past the client timeout N times;
     ``dropxN``: end the stream after one chunk, without a finish reason, N times;
-    ``errevent``: an error event after one chunk, always; anything else: answer at once."""
+    ``errevent``: an error event after one chunk, always; a key of ``MALFORMED``: that body
+    (HTTP 200, ``application/json``) whatever was asked; a key of ``MALFORMED_SSE`` (streamed
+    requests): that ``data:`` payload after one good chunk; ``ignorestream``: a plain JSON
+    answer to a streamed request; anything else: answer at once."""
 
     def __init__(self):
         self.calls = collections.Counter()
         self.in_flight = 0
         self.max_in_flight = 0
         self.bodies = []
+        self.models_body = None      # bytes: /v1/models answers these instead of a list
         self.loop = asyncio.new_event_loop()
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
@@ -69,7 +91,11 @@ class FlakyServer:
 
         await send(chunk({"role": "assistant", "content": ""}))
         await send(chunk({"content": "echo"}))
-        if msg == "errevent":
+        if msg in MALFORMED_SSE:
+            await resp.write(b"data: " + MALFORMED_SSE[msg] + b"\n\n")
+            await send(chunk({}, "stop"))
+            await resp.write(b"data: [DONE]\n\n")
+        elif msg == "errevent":
             await send({"error": {"message": "model crashed", "type": "server_error"}})
         elif not drop:
             await send(chunk({"content": f" {msg}"}))
@@ -81,6 +107,8 @@ class FlakyServer:
         return resp
 
     async def models(self, request):
+        if self.models_body is not None:
+            return web.Response(body=self.models_body, content_type="application/json")
         return web.json_response({"object": "list", "data": [{"id": "flaky-model"}]})
 
     async def handle(self, request):
@@ -104,7 +132,9 @@ class FlakyServer:
                 return web.json_response({"error": {"message": "bad request"}}, status=400)
             if kind == "slow" and n <= times:
                 await asyncio.sleep(2.0)
-            if body.get("stream"):
+            if msg in MALFORMED:
+                return web.Response(body=MALFORMED[msg], content_type="application/json")
+            if body.get("stream") and msg != "ignorestream":
                 return await self.stream(request, body, msg, kind == "drop" and n <= times)
             return web.json_response({
                 "model": body["model"],
@@ -168,6 +198,45 @@ def test_persistent_failures_become_error_completions_and_others_are_kept(server
     assert "HTTP 500" in out[1].error and "3 attempts" in out[1].error
     assert server.calls["always500"] == 3                  # 1 try + 2 retries
     assert "HTTP 400" in out[2].error and server.calls["bad"] == 1   # 4xx: no retry
+
+
+MALFORMED_WHY = {"truncated": "the body is not valid JSON", "notobject": "a JSON list, not an object",
+                 "nochoices": "has no 'choices'", "badchoice": "choices[0] is a JSON str",
+                 "badusage": "usage.prompt_tokens is 'many'", "notutf8": "not UTF-8",
+                 "ssenotjson": "stream chunk 3 is not valid JSON",
+                 "ssenotobject": "stream chunk 3 is a JSON str, not an object",
+                 "ssebaddelta": "choices[0].delta is a JSON list"}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_malformed_json_fails_only_its_own_request(server, stream):
+    g = llm.generator("openai", base_url=server.url, model="flaky-model", backoff=0.01,
+                      max_retries=2, stream=stream)
+    bad = list(MALFORMED) + (list(MALFORMED_SSE) if stream else [])
+    msgs = ["first", *bad, "ignorestream", "last"]
+    out = g.generate([chat(m) for m in msgs])
+    by = dict(zip(msgs, out))
+    assert by["first"].text == "echo first" and by["last"].text == "echo last"
+    assert by["ignorestream"].text == "echo ignorestream"   # plain JSON to a streamed request
+    for m in bad:
+        c = by[m]
+        assert c.finish_reason == "error" and c.text == "", m
+        assert c.error.startswith(f"malformed response from {server.url}/chat/completions: "), c.error
+        assert MALFORMED_WHY[m] in c.error, (m, c.error)
+        assert "Traceback" not in c.error and "\n" not in c.error
+        assert server.calls[m] == 1, m                      # not retried
+    assert server.calls["first"] == server.calls["last"] == 1
+
+
+def test_malformed_model_list_is_a_config_error_completion(server):
+    server.models_body = b'{"data": [42]'                  # truncated
+    g = llm.generator("openai", base_url=server.url, backoff=0.01)
+    with pytest.raises(ConfigError, match="malformed list: the body is not valid JSON"):
+        g.model_name
+    server.models_body = b'{"data": [42]}'                 # an id that is not an object
+    out = g.generate([chat("a"), chat("b")])
+    assert [c.finish_reason for c in out] == ["error", "error"]
+    assert "malformed list: data[0] is a JSON int, not an object" in out[0].error
 
 
 def test_timeouts_are_retried(server):

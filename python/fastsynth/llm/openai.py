@@ -12,7 +12,14 @@ Streaming (``stream=True``, the default): requests ask for OpenAI's server-sent 
 bounds the wait for the *next* chunk rather than the whole answer, so a long completion is
 never cut by a total timeout while a stalled server is still detected within ``timeout``
 seconds; a stream that ends without a finish reason (a dropped connection) or carries an error
-event is retried like a 5xx. ``stream=False`` sends plain requests (servers without streaming).
+event is retried like a 5xx. ``stream=False`` sends plain requests (servers without streaming);
+a server that ignores ``stream`` and answers ``application/json`` is read as a plain answer.
+
+Malformed answers (a body or ``data:`` line that is not JSON, not UTF-8, not an object, an
+object without ``choices``, fields of the wrong type) fail their request at once, without
+retries (a server that sends them does so again), as an error :class:`Completion` whose
+message starts ``malformed response from <url>:`` and says what was wrong; the other
+requests of the batch are unaffected (docs/errors.md).
 """
 from __future__ import annotations
 
@@ -82,10 +89,7 @@ class OpenAIGenerator(Generator):
                 try:
                     async with s.get(f"{self.base_url}/models") as r:
                         if r.status == 200:
-                            data = (await r.json()).get("data") or []
-                            if not data:
-                                raise ConfigError(f"{self.base_url}/models lists no models")
-                            return str(data[0]["id"])
+                            return _first_model(await r.read(), f"{self.base_url}/models")
                         if r.status not in RETRY_STATUS:
                             raise ConfigError(f"{self.base_url}/models answered HTTP {r.status}")
                 except (aiohttp.ClientError, asyncio.TimeoutError) as e:
@@ -130,13 +134,14 @@ class OpenAIGenerator(Generator):
                 self.attempts += 1
                 try:
                     async with session.post(url, json=body) as r:
-                        if r.status == 200 and body.get("stream"):
+                        if (r.status == 200 and body.get("stream")
+                                and r.content_type != "application/json"):
                             done = await _read_stream(r, body["model"])
                             if isinstance(done, Completion):
                                 return done
                             last = f"{done} ({url})"   # broken stream: retried
                         elif r.status == 200:
-                            return _parse(await r.json(content_type=None), body["model"])
+                            return _parse(_json(await r.read(), "the body"), body["model"])
                         else:
                             text = (await r.text())[:300]
                             last = f"HTTP {r.status} from {url}: {text}"
@@ -147,7 +152,7 @@ class OpenAIGenerator(Generator):
                     last = f"timed out after {self.timeout} s ({url})"
                 except aiohttp.ClientError as e:
                     last = f"{type(e).__name__}: {e} ({url})"
-                except (ValueError, KeyError, IndexError, TypeError) as e:
+                except MalformedResponse as e:
                     return Completion.failed(f"malformed response from {url}: {e}", body["model"])
                 if attempt < self.max_retries:
                     await asyncio.sleep(self._delay(attempt, retry_after))
@@ -168,7 +173,19 @@ class OpenAIGenerator(Generator):
         async with aiohttp.ClientSession(timeout=timeout, headers=self._headers(),
                                          connector=conn) as session:
             tasks = [self._one(session, sem, b) for b in bodies]
-            return list(await asyncio.gather(*tasks))
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+        out = []
+        for body, res in zip(bodies, results):
+            if isinstance(res, Completion):
+                out.append(res)
+            elif isinstance(res, Exception):
+                # A failure no check above foresaw stays with its own request: the
+                # batch's other completions are kept (llm/base.py's contract).
+                out.append(Completion.failed(f"unexpected {type(res).__name__} handling the "
+                                             f"response: {res}", body["model"]))
+            else:  # KeyboardInterrupt, cancellation: not one request's failure
+                raise res
+        return out
 
     def _generate(self, chats: list[list[dict[str, str]]], params: SamplingParams,
                   seeds: list[int | None]) -> list[Completion]:
@@ -179,49 +196,130 @@ class OpenAIGenerator(Generator):
         return _run(self.agenerate(chats, params, seeds))
 
 
-def _parse(data: dict[str, Any], model: str) -> Completion:
-    if "error" in data and "choices" not in data:
-        raise ValueError(f"error object: {data['error']}")
-    choice = data["choices"][0]
-    reason = choice.get("finish_reason") or "stop"
-    usage = data.get("usage") or {}
-    return Completion(text=choice["message"].get("content") or "",
-                      finish_reason="length" if reason == "length" else "stop",
-                      prompt_tokens=int(usage.get("prompt_tokens", 0)),
-                      completion_tokens=int(usage.get("completion_tokens", 0)),
+class MalformedResponse(ValueError):
+    """A server's answer that is not the OpenAI chat-completions format; the message says
+    what is wrong with it."""
+
+
+def _json(raw: bytes, what: str) -> Any:
+    """``raw`` (UTF-8 JSON) decoded; ``MalformedResponse`` naming ``what`` and quoting the
+    start of ``raw`` if it is not."""
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise MalformedResponse(f"{what} is not UTF-8 (byte {e.start})") from None
+    except (ValueError, RecursionError) as e:
+        why = getattr(e, "msg", None) or type(e).__name__
+        raise MalformedResponse(f"{what} is not valid JSON ({why}): {_quote(raw)}") from None
+
+
+def _quote(raw: bytes) -> str:
+    return repr(raw[:80].decode("utf-8", "replace")) + (" ..." if len(raw) > 80 else "")
+
+
+def _kind(x: Any) -> str:
+    return "null" if x is None else f"a JSON {type(x).__name__}"
+
+
+def _object(x: Any, what: str) -> dict[str, Any]:
+    if not isinstance(x, dict):
+        raise MalformedResponse(f"{what} is {_kind(x)}, not an object")
+    return x
+
+
+def _text(x: Any, what: str) -> str:
+    if x is None:
+        return ""
+    if not isinstance(x, str):
+        raise MalformedResponse(f"{what} is {_kind(x)}, not a string")
+    return x
+
+
+def _choices(data: dict[str, Any], what: str) -> list[dict[str, Any]]:
+    if "choices" not in data:
+        if "error" in data:
+            raise MalformedResponse(f"{what} is an error object: {str(data['error'])[:300]}")
+        raise MalformedResponse(f"{what} has no 'choices' (keys: {sorted(data)[:10]})")
+    choices = data["choices"]
+    if not isinstance(choices, list):
+        raise MalformedResponse(f"{what}'s 'choices' is {_kind(choices)}, not a list")
+    return [_object(c, f"{what}'s choices[{i}]") for i, c in enumerate(choices)]
+
+
+def _tokens(usage: Any, what: str) -> tuple[int, int]:
+    """(prompt_tokens, completion_tokens) of a ``usage`` object (absent counts are 0)."""
+    if usage is None:
+        return 0, 0
+    usage = _object(usage, f"{what}'s 'usage'")
+    counts = []
+    for key in ("prompt_tokens", "completion_tokens"):
+        n = usage.get(key, 0)
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise MalformedResponse(f"{what}'s usage.{key} is {n!r}, not a count")
+        counts.append(n)
+    return counts[0], counts[1]
+
+
+def _first_model(raw: bytes, url: str) -> str:
+    """The id of the first model a ``/v1/models`` answer lists; ``ConfigError`` if none."""
+    try:
+        data = _object(_json(raw, "the body"), "the body").get("data")
+        first = _object(data[0], "data[0]") if isinstance(data, list) and data else None
+    except MalformedResponse as e:
+        raise ConfigError(f"{url} answered a malformed list: {e}") from None
+    if first is None or not isinstance(first.get("id"), str):
+        raise ConfigError(f"{url} lists no models; pass model= explicitly")
+    return first["id"]
+
+
+def _parse(data: Any, model: str) -> Completion:
+    """A non-streamed chat completion (decoded JSON) -> its :class:`Completion`."""
+    data = _object(data, "the body")
+    choices = _choices(data, "the body")
+    if not choices:
+        raise MalformedResponse("the body's 'choices' is empty")
+    message = _object(choices[0].get("message"), "the body's choices[0].message")
+    text = _text(message.get("content"), "the body's choices[0].message.content")
+    reason = choices[0].get("finish_reason") or "stop"
+    prompt, completion = _tokens(data.get("usage"), "the body")
+    return Completion(text=text, finish_reason="length" if reason == "length" else "stop",
+                      prompt_tokens=prompt, completion_tokens=completion,
                       model=str(data.get("model", model)))
 
 
 async def _read_stream(r: Any, model: str) -> Completion | str:
     """A chat-completions SSE stream -> its :class:`Completion`, or a string saying why the
-    stream broke (no finish reason before it ended, an error event)."""
+    stream broke (no finish reason before it ended, an error event). A line that is not a
+    chunk of the format raises ``MalformedResponse``."""
     parts: list[str] = []
     reason = None
-    usage: dict[str, Any] = {}
+    usage: Any = None
     name = model
+    n = 0
     async for raw in r.content:
-        line = raw.decode("utf-8").strip()
-        if not line.startswith("data:"):
+        line = raw.strip()
+        if not line.startswith(b"data:"):
             continue                      # blank separators, comments, "event:" lines
         data = line[5:].strip()
-        if data == "[DONE]":
+        if data == b"[DONE]":
             break
-        obj = json.loads(data)
-        if not isinstance(obj, dict):
-            raise ValueError(f"stream chunk is not an object: {data[:100]}")
+        n += 1
+        what = f"stream chunk {n}"
+        obj = _object(_json(data, what), what)
         if obj.get("error"):
             return f"error event in the stream: {str(obj['error'])[:300]}"
         name = str(obj.get("model", name))
         if obj.get("usage"):
             usage = obj["usage"]
-        for choice in obj.get("choices") or []:
-            parts.append((choice.get("delta") or {}).get("content") or "")
+        for i, choice in enumerate(_choices(obj, what) if "choices" in obj else []):
+            delta = _object(choice.get("delta") or {}, f"{what}'s choices[{i}].delta")
+            parts.append(_text(delta.get("content"), f"{what}'s choices[{i}].delta.content"))
             reason = choice.get("finish_reason") or reason
     if reason is None:
         return "the stream ended before a finish reason"
+    prompt, completion = _tokens(usage, "the stream")
     return Completion(text="".join(parts), finish_reason="length" if reason == "length" else "stop",
-                      prompt_tokens=int(usage.get("prompt_tokens", 0)),
-                      completion_tokens=int(usage.get("completion_tokens", 0)), model=name)
+                      prompt_tokens=prompt, completion_tokens=completion, model=name)
 
 
 def _run(coro: Any) -> Any:
