@@ -35,6 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "--set max_dup_line_frac=none (repeatable; names as in QualityFilter)")
     p.add_argument("--write-kept", action="store_true", help="also write OUT/kept.parquet (id, text)")
     p.add_argument("--no-histogram", action="store_true", help="skip the PNG")
+    from fastsynth.run.executor_options import add_executor_arguments
+
+    add_executor_arguments(p)  # ray: parts of --batch-size documents in OUT/.fastsynth-work (docs/scale.md)
     p.set_defaults(func=run)
 
 
@@ -57,7 +60,8 @@ def _parse_override(item: str) -> tuple[str, object]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from fastsynth.run.score_job import run_score
+    from fastsynth.run.executor_options import executor_from_args
+    from fastsynth.run.score_job import run_score, run_score_parts
     from fastsynth.quality import QualityFilter
 
     if args.batch_size <= 0:
@@ -68,10 +72,14 @@ def run(args: argparse.Namespace) -> int:
     if args.no_gzip_band:
         changes["gzip_band"] = None
     quality_filter = QualityFilter().replace(**changes)
-    summary = run_score(args.input, args.out, text_field=args.text_field, id_field=args.id_field,
-                        on_error=args.on_error, level=args.level, backend=args.backend,
-                        threads=args.threads, quality_filter=quality_filter, batch_size=args.batch_size,
-                        write_kept=args.write_kept, histogram=not args.no_histogram)
+    kw = dict(text_field=args.text_field, id_field=args.id_field, on_error=args.on_error, level=args.level,
+              backend=args.backend, threads=args.threads, quality_filter=quality_filter,
+              batch_size=args.batch_size, write_kept=args.write_kept, histogram=not args.no_histogram)
+    executor = executor_from_args(args)
+    if executor.name == "local":  # one streaming pass, no parts to keep (docs/scale.md)
+        summary = run_score(args.input, args.out, **kw)
+    else:
+        summary = run_score_parts(args.input, args.out, executor, **kw)
     c = summary["counts"]
     print(f"scored {c['scored']:,} documents: kept {c['kept']:,}, rejected by filter "
           f"{c['rejected_by_filter']:,}, rejected at input {c['rejected_at_input']:,} -> {args.out}/",

@@ -37,6 +37,7 @@ from fastsynth.progress import progress
 from fastsynth.quality import QualityFilter, zlib_version
 from fastsynth.quality.compression import check_gzip_settings
 from fastsynth.report import Document
+from fastsynth.run.rundir import part_path
 from fastsynth.run.stages.score import score_batch, scores_schema
 
 PERCENTILES = (1, 5, 25, 50, 75, 95, 99)
@@ -103,23 +104,32 @@ def run_score(source: Any, out_dir: str | Path, *, text_field: str = "text", id_
         if kept is not None:
             kept.close()
         elapsed = time.perf_counter() - started
-        summary = _summarize(scores.tmp, quality_filter, reader.stats, n_scored, n_kept, n_bytes, elapsed)
+        summary = _summarize(scores.tmp, quality_filter, reader.stats.as_dict() if reader.stats is not None
+                             else {}, n_scored, n_kept, n_bytes, elapsed)
     except BaseException:
         scores.abort()
         if kept is not None:
             kept.abort()
         raise
     summary["settings"] = {"source": str(source), "level": level, "backend": backend, "threads": threads,
-                           "text_field": text_field, "on_error": on_error, "filter": _filter_settings(quality_filter)}
-    summary["files"] = {"scores": "scores.parquet", "summary": "summary.json"}
+                           "text_field": text_field, "on_error": on_error, "filter": _filter_settings(quality_filter),
+                           "executor": "local"}
+    scores.commit()
     if kept is not None:
+        kept.commit()
+    return _finish(summary, out, quality_filter, write_kept=kept is not None, on_error=on_error,
+                   histogram=histogram)
+
+
+def _finish(summary: dict[str, Any], out: Path, quality_filter: QualityFilter, *, write_kept: bool,
+            on_error: str, histogram: bool) -> dict[str, Any]:
+    """List the files, draw the histogram, write the reports and, last, summary.json."""
+    summary["files"] = {"scores": "scores.parquet", "summary": "summary.json"}
+    if write_kept:
         summary["files"]["kept"] = "kept.parquet"
     if on_error == "skip":
         summary["files"]["rejects"] = "rejects.jsonl"
     summary["files"]["report"] = "summary.html"
-    scores.commit()
-    if kept is not None:
-        kept.commit()
     if histogram:
         summary["files"]["histogram"] = _histogram(out, quality_filter, summary)
     doc = summary_document(summary, out)
@@ -129,11 +139,76 @@ def run_score(source: Any, out_dir: str | Path, *, text_field: str = "text", id_
     return summary
 
 
+def run_score_parts(source: Any, out_dir: str | Path, executor: Any, *, text_field: str = "text",
+                    id_field: str = "id", on_error: str = "raise", level: int = 6, backend: str = "zlib",
+                    threads: int | None = None, quality_filter: QualityFilter | None = None,
+                    batch_size: int = 4096, write_kept: bool = False,
+                    histogram: bool = True) -> dict[str, Any]:
+    """:func:`run_score` with the scoring done as the ``score`` stage's parts on
+    ``executor`` (e.g. a :class:`~fastsynth.run.ray_executor.RayExecutor`): the input is
+    read into parts of ``batch_size`` documents in ``OUT/.fastsynth-work``
+    (:mod:`fastsynth.run.command_parts`; resumable, removed after success) and the same
+    files as :func:`run_score`'s are assembled from the parts, in input order."""
+    from fastsynth.run import command_parts as cp
+    from fastsynth.run.stages.score import STAGE, ScoreConfig
+
+    quality_filter = quality_filter or QualityFilter()
+    check_gzip_settings(level, backend)
+    resolve_threads(threads)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.json").unlink(missing_ok=True)  # the commit record of an earlier run
+    started = time.perf_counter()
+    changes = {k: v for k, v in asdict(quality_filter).items() if k != "gzip_band"}
+    read = cp.ReadConfig(source=str(source), text_field=text_field, id_field=id_field, on_error=on_error,
+                         part_docs=batch_size, rejects=str(out / "rejects.jsonl") if on_error == "skip" else None)
+    score_cfg = ScoreConfig(level=level, backend=backend, threads=threads, gzip_band=quality_filter.gzip_band,
+                            filter=changes)
+    identity = {"command": "score", "read": {**asdict(read), **cp.source_identity(str(source))},
+                "score": {"level": level, "backend": backend,
+                          "filter": json.loads(json.dumps(_filter_settings(quality_filter), default=_json_default))}}
+    work = cp.work_dir_for(out, out_is_dir=True)
+    rd = cp.run_in_work_dir(work, identity, [(cp.READ, read), (STAGE, score_cfg)], executor)
+    info = rd.parts("ingest", "out")["global"]["info"]
+    scores = _AtomicParquet(out / "scores.parquet", scores_schema())
+    kept = _AtomicParquet(out / "kept.parquet", pa.schema([("id", pa.string()), ("text", pa.large_string())])) \
+        if write_kept else None
+    n_scored = n_kept = 0
+    try:
+        for pid in rd.parts("score", "out"):  # each part also wrote score/scores/<part>.parquet
+            table = pq.read_table(part_path(work, "score", "scores", pid)).cast(scores_schema())
+            scores.write(table)
+            n_scored += table.num_rows
+        if kept is not None:
+            for path in cp.part_files(rd, "score", "out"):
+                kept.write(pq.read_table(path, columns=["id", "text"]).cast(kept.writer.schema))
+        scores.close()
+        if kept is not None:
+            kept.close()
+        n_kept = int(rd.manifest["stages"]["score"]["counts"]["out"])
+        summary = _summarize(scores.tmp, quality_filter, info["stats"], n_scored, n_kept, info["text_bytes"],
+                             time.perf_counter() - started)
+    except BaseException:
+        scores.abort()
+        if kept is not None:
+            kept.abort()
+        raise
+    summary["settings"] = {"source": str(source), "level": level, "backend": backend, "threads": threads,
+                           "text_field": text_field, "on_error": on_error, "filter": _filter_settings(quality_filter),
+                           "executor": getattr(executor, "name", type(executor).__name__)}
+    scores.commit()
+    if kept is not None:
+        kept.commit()
+    summary = _finish(summary, out, quality_filter, write_kept=write_kept, on_error=on_error, histogram=histogram)
+    cp.remove_work_dir(work)
+    return summary
+
+
 def _filter_settings(f: QualityFilter) -> dict[str, Any]:
     return {k: v for k, v in asdict(f).items()}
 
 
-def _summarize(scores_path: Path, quality_filter: QualityFilter, stats: Any, n_scored: int,
+def _summarize(scores_path: Path, quality_filter: QualityFilter, stats: dict[str, Any], n_scored: int,
                n_kept: int, n_bytes: int, elapsed: float) -> dict[str, Any]:
     table = pq.read_table(scores_path, columns=list(SUMMARY_METRICS) + ["reasons", "first_reason"])
     rules = quality_filter.rules()
@@ -142,7 +217,6 @@ def _summarize(scores_path: Path, quality_filter: QualityFilter, stats: Any, n_s
     fails = {d["values"]: d["counts"] for d in flat}
     first = pa.compute.value_counts(table.column("first_reason").combine_chunks()).to_pylist() if n_scored else []
     first_counts = {d["values"]: d["counts"] for d in first if d["values"]}
-    stats = stats.as_dict() if stats is not None else {}
     rejected_input = int(stats.get("rejected", 0))
     percentiles = {}
     for name in SUMMARY_METRICS:
