@@ -32,8 +32,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--compat", choices=["datasketch"], default=None,
                    help="datasketch-identical signatures (SHA-1; slower)")
     p.add_argument("--memory-budget-mb", type=float, default=None,
-                   help="spill band keys and shingle sets to disk to stay near this budget")
-    p.add_argument("--workdir", default=None, help="folder for spill files (default: a temp folder)")
+                   help="spill band keys and shingle sets to disk to stay near this budget "
+                        "(local executor; a Ray part holds one input part or one band)")
+    p.add_argument("--workdir", default=None,
+                   help="folder for spill files (default: a temp folder); with --executor ray, the "
+                        "folder holding the run's parts (default: .OUT.fastsynth-work beside OUT)")
     p.add_argument("--clusters", default=None, help="also write a per-document table (.parquet/.jsonl): "
                                                   "id, keep, cluster_id, cluster_size")
     p.add_argument("--summary-json", default=None, help="also write the summary as JSON here")
@@ -44,7 +47,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "into the rejects file and go on")
     p.add_argument("--rejects", default=None,
                    help="rejects file for --on-error skip (default: OUT.rejects.jsonl)")
-    p.add_argument("--batch-size", type=int, default=8192, help="documents per native call")
+    p.add_argument("--batch-size", type=int, default=8192,
+                   help="documents per native call (with --executor ray: per part)")
+    from fastsynth.run.executor_options import add_executor_arguments
+
+    add_executor_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -66,23 +73,31 @@ def _scores(args: argparse.Namespace, field: str) -> list[float]:
 
 
 def summary_of(result, seconds: float, cfg, compat: str | None, rejected: dict[str, int]) -> dict:
-    hist = result.size_histogram()
+    """The summary of a :func:`fastsynth.dedup.dedup` result."""
+    return _summary(n_docs=result.n_docs, kept=int(result.keep.sum()), removed=result.n_removed,
+                    hist=result.size_histogram(), bands=result.bands, rows=result.rows,
+                    pairs={"candidates": result.candidate_pairs, "verified": result.verified_pairs,
+                           "matched": result.matched_pairs},
+                    seconds=seconds, cfg=cfg, compat=compat, rejected=rejected)
+
+
+def _summary(*, n_docs: int, kept: int, removed: int, hist: dict[int, int], bands: int, rows: int,
+             pairs: dict[str, int], seconds: float, cfg, compat: str | None, rejected: dict[str, int]) -> dict:
     n_rej = sum(rejected.values())
     return {
-        "input_records": result.n_docs + n_rej,
+        "input_records": n_docs + n_rej,
         "rejected_at_input": n_rej,
         "rejected_at_input_by_reason": rejected,
-        "documents": result.n_docs,
-        "kept": int(result.keep.sum()),
-        "duplicates_removed": result.n_removed,
+        "documents": n_docs,
+        "kept": kept,
+        "duplicates_removed": removed,
         "clusters_with_duplicates": sum(c for s, c in hist.items() if s > 1),
         "cluster_size_histogram": {str(s): c for s, c in sorted(hist.items())},
         "params": {"threshold": cfg.threshold, "num_perm": cfg.num_perm, "ngram": cfg.ngram,
                    "shingle": cfg.shingle, "verify": cfg.verify, "keep": cfg.keep,
-                   "bands": result.bands, "rows": result.rows, "seed": cfg.seed,
+                   "bands": bands, "rows": rows, "seed": cfg.seed,
                    "scheme": compat or "fast"},
-        "pairs": {"candidates": result.candidate_pairs, "verified": result.verified_pairs,
-                  "matched": result.matched_pairs},
+        "pairs": pairs,
         "seconds": round(seconds, 3),
     }
 
@@ -104,11 +119,11 @@ def _print_summary(s: dict, out: str, rejects: str | None) -> None:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from fastsynth.atomic import atomic_write_text
-    from fastsynth.corpus import read, read_batches, write
+    from fastsynth.corpus import read_batches
     from fastsynth.dedup import dedup
     from fastsynth.progress import progress
     from fastsynth.run.config import from_args
+    from fastsynth.run.executor_options import executor_from_args
     from fastsynth.run.stages.dedup import DedupConfig
 
     if getattr(args, "keep", "first") == "score" and not getattr(args, "score_field", None):
@@ -126,8 +141,18 @@ def run(args: argparse.Namespace) -> int:
         rejects = args.rejects or f"{args.out}.rejects.jsonl"
     elif args.rejects:
         raise ConfigError("--rejects needs --on-error skip")
+    executor = executor_from_args(args)
+    if executor.name != "local":
+        if args.compat:
+            raise ConfigError(f"--compat {args.compat} needs --executor local (the stage on {executor.name} "
+                              "computes fastsynth's own signatures)")
+        if budget is not None:
+            raise ConfigError(f"--memory-budget-mb needs --executor local (on {executor.name} each part "
+                              "holds one input part or one LSH band: docs/scale.md)")
     scores = np.asarray(_scores(args, cfg.score_field), dtype=np.float64) if cfg.keep == "score" else None
     t0 = time.perf_counter()
+    if executor.name != "local":
+        return _run_parts(args, cfg, executor, scores, rejects, t0)
     batches = read_batches(args.input, batch_size=args.batch_size, text_field=args.text_field,
                            id_field=args.id_field, on_error=args.on_error, rejects=rejects)
     ids: list[str] = []
@@ -144,7 +169,79 @@ def run(args: argparse.Namespace) -> int:
                        workdir=args.workdir, threads=cfg.threads, progress=bar.update)
     stats = batches.stats.as_dict()
     seconds = time.perf_counter() - t0
-    keep = result.keep
+    summary = summary_of(result, seconds, cfg, args.compat, dict(stats.get("rejected_by_reason", {})))
+    cluster_id = [ids[int(c)] for c in result.cluster_id]
+    _write_outputs(args, result.keep, ids, cluster_id, result.cluster_size, summary, rejects)
+    return 0
+
+
+def _run_parts(args: argparse.Namespace, cfg, executor, scores, rejects: str | None, t0: float) -> int:
+    """The dedup stage's phases (signatures, bands, verify: parts on ``executor``; cluster:
+    on this driver) over the input read into parts of ``--batch-size`` documents, in a
+    work directory beside OUT (resumable; removed after success). Keeps exactly the
+    documents the local path keeps; ``pairs.verified``/``matched`` count per part
+    (docs/scale.md, "Distributed dedup")."""
+    import dataclasses
+    import hashlib
+    from pathlib import Path
+
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from fastsynth.run import command_parts as cp
+    from fastsynth.run.stages.dedup import stage_over
+
+    out = Path(args.out)
+    work = Path(args.workdir) / f".{out.name}{cp.WORK_SUFFIX}" if args.workdir \
+        else cp.work_dir_for(out, out_is_dir=False)
+    scores_file = None
+    if scores is not None:
+        work.mkdir(parents=True, exist_ok=True)
+        scores_file = str(work.parent / f"{work.name}.scores.npy")
+        np.save(scores_file, scores)
+    read = cp.ReadConfig(source=str(args.input), text_field=args.text_field, id_field=args.id_field,
+                         on_error=args.on_error, part_docs=args.batch_size, rejects=rejects,
+                         score_field=cfg.score_field if scores is not None else None, scores_file=scores_file)
+    identity = {"command": "dedup", "read": {**dataclasses.asdict(read), **cp.source_identity(str(args.input))},
+                "dedup": {k: v for k, v in dataclasses.asdict(cfg).items() if k != "threads"}}
+    if scores is not None:
+        identity["scores_sha1"] = hashlib.sha1(scores.tobytes()).hexdigest()
+    rd = cp.run_in_work_dir(work, identity, [(cp.READ, read), (stage_over("ingest", filter_parts=False), cfg)],
+                            executor)
+    read_info = rd.parts("ingest", "out")["global"]["info"]
+    info = rd.parts("dedup", "cluster")["global"]["info"]
+    part_ids = read_info["parts"]
+    sizes = [pq.ParquetFile(p).metadata.num_rows for p in cp.part_files(rd, "ingest", "out")]
+    offsets = dict(zip(part_ids, np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)]).tolist()))
+    n = int(sum(sizes))
+    ids: list[str] = []
+    for p in cp.part_files(rd, "ingest", "out"):
+        ids.extend(pq.read_table(p, columns=["id"]).column("id").to_pylist())
+    keep = np.ones(n, dtype=bool)
+    cluster_id = list(ids)
+    cluster_size = np.ones(n, dtype=np.int64)
+    cl = pq.read_table(rd.path("dedup", "global", "clusters.parquet")).to_pydict()
+    for part, row, k, cid, size in zip(cl["part"], cl["row"], cl["keep"], cl["cluster_id"], cl["cluster_size"]):
+        i = offsets[part] + row
+        keep[i], cluster_id[i], cluster_size[i] = k, cid, size
+    hist = {int(k): int(v) for k, v in info["cluster_size_histogram"].items()}
+    summary = _summary(n_docs=n, kept=int(keep.sum()), removed=int(info["removed"]), hist=hist,
+                       bands=info["bands"], rows=info["rows"], pairs=dict(info["pairs"]),
+                       seconds=time.perf_counter() - t0, cfg=cfg, compat=None,
+                       rejected=dict(read_info["stats"].get("rejected_by_reason", {})))
+    summary["executor"] = executor.name
+    _write_outputs(args, keep, ids, cluster_id, cluster_size, summary, rejects)
+    cp.remove_work_dir(work)
+    if scores_file:
+        Path(scores_file).unlink(missing_ok=True)
+    return 0
+
+
+def _write_outputs(args: argparse.Namespace, keep, ids: list[str], cluster_id: list[str], cluster_size,
+                   summary: dict, rejects: str | None) -> None:
+    """The kept records (every field, re-read from INPUT), the clusters table and the summary."""
+    from fastsynth.atomic import atomic_write_text
+    from fastsynth.corpus import read, write
 
     def kept_records():
         # the second pass meets the same bad records; they were written to the rejects file above
@@ -155,11 +252,9 @@ def run(args: argparse.Namespace) -> int:
 
     write(kept_records(), args.out)
     if args.clusters:
-        write(({"id": ids[k], "keep": bool(keep[k]), "cluster_id": ids[int(result.cluster_id[k])],
-                "cluster_size": int(result.cluster_size[k])} for k in range(result.n_docs)), args.clusters)
-    summary = summary_of(result, seconds, cfg, args.compat, dict(stats.get("rejected_by_reason", {})))
+        write(({"id": ids[k], "keep": bool(keep[k]), "cluster_id": cluster_id[k],
+                "cluster_size": int(cluster_size[k])} for k in range(len(ids))), args.clusters)
     if args.summary_json:
         atomic_write_text(args.summary_json, json.dumps(summary, indent=2))
     _print_summary(summary, args.out, rejects)
     sys.stdout.flush()
-    return 0

@@ -351,8 +351,16 @@ def filter_part(config: DedupConfig, part: Part) -> PartResult:
                       rejected_by_reason=by_reason)
 
 
-STAGE = Stage("dedup", DedupConfig,
-              (Map("sig", signatures, one_to_one(SOURCE)), Map("bands", band_pairs, band_parts),
-               Map("verify", verify_pairs, verify_parts), Global("cluster", cluster),
-               Map("out", filter_part, one_to_one(SOURCE), counts=True)),
-              needs=(SOURCE,), output="out", description="near-duplicate removal (MinHash + LSH)")
+def stage_over(source: str, *, filter_parts: bool = True) -> Stage:
+    """The dedup stage reading ``source``'s output parts. ``filter_parts=False`` stops after
+    ``cluster`` (``fastsynth dedup --executor ray`` writes the kept records itself from
+    ``clusters.parquet``)."""
+    phases = (Map("sig", signatures, one_to_one(source)), Map("bands", band_pairs, band_parts),
+              Map("verify", verify_pairs, verify_parts), Global("cluster", cluster))
+    if filter_parts:
+        phases += (Map("out", filter_part, one_to_one(source), counts=True),)
+    return Stage("dedup", DedupConfig, phases, needs=(source,), output="out" if filter_parts else None,
+                 description="near-duplicate removal (MinHash + LSH)")
+
+
+STAGE = stage_over(SOURCE)
