@@ -26,33 +26,38 @@ def python_gzip_ratio(texts: list[str], level: int = 6) -> list[float]:
     return out
 
 
-def _run(benchmark, fn, texts):
-    return benchmark.pedantic(fn, setup=lambda: ((fresh_strings(texts),), {}), rounds=3, iterations=1)
+def _run(benchmark, fn, texts, rounds=3):
+    return benchmark.pedantic(fn, setup=lambda: ((fresh_strings(texts),), {}), rounds=rounds, iterations=1)
+
+
+# The gzip group's ratios swing with whatever else runs on the host (the Python loop's IQR was
+# 25% of its median in a CI run): five rounds give a median that one slow round cannot move.
+GZIP_ROUNDS = 5
 
 
 @pytest.mark.benchmark(group="gzip_ratio")
 def test_gzip_python_zlib_loop(benchmark, python_docs_50mb):
     benchmark.extra_info["mb"] = sum(len(t.encode()) for t in python_docs_50mb) / 1e6
-    _run(benchmark, python_gzip_ratio, python_docs_50mb)
+    _run(benchmark, python_gzip_ratio, python_docs_50mb, GZIP_ROUNDS)
 
 
 @pytest.mark.benchmark(group="gzip_ratio")
 def test_gzip_native_1_thread(benchmark, python_docs_50mb):
-    got = _run(benchmark, lambda t: fs.gzip_ratio(t, threads=1), python_docs_50mb)
+    got = _run(benchmark, lambda t: fs.gzip_ratio(t, threads=1), python_docs_50mb, GZIP_ROUNDS)
     np.testing.assert_array_equal(got[: len(python_docs_50mb) // 20],
                                   python_gzip_ratio(python_docs_50mb[: len(python_docs_50mb) // 20]))
 
 
 @pytest.mark.benchmark(group="gzip_ratio")
 def test_gzip_native_all_threads(benchmark, python_docs_50mb):
-    got = _run(benchmark, lambda t: fs.gzip_ratio(t), python_docs_50mb)
+    got = _run(benchmark, lambda t: fs.gzip_ratio(t), python_docs_50mb, GZIP_ROUNDS)
     np.testing.assert_array_equal(got, python_gzip_ratio(python_docs_50mb))
 
 
 @pytest.mark.skipif(not libdeflate_available(), reason="libdeflate not installed")
 @pytest.mark.benchmark(group="gzip_ratio")
 def test_gzip_libdeflate_all_threads(benchmark, python_docs_50mb):
-    got = _run(benchmark, lambda t: fs.gzip_ratio(t, backend="libdeflate"), python_docs_50mb)
+    got = _run(benchmark, lambda t: fs.gzip_ratio(t, backend="libdeflate"), python_docs_50mb, GZIP_ROUNDS)
     assert np.isfinite(got).all()
 
 
