@@ -52,7 +52,6 @@ tokenizer = "bpe:384"
 [train]
 sizes = ["1x32:3e-3", "2x64:2.5e-3"]
 budgets = [4096, 8192, 16384]
-vocab = 384
 seq_len = 64
 micro_batch_rows = 4
 heldout_permille = 200
@@ -143,10 +142,21 @@ def test_every_stage_accounted_for(setup):
     runs = [json.loads(x) for x in (ref / info["files"]["runs"]).read_text().splitlines()]
     assert sorted((r["n_layers"], r["hidden"], r["key"]["budget"]) for r in runs) == sorted(
         (n, h, b) for n, h in ((1, 32), (2, 64)) for b in (4096, 8192, 16384))
-    assert all(r["key"]["corpus"] == str(ref / "mix" / "out" / "00000.parquet") for r in runs)
     assert all(r["eval_tokens"] > 0 and r["eval_loss"] > 0 for r in runs)
-    assert info["unique_tokens"] > 0 and info["heldout_tokens"] > 0
+    # the sweep trained on the tokenize stage's shards, as they are: their tokenizer, and
+    # every one of their documents and tokens in its training or held-out set
+    from fastsynth.train.shards import ShardSet
+    shards = ShardSet(ref / "tokenize" / "shards")
+    assert shards.n_docs == st["tokenize"]["counts"]["out"] == c["mix"]["out"]
     fit = json.loads((ref / info["files"]["fit"]).read_text())
+    d = fit["data"]
+    assert d["source"] == "shards" and d["source_path"] == str(ref / "tokenize" / "shards")
+    assert d["tokenizer_fingerprint"] == shards.fingerprint and d["vocab_size"] == shards.vocab_size == 384
+    assert d["train_tokens"] + d["heldout_tokens"] == shards.n_tokens
+    assert d["train_documents"] + d["heldout_documents"] == shards.n_docs
+    assert info["unique_tokens"] == d["train_tokens"] > 0 and info["heldout_tokens"] == d["heldout_tokens"] > 0
+    assert all(r["key"]["corpus"] == d["source_path"] and r["key"]["tokenizer_fingerprint"] == shards.fingerprint
+               for r in runs)
     assert fit["n_points"] == 6 and fit["heldout"]["run"] in {r["name"] for r in runs}
     # every run wrote its training curve
     for r in runs:

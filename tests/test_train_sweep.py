@@ -1,5 +1,6 @@
 """Scaling sweeps: a tiny grid end to end (runs.jsonl, fit.json, report), resuming skips
-finished runs, configuration errors. The full default CPU sweep is a command, not a test
+finished runs, a sweep on a token shard set equals the sweep on the corpus and tokenizer
+that made it, configuration errors. The full default CPU sweep is a command, not a test
 (``fastsynth sweep -o OUT``; figures in benchmarks/RESULTS.md)."""
 from __future__ import annotations
 
@@ -39,9 +40,26 @@ def tiny_sweep(corpus: Path, **kw) -> SweepConfig:
     return SweepConfig(**base)
 
 
-def test_tiny_sweep_writes_runs_fit_and_report_and_resumes(corpus, tmp_path):
-    cfg = tiny_sweep(corpus)
-    res = sweep(cfg, tmp_path)
+@pytest.fixture(scope="module")
+def shards(corpus, tmp_path_factory) -> Path:
+    """The corpus tokenized once by fastsynth.train.tokenize (as the run's tokenize stage
+    does), with a BPE trained on all of it."""
+    from fastsynth.train.tokenize import tokenize
+    out = tmp_path_factory.mktemp("shards") / "set"
+    tokenize(str(corpus), out, tokenizer="bpe:320", show_progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def corpus_sweep(corpus, shards, tmp_path_factory):
+    """The tiny sweep on the corpus, tokenized by the sweep with the shards' tokenizer."""
+    out = tmp_path_factory.mktemp("sweep-corpus")
+    cfg = tiny_sweep(corpus, tokenizer=str(shards / "tokenizer.json"))
+    return cfg, out, sweep(cfg, out)
+
+
+def test_tiny_sweep_writes_runs_fit_and_report_and_resumes(corpus_sweep):
+    cfg, tmp_path, res = corpus_sweep
     runs = [json.loads(x) for x in (tmp_path / "runs.jsonl").read_text().splitlines()]
     assert len(runs) == 6 == len(res.runs)
     for r in runs:
@@ -67,9 +85,57 @@ def test_tiny_sweep_writes_runs_fit_and_report_and_resumes(corpus, tmp_path):
     assert [r["seconds"] for r in again.runs] == [r["seconds"] for r in runs]
 
 
-def test_budgets_past_max_epochs_are_refused(corpus, tmp_path):
+def test_sweep_on_shards_equals_sweep_on_the_corpus_that_made_them(corpus, shards, corpus_sweep,
+                                                                  tmp_path):
+    """The shard set is used as-is (not re-tokenized): same split, same batches, the same
+    losses bit for bit on the CPU as the sweep that tokenized the corpus itself."""
+    from fastsynth.train.shards import ShardSet
+    _, _, ref = corpus_sweep
+    src = ShardSet(shards)
+    toml = tmp_path / "s.toml"
+    toml.write_text(f'corpus = "{shards}"\neval_corpus = ""\nvocab = 999\nseq_len = 64\n'
+                    'micro_batch_rows = 4\nbudgets = [2000, 4000, 8000]\neval_tokens = 1024\n'
+                    'heldout_permille = 100\nn_bootstrap = 10\nfit_start_stride = 50\n'
+                    '[[size]]\nn_layers = 1\nhidden = 32\nlr = 1e-2\n'
+                    '[[size]]\nn_layers = 2\nhidden = 32\nlr = 1e-2\n')
+    assert main(["sweep", str(toml), "-o", str(tmp_path / "o")]) == 0
+    runs = [json.loads(x) for x in (tmp_path / "o" / "runs.jsonl").read_text().splitlines()]
+    fit = json.loads((tmp_path / "o" / "fit.json").read_text())
+    # trained on the shards' tokens: their tokenizer (vocab = 999 is a corpus-only setting),
+    # every document in the training or the held-out set, nothing tokenized again
+    d = fit["data"]
+    assert d["source"] == "shards" and d["tokenizer_fingerprint"] == src.fingerprint
+    assert d["vocab_size"] == src.vocab_size and not (tmp_path / "o" / "data" / "corpus").exists()
+    assert d["train_tokens"] + d["heldout_tokens"] == src.n_tokens
+    assert d["train_documents"] + d["heldout_documents"] == src.n_docs
+    assert all(r["key"]["tokenizer_fingerprint"] == src.fingerprint for r in runs)
+    assert ref.data.fingerprint == src.fingerprint and ref.data.source == "corpus"
+    # the same runs, bit for bit
+    assert [(r["name"], r["n_tokens"], r["eval_loss"], r["final_train_loss"]) for r in runs] == \
+           [(r["name"], r["n_tokens"], r["eval_loss"], r["final_train_loss"]) for r in ref.runs]
+    assert fit["heldout"]["predicted_eval_loss"] == ref.fit["heldout"]["predicted_eval_loss"]
+
+
+def test_shard_inputs_are_checked(corpus, shards, tmp_path):
+    """An eval shard set made with another tokenizer is refused, naming both; a folder of
+    shards whose tokenizer.json was swapped is refused by the shard set's own check."""
+    from fastsynth.errors import InputError
+    from fastsynth.train.tokenize import tokenize
+    other = tmp_path / "other"
+    tokenize(str(corpus), other, tokenizer="bpe:300", show_progress=False)
+    with pytest.raises(ConfigError, match="eval_corpus .*tokenizer"):
+        sweep(tiny_sweep(shards, eval_corpus=str(other)), tmp_path / "o1")
+    broken = tmp_path / "broken"
+    import shutil
+    shutil.copytree(shards, broken)
+    shutil.copy(other / "tokenizer.json", broken / "tokenizer.json")
+    with pytest.raises(InputError, match="fingerprint"):
+        sweep(tiny_sweep(broken), tmp_path / "o2")
+
+
+def test_budgets_past_max_epochs_are_refused(shards, tmp_path):
     with pytest.raises(ConfigError, match="epochs.*max_epochs"):
-        sweep(tiny_sweep(corpus, budgets=(2_000, 4_000, 50_000_000)), tmp_path)
+        sweep(tiny_sweep(shards, budgets=(2_000, 4_000, 50_000_000)), tmp_path)
 
 
 def test_sweep_config_file_and_cli_errors(tmp_path, capsys):

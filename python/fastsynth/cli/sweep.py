@@ -6,9 +6,14 @@ L(N, D) = E + A/N^alpha + B/D^beta to the held-out losses and checks it by predi
 largest-compute run from the others. Writes ``OUT/runs.jsonl``, ``OUT/fit.json`` and the
 report ``OUT/sweep.md`` / ``OUT/sweep.html``. Rerunning skips finished runs.
 
+``corpus`` is a corpus (tokenized once, into ``OUT/data``) or a token shard set folder
+written by ``fastsynth tokenize`` (used as it is, with its own tokenizer: ``vocab`` and
+``tokenizer`` then do not apply); its documents are split by record id into training and
+held-out sets unless ``eval_corpus`` names the held-out data.
+
 TOML layout (every key optional; see :class:`fastsynth.train.sweep.SweepConfig`)::
 
-    corpus = "docs.jsonl"
+    corpus = "docs.jsonl"         # or a shard set folder: corpus = "shards/"
     vocab = 2048
     budgets = [40000, 80000, 160000, 320000]
     [[size]]

@@ -52,11 +52,13 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "quick": {"ingest": {"limit": 200, "part_docs": 50},
               "synth": {"max_docs": 12, "max_chunks": 1, "questions_per_doc": 1.5, "max_tokens": 64,
                         "batch_docs": 6},
-              # 2 sizes x 3 budgets of tiny models on a 512-token BPE: ~0.4M training
-              # tokens in all, a minute or so on 2 cores; a law fitted to 6 such runs is weak
-              # (the report shows its R^2 and intervals as they come).
+              # 2 sizes x 3 budgets of tiny models on a 512-token BPE (trained on the mix by
+              # the tokenize stage; the sweep trains on its shards): ~0.4M training tokens in
+              # all, a minute or so on 2 cores; a law fitted to 6 such runs is weak (the
+              # report shows its R^2 and intervals as they come).
+              "tokenize": {"tokenizer": "bpe:512"},
               "train": {"sizes": ("1x32:3e-3", "2x64:2.5e-3"), "budgets": (16_384, 32_768, 65_536),
-                        "vocab": 512, "seq_len": 128, "micro_batch_rows": 4,
+                        "seq_len": 128, "micro_batch_rows": 4,
                         "heldout_permille": 100, "eval_tokens": 8_192, "n_bootstrap": 50,
                         # every 4th start found a degenerate optimum on these 6 runs (the
                         # sweep then divides by zero); every 2nd finds the full grid's fit

@@ -2,10 +2,12 @@
 
 ``sweep(SweepConfig(...), out)`` (docs/training.md, "Sweeps"):
 
-1. **Data.** The corpus is split by a hash of each record's id into a training part and a
-   fixed held-out part (``heldout_permille``); a byte-level BPE of ``vocab`` tokens is
-   trained on the training part (:func:`fastsynth.train.tokenize`, ``bpe:N``) and both parts
-   are tokenized with it into shard sets under ``OUT/data``. Unique training tokens are
+1. **Data.** The input is a corpus or a token shard set (docs/token-shards.md). A corpus
+   is tokenized once (:func:`fastsynth.train.tokenize`; by default with a byte-level BPE of
+   ``vocab`` tokens trained on its training part); a shard set is used as it is (its
+   tokenizer and fingerprint come with it). The documents are then split by a hash of each
+   record id into a training set and a fixed held-out set (``heldout_permille``), shard
+   sets under ``OUT/data`` (:func:`prepare_data`). Unique training tokens are
    counted: every run reports its epochs (tokens trained / unique tokens), and a grid whose
    largest budget exceeds ``max_epochs`` is refused (Muennighoff et al. 2023: past ~4 epochs
    repeated tokens are worth far less than fresh ones, which bends the law being fitted).
@@ -85,8 +87,14 @@ DEFAULT_BUDGETS = (50_000, 100_000, 200_000, 400_000)
 class SweepConfig:
     """A sweep: ``sizes`` x ``budgets`` (training tokens per run) on ``corpus``.
 
-    ``eval_corpus``: the held-out documents ("" = hold out ``heldout_permille`` of ``corpus``
-    by a hash of each id). ``vocab``: BPE vocabulary trained on the corpus; ``seq_len`` / ``micro_batch_rows``: the
+    ``corpus``: anything :func:`fastsynth.corpus.read` accepts, or a token shard set folder
+    (used as-is: its tokenizer, vocabulary and fingerprint are the sweep's).
+    ``eval_corpus``: the held-out documents, a corpus or a shard set with the training
+    data's tokenizer ("" = hold out ``heldout_permille`` of ``corpus`` by a hash of each
+    id). ``tokenizer``: for a corpus, any spec :func:`fastsynth.train.tokenize` takes
+    ("" = a ``bpe:vocab`` trained on the training part only); ignored for a shard set.
+    ``vocab``: that BPE's vocabulary (the model's vocabulary is the tokenizer's size);
+    ``seq_len`` / ``micro_batch_rows``: the
     packed batch (one optimizer step = one micro-batch); ``heldout_permille``: share of
     documents held out (by id hash); ``eval_tokens``: held-out token slots evaluated per
     run (the same batches for every run); ``warmup_fraction`` / ``min_lr_ratio``: the
@@ -97,6 +105,7 @@ class SweepConfig:
 
     corpus: str = DEFAULT_CORPUS
     eval_corpus: str = DEFAULT_EVAL_CORPUS
+    tokenizer: str = ""
     vocab: int = 1024
     sizes: tuple[SweepSize, ...] = DEFAULT_SIZES
     budgets: tuple[int, ...] = DEFAULT_BUDGETS
@@ -126,6 +135,11 @@ class SweepConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ConfigError(f"SweepConfig.{name} must be a positive integer, got {v!r}")
+        for name in ("corpus", "eval_corpus", "tokenizer"):
+            if not isinstance(getattr(self, name), str):
+                raise ConfigError(f"SweepConfig.{name} must be a string, got {getattr(self, name)!r}")
+        if not self.corpus:
+            raise ConfigError("SweepConfig.corpus must name a corpus or a token shard set folder")
         if self.heldout_permille >= 500:
             raise ConfigError(f"SweepConfig.heldout_permille must be < 500, got {self.heldout_permille}")
         if not 0 <= self.warmup_fraction < 1:
@@ -136,11 +150,12 @@ class SweepConfig:
     def tokens_per_step(self) -> int:
         return self.seq_len * self.micro_batch_rows
 
-    def train_config(self, size: SweepSize, budget: int) -> "Any":
-        """The :class:`~fastsynth.train.config.TrainConfig` of one run."""
+    def train_config(self, size: SweepSize, budget: int, vocab: int | None = None) -> "Any":
+        """The :class:`~fastsynth.train.config.TrainConfig` of one run; ``vocab``: the
+        model's vocabulary (the data's tokenizer size; default ``self.vocab``)."""
         from fastsynth.train.config import TrainConfig
         steps = max(1, round(budget / self.tokens_per_step()))
-        return TrainConfig(model=size.model(self.vocab, self.seq_len), seq_len=self.seq_len,
+        return TrainConfig(model=size.model(vocab or self.vocab, self.seq_len), seq_len=self.seq_len,
                            micro_batch_rows=self.micro_batch_rows, steps=steps, lr=size.lr,
                            warmup_steps=min(steps, max(1, round(self.warmup_fraction * steps))),
                            schedule="cosine", min_lr_ratio=self.min_lr_ratio,
@@ -190,61 +205,198 @@ def load_sweep_config(path: str | Path) -> SweepConfig:
 # ------------------------------------------------------------------ data
 @dataclass
 class SweepData:
+    """The sweep's token data: ``train``/``heldout`` shard set folders, their token and
+    document counts, the tokenizer (``tokenizer``: its tokenizer.json; ``fingerprint``:
+    its SHA-256, shared by both sets; ``vocab_size``), where the tokens came from
+    (``source``: ``"corpus"`` = tokenized by this sweep, ``"shards"`` = an existing shard
+    set used as-is; ``source_path``) and ``seconds`` spent preparing them."""
+
     train: Path                  # shard set folder
     heldout: Path
     unique_tokens: int           # tokens in the training shard set
     heldout_tokens: int
     tokenizer: Path              # tokenizer.json
     seconds: float
+    fingerprint: str = ""
+    vocab_size: int = 0
+    train_documents: int = 0
+    heldout_documents: int = 0
+    source: str = "corpus"
+    source_path: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"source": self.source, "source_path": self.source_path,
+                "tokenizer_fingerprint": self.fingerprint, "vocab_size": self.vocab_size,
+                "train": str(self.train), "heldout": str(self.heldout),
+                "train_tokens": self.unique_tokens, "heldout_tokens": self.heldout_tokens,
+                "train_documents": self.train_documents,
+                "heldout_documents": self.heldout_documents}
 
 
 def _is_heldout(record_id: str, permille: int) -> bool:
     return zlib.crc32(record_id.encode("utf-8")) % 1000 < permille
 
 
+def is_shard_set(path: str | Path) -> bool:
+    """True if ``path`` is a token shard set folder (docs/token-shards.md: a folder whose
+    ``manifest.json`` declares the shard format); the sweep then trains on its tokens as
+    they are instead of reading a corpus."""
+    from fastsynth.train.shards import FORMAT, MANIFEST
+    p = Path(path)
+    m = p / MANIFEST
+    if not (p.is_dir() and m.is_file()):
+        return False
+    try:
+        return json.loads(m.read_text(encoding="utf-8")).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+# Documents copied per batch when a shard set is split: bounds the memory of a split to a
+# few batches of tokens whatever the set's size.
+_SPLIT_BATCH = 4096
+
+
+def split_shards(source: Any, permille: int, train_dir: Path, heldout_dir: Path,
+                 show_progress: bool | None = None) -> tuple[int, int]:
+    """Copy the documents of the shard set ``source`` (a :class:`ShardSet`) into two shard
+    sets with its tokenizer: ``heldout_dir`` gets the documents whose record id hashes
+    (CRC-32 of its UTF-8, mod 1000) below ``permille``, ``train_dir`` the others, both in
+    the source's document order. Returns (training, held-out) document counts."""
+    from fastsynth.progress import progress
+    from fastsynth.train.shards import ShardWriter
+
+    held = np.fromiter((_is_heldout(source.record_id(i), permille) for i in range(source.n_docs)),
+                       dtype=bool, count=source.n_docs)
+    n_held = int(held.sum())
+    n_train = source.n_docs - n_held
+    if not n_held or not n_train:
+        raise ConfigError(f"{source.dir}: {n_train} training and {n_held} held-out documents; "
+                          f"both parts need documents (change heldout_permille)")
+    bar = progress(total=source.n_docs, desc="split", unit="doc", enabled=show_progress)
+    for part, mask, folder in (("train", ~held, train_dir), ("heldout", held, heldout_dir)):
+        w = ShardWriter(folder, vocab_size=source.vocab_size, tokenizer_json=source.tokenizer_json,
+                        fingerprint=source.fingerprint, separator=source.manifest["separator"],
+                        separator_id=source.separator_id, overwrite=True)
+        try:
+            idx = np.flatnonzero(mask)
+            for k in range(0, idx.size, _SPLIT_BATCH):
+                sel = idx[k:k + _SPLIT_BATCH]
+                w.add_flat(np.concatenate([source.doc(int(i)) for i in sel]),
+                           source.lengths[sel], [source.record_id(int(i)) for i in sel])
+                bar.update(sel.size)
+        except BaseException:
+            w.abort()
+            bar.close()
+            raise
+        w.close({"made_by": {"split_of": str(source.dir), "part": part,
+                             "heldout_permille": permille,
+                             "rule": "held out if crc32(record id, UTF-8) % 1000 < heldout_permille"}})
+    bar.close()
+    return n_train, n_held
+
+
+def _shards_key(path: Path) -> dict[str, Any]:
+    """What identifies a shard set's content: its tokenizer, counts and shard checksums."""
+    m = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
+    return {"path": str(path.resolve()), "fingerprint": m.get("tokenizer_fingerprint"),
+            "documents": m.get("documents"), "tokens": m.get("tokens"),
+            "shards": [(s.get("name"), s.get("bin_crc32")) for s in m.get("shards", [])]}
+
+
+def _open_heldout_tokenizer(train_set: Any, where: str) -> Any:
+    """The training set's tokenizer, loaded, for tokenizing a held-out corpus with it."""
+    from fastsynth.train.vocab import load_tokenizer
+    tok = load_tokenizer(str(train_set.dir / "tokenizer.json"))
+    if tok.fingerprint != train_set.fingerprint or tok.separator_id != train_set.separator_id:
+        raise ConfigError(f"{where}: the tokenizer.json beside the shards loads as fingerprint "
+                          f"{tok.fingerprint[:12]} / separator id {tok.separator_id}, the set says "
+                          f"{train_set.fingerprint[:12]} / {train_set.separator_id}")
+    return tok
+
+
 def prepare_data(config: SweepConfig, out: Path, show_progress: bool | None = None) -> SweepData:
-    """Split, train the BPE and tokenize (reused when ``out/data`` already holds this split)."""
-    from fastsynth.corpus import read, write
+    """The training and held-out shard sets of the sweep (reused when ``out/data`` already
+    holds them for the same inputs; ``out/data/split.json`` records what they were made of).
+
+    * ``config.corpus`` a **shard set** (:func:`is_shard_set`): its tokens are used as they
+      are. Without ``eval_corpus`` its documents are split by record id
+      (:func:`split_shards`) into ``out/data/train`` and ``out/data/heldout``; with one,
+      the set itself is the training data and the held-out data is ``eval_corpus`` — a
+      shard set with the same tokenizer fingerprint, or a corpus tokenized with the set's
+      tokenizer.
+    * ``config.corpus`` a **corpus**: tokenized once into ``out/data/corpus`` (with
+      ``tokenizer``, or a ``bpe:vocab`` trained on the training part's documents only, so
+      no held-out text shapes the vocabulary) and split like a shard set; with
+      ``eval_corpus``, tokenized into ``out/data/train`` and ``eval_corpus`` into
+      ``out/data/heldout`` with the same tokenizer.
+
+    Either way the split and everything after it is the same code, so a sweep on a shard
+    set equals a sweep on the corpus and tokenizer that produced it.
+    """
     from fastsynth.train.shards import ShardSet
     from fastsynth.train.tokenize import tokenize
+    from fastsynth.train.vocab import load_tokenizer, parse_tokenizer
 
     t0 = time.perf_counter()
     data = out / "data"
-    key = {"corpus": config.corpus, "eval_corpus": config.eval_corpus, "vocab": config.vocab,
-           "heldout_permille": config.heldout_permille}
+    from_shards = is_shard_set(config.corpus)
+    eval_shards = bool(config.eval_corpus) and is_shard_set(config.eval_corpus)
+    key: dict[str, Any] = {"heldout_permille": config.heldout_permille}
+    if from_shards:
+        key["shards"] = _shards_key(Path(config.corpus))
+    else:
+        key.update(corpus=config.corpus, tokenizer=config.tokenizer or f"bpe:{config.vocab}")
+    key["eval"] = (_shards_key(Path(config.eval_corpus)) if eval_shards else config.eval_corpus)
     stamp = data / "split.json"
-    if not (stamp.is_file() and json.loads(stamp.read_text()) == key) and config.eval_corpus:
+    fresh = not (stamp.is_file() and json.loads(stamp.read_text()) == key)
+    if fresh:
+        stamp.unlink(missing_ok=True)   # the data below is being remade: not valid until restamped
         data.mkdir(parents=True, exist_ok=True)
-        tokenize(config.corpus, data / "train", tokenizer=f"bpe:{config.vocab}",
+    train_dir, held_dir = data / "train", data / "heldout"
+    if from_shards and config.eval_corpus:
+        train_dir = Path(config.corpus)
+    elif from_shards:
+        if fresh:
+            split_shards(ShardSet(config.corpus), config.heldout_permille, train_dir, held_dir,
+                         show_progress)
+    elif fresh and config.eval_corpus:
+        tokenize(config.corpus, train_dir, tokenizer=config.tokenizer or f"bpe:{config.vocab}",
                  overwrite=True, show_progress=show_progress)
-        tokenize(config.eval_corpus, data / "heldout",
-                 tokenizer=str(data / "train" / "tokenizer.json"), overwrite=True,
+    elif fresh:
+        if config.tokenizer:
+            tok: Any = config.tokenizer
+        else:
+            # the BPE learns from the training part only: held-out text stays unseen
+            from fastsynth.corpus import read
+            spec = parse_tokenizer(f"bpe:{config.vocab}")
+            tok = load_tokenizer(spec, (r["text"] for r in read(config.corpus)
+                                        if not _is_heldout(str(r["id"]), config.heldout_permille)))
+        tokenize(config.corpus, data / "corpus", tokenizer=tok, overwrite=True,
                  show_progress=show_progress)
-        stamp.write_text(json.dumps(key))
-    elif not (stamp.is_file() and json.loads(stamp.read_text()) == key):
-        data.mkdir(parents=True, exist_ok=True)
-        train_recs: list[dict[str, str]] = []
-        held_recs: list[dict[str, str]] = []
-        for r in read(config.corpus):
-            (held_recs if _is_heldout(str(r["id"]), config.heldout_permille)
-             else train_recs).append({"id": str(r["id"]), "text": r["text"]})
-        if not held_recs or not train_recs:
-            raise ConfigError(f"corpus {config.corpus!r}: {len(train_recs)} training and "
-                              f"{len(held_recs)} held-out documents; both parts need documents "
-                              f"(change heldout_permille)")
-        write(train_recs, data / "train.jsonl")
-        write(held_recs, data / "heldout.jsonl")
-        tokenize(str(data / "train.jsonl"), data / "train", tokenizer=f"bpe:{config.vocab}",
-                 overwrite=True, show_progress=show_progress)
-        tokenize(str(data / "heldout.jsonl"), data / "heldout",
-                 tokenizer=str(data / "train" / "tokenizer.json"), overwrite=True,
-                 show_progress=show_progress)
-        stamp.write_text(json.dumps(key))
-    train_set, held_set = ShardSet(data / "train"), ShardSet(data / "heldout")
-    return SweepData(train=data / "train", heldout=data / "heldout",
-                     unique_tokens=train_set.n_tokens, heldout_tokens=held_set.n_tokens,
-                     tokenizer=data / "train" / "tokenizer.json",
-                     seconds=time.perf_counter() - t0)
+        split_shards(ShardSet(data / "corpus"), config.heldout_permille, train_dir, held_dir,
+                     show_progress)
+    train_set = ShardSet(train_dir, verify=fresh)
+    if eval_shards:
+        held_dir = Path(config.eval_corpus)
+    elif config.eval_corpus and fresh:
+        tokenize(config.eval_corpus, held_dir, overwrite=True, show_progress=show_progress,
+                 tokenizer=_open_heldout_tokenizer(train_set, config.corpus))
+    held_set = ShardSet(held_dir, verify=fresh)
+    if held_set.fingerprint != train_set.fingerprint:
+        raise ConfigError(f"eval_corpus {config.eval_corpus}: its shards were made with tokenizer "
+                          f"{held_set.fingerprint[:12]}, the training shards' is "
+                          f"{train_set.fingerprint[:12]}: held-out losses would be in other units")
+    if fresh:
+        from fastsynth.atomic import atomic_write_text
+        atomic_write_text(stamp, json.dumps(key))
+    return SweepData(train=train_dir, heldout=held_dir, unique_tokens=train_set.n_tokens,
+                     heldout_tokens=held_set.n_tokens, tokenizer=train_dir / "tokenizer.json",
+                     seconds=time.perf_counter() - t0, fingerprint=train_set.fingerprint,
+                     vocab_size=train_set.vocab_size, train_documents=train_set.n_docs,
+                     heldout_documents=held_set.n_docs,
+                     source="shards" if from_shards else "corpus",
+                     source_path=str(config.corpus))
 
 
 def _eval_batches(config: SweepConfig, data: SweepData) -> list[dict[str, Any]]:
@@ -275,11 +427,15 @@ class SweepResult:
     data: SweepData | None = None
 
 
-def _run_key(config: SweepConfig, size: SweepSize, budget: int) -> dict[str, Any]:
+def _run_key(config: SweepConfig, size: SweepSize, budget: int, data: SweepData) -> dict[str, Any]:
+    # the data's identity (tokenizer fingerprint, token counts), so a run made on other
+    # tokens (a re-tokenized corpus, a changed shard set) is redone, not reused
     return {"n_layers": size.n_layers, "hidden": size.hidden, "lr": size.lr, "budget": budget,
-            "vocab": config.vocab, "seq_len": config.seq_len,
+            "vocab": data.vocab_size, "seq_len": config.seq_len,
             "micro_batch_rows": config.micro_batch_rows, "seed": config.seed,
             "corpus": config.corpus, "eval_corpus": config.eval_corpus,
+            "tokenizer_fingerprint": data.fingerprint, "train_tokens": data.unique_tokens,
+            "heldout_tokens": data.heldout_tokens,
             "heldout_permille": config.heldout_permille,
             "eval_tokens": config.eval_tokens, "warmup_fraction": config.warmup_fraction,
             "min_lr_ratio": config.min_lr_ratio, "weight_decay": config.weight_decay}
@@ -312,14 +468,14 @@ def run_grid(config: SweepConfig, out: Path, data: SweepData,
     runs: list[dict[str, Any]] = []
     keep: list[str] = []
     for size, budget in grid:
-        key = _run_key(config, size, budget)
+        key = _run_key(config, size, budget, data)
         ks = json.dumps(key, sort_keys=True)
         if ks in done:
             runs.append(done[ks])
             keep.append(json.dumps(done[ks]))
             bar.update()
             continue
-        tc = config.train_config(size, budget)
+        tc = config.train_config(size, budget, data.vocab_size)
         loader = PackedLoader(str(data.train), LoaderConfig(
             seq_len=config.seq_len, batch_rows=config.micro_batch_rows, seed=config.seed))
         t0 = time.perf_counter()
@@ -427,8 +583,10 @@ def write_report(out: Path, config: SweepConfig, runs: list[dict[str, Any]],
 
     doc = Document("Scaling sweep")
     h = fit["heldout"]
+    vocab = data.vocab_size if data is not None else config.vocab
+    made = ("the token shard set " if data is not None and data.source == "shards" else "")
     doc.p(f"{len(runs)} runs ({len(config.sizes)} sizes x {len(config.budgets)} budgets) on "
-          f"{config.corpus} with a {config.vocab}-token BPE, seq_len {config.seq_len}, "
+          f"{made}{config.corpus} with a {vocab}-token vocabulary, seq_len {config.seq_len}, "
           f"{config.micro_batch_rows} rows per step; wall time {seconds / 60:.1f} min. "
           f"N counts non-embedding parameters; D counts real training tokens; losses are "
           f"held-out cross-entropy in nats/token on the same {runs[0]['eval_tokens']} "
@@ -508,6 +666,7 @@ def sweep(config: SweepConfig | None = None, out: str | Path = "sweep",
     public["seconds"] = seconds
     public["data_seconds"] = data.seconds
     public["config"] = config.as_dict()
+    public["data"] = data.as_dict()
     from fastsynth.atomic import atomic_write_text
     atomic_write_text(out / "fit.json", json.dumps(public, indent=1))
     report = write_report(out, config, runs, fit, data, seconds)

@@ -1,5 +1,5 @@
 """The training half of a run: ``tokenize`` (mix -> token shards) and ``train`` (a small
-sweep on the mix: every run's held-out eval loss and the law fitted to them).
+sweep on those shards: every run's held-out eval loss and the law fitted to them).
 
 Each wraps a function of :mod:`fastsynth.train`. Where that function is not in this
 fastsynth yet, the stage reports itself **pending** with the reason and runs nothing
@@ -37,10 +37,17 @@ def _missing(module: str, name: str) -> str | None:
     return None
 
 
+def shards_dir(root: str | Path) -> Path:
+    """The tokenize stage's shard set (docs/token-shards.md) in run directory ``root``."""
+    return Path(root) / "tokenize" / "shards"
+
+
 @dataclass(frozen=True)
 class TokenizeConfig:
-    tokenizer: str = option("embedded", "tokenizer: embedded (SmolLM2's), bpe:N (trained on the mix), "
-                                        "or a tokenizer.json/.gguf path")
+    # a BPE trained on the mix by default: the train stage's tiny models would be mostly
+    # embedding with SmolLM2's 49,152-token vocabulary
+    tokenizer: str = option("bpe:1024", "tokenizer: bpe:N (N tokens trained on the mix), embedded "
+                                        "(SmolLM2's), or a tokenizer.json/.gguf path")
     shard_tokens: int = option(1 << 24, "most tokens per shard")
 
     def __post_init__(self) -> None:
@@ -51,7 +58,7 @@ def tokenize_mix(config: TokenizeConfig, view: View) -> PartResult:
     from fastsynth.train.tokenize import tokenize
 
     (rel,) = view.files("mix", "out")
-    out = view.global_dir("tokenize").parent / "shards"
+    out = shards_dir(view.root)
     s = tokenize(str(view.path(rel)), out, tokenizer=config.tokenizer,
                        shard_tokens=config.shard_tokens, overwrite=True, show_progress=False)
     n_rej = int(s.documents_rejected)
@@ -94,7 +101,6 @@ class SweepConfig:
     sizes: tuple[str, ...] = option(("1x32:3e-3", "2x64:2.5e-3", "3x96:2e-3"),
                                     "model sizes LAYERSxHIDDEN:PEAK_LR (heads of 32 dims)")
     budgets: tuple[int, ...] = option((50_000, 100_000, 200_000, 400_000), "training tokens per run")
-    vocab: int = option(1024, "BPE vocabulary trained on the training part of the mix")
     seq_len: int = option(256, "packed sequence length")
     micro_batch_rows: int = option(2, "rows per optimizer step")
     heldout_permille: int = option(20, "documents of the mix held out for eval loss (by id hash), per mille")
@@ -107,8 +113,10 @@ class SweepConfig:
         self.sweep_config("check")   # the sweep's own checks, once
 
     def sweep_config(self, corpus: str) -> "Any":
+        """The sweep on ``corpus`` (here: the tokenize stage's shard set, whose tokenizer
+        sets the models' vocabulary)."""
         from fastsynth.train.sweep import SweepConfig as TrainSweepConfig
-        return TrainSweepConfig(corpus=corpus, eval_corpus="", vocab=self.vocab,
+        return TrainSweepConfig(corpus=corpus, eval_corpus="",
                                 sizes=tuple(_parse_size(s) for s in self.sizes),
                                 budgets=tuple(self.budgets), seq_len=self.seq_len,
                                 micro_batch_rows=self.micro_batch_rows,
@@ -131,8 +139,8 @@ def _curve_config(base: "Any", curves: Path) -> "Any":
 
     @dataclass(frozen=True)
     class _WithCurves(TrainSweepConfig):
-        def train_config(self, size: Any, budget: int) -> Any:
-            tc = super().train_config(size, budget)
+        def train_config(self, size: Any, budget: int, vocab: int | None = None) -> Any:
+            tc = super().train_config(size, budget, vocab)
             d = curves / run_dir_name(size.n_layers, size.hidden, budget)
             shutil.rmtree(d, ignore_errors=True)
             return dataclasses.replace(tc, out_dir=str(d), keep_checkpoints=1)
@@ -141,18 +149,14 @@ def _curve_config(base: "Any", curves: Path) -> "Any":
 
 
 def sweep_mix(config: SweepConfig, view: View) -> PartResult:
-    """The sweep on the run's mix: the sweep splits it by a hash of each id into training
-    and held-out documents, trains a BPE of ``vocab`` tokens on the training part, trains
+    """The sweep on the tokenize stage's shards (the mix, tokenized once): the sweep splits
+    their documents by a hash of each record id into training and held-out sets, trains
     the grid, evaluates every run on the same held-out batches and fits the law."""
     from fastsynth.train.sweep import sweep
 
-    (rel,) = view.files("mix", "out")
     gdir = view.global_dir("train")
     out = gdir / "sweep"
-    # the sweep reads the mix file itself (its API takes a corpus, not a shard set): the
-    # tokenize stage's shards hold every document, the sweep needs a held-out split
-    corpus = str(view.path(rel))
-    cfg = _curve_config(config.sweep_config(corpus), gdir / "runs")
+    cfg = _curve_config(config.sweep_config(str(shards_dir(view.root))), gdir / "runs")
     try:
         res = sweep(cfg, out, show_progress=False)
     except (ZeroDivisionError, OverflowError) as e:
@@ -166,6 +170,7 @@ def sweep_mix(config: SweepConfig, view: View) -> PartResult:
     info = {"runs": [{k: v for k, v in r.items() if k != "key"} for r in res.runs], "fit": fit,
             "unique_tokens": res.data.unique_tokens if res.data else None,
             "heldout_tokens": res.data.heldout_tokens if res.data else None,
+            "data": res.data.as_dict() if res.data else None,
             "files": {"runs": str((out / "runs.jsonl").relative_to(view.root)),
                       "fit": str((out / "fit.json").relative_to(view.root)),
                       **{k: str(Path(v).relative_to(view.root)) for k, v in res.report.items()}},
