@@ -436,3 +436,77 @@ def test_fastsynth_run_on_ray_from_the_cli(tmp_path, source, executor):
     assert stages["dedup"]["counts"]["rejected_by_reason"].get("near_duplicate", 0) >= 30
     assert sorted(p.stem for p in (root / "logs" / "score" / "out").glob("*.jsonl")) == \
         sorted(stages["score"]["phases"]["out"])
+
+
+# -- the stage commands with --executor ray (in this process: the module's Ray session) ----
+def _corpus_with_extras(source: Path, path: Path) -> Path:
+    """``source`` with a numeric field ``q`` on every record and a few bad lines."""
+    lines = []
+    for k, line in enumerate(source.read_text(encoding="utf-8").splitlines()):
+        rec = json.loads(line)
+        lines.append(json.dumps({**rec, "q": (k * 7) % 11}))
+        if k % 97 == 5:
+            lines.append('{"id": "broken", "text": ')
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def messy(base, source):
+    return _corpus_with_extras(source, base / "messy.jsonl")
+
+
+def _cli(*argv) -> int:
+    from fastsynth.cli import main
+
+    return main([str(a) for a in argv])
+
+
+def _address() -> str:
+    return ray.get_runtime_context().gcs_address
+
+
+def test_score_command_on_ray_equals_local(tmp_path, messy, executor):
+    common = ["--on-error", "skip", "--write-kept", "--batch-size", "60", "--gzip-band", "0.25", "0.6"]
+    assert _cli("score", messy, "-o", tmp_path / "local", *common) == 0
+    assert _cli("score", messy, "-o", tmp_path / "ray", *common, "--executor", "ray",
+                "--ray-address", _address()) == 0
+    for name in ("scores.parquet", "kept.parquet", "rejects.jsonl"):
+        assert (tmp_path / "local" / name).read_bytes() == (tmp_path / "ray" / name).read_bytes(), name
+    a, b = (json.loads((tmp_path / d / "summary.json").read_text()) for d in ("local", "ray"))
+    assert b["settings"].pop("executor") == "ray" and a["settings"].pop("executor") == "local"
+    a.pop("throughput"), b.pop("throughput")
+    assert a == b
+    assert a["counts"]["rejected_at_input"] == 4 and 0 < a["counts"]["kept"] < a["counts"]["scored"]
+    assert sorted(p.name for p in (tmp_path / "ray").iterdir()) == sorted(
+        p.name for p in (tmp_path / "local").iterdir())  # the work directory is swept
+
+
+def test_dedup_command_on_ray_equals_local(tmp_path, messy, executor):
+    common = ["--on-error", "skip", "--batch-size", "70", "--keep", "score", "--score-field", "q"]
+    out = {}
+    for kind in ("local", "ray"):
+        out[kind] = tmp_path / kind / "kept.jsonl"
+        out[kind].parent.mkdir()
+        extra = ["--executor", "ray", "--ray-address", _address()] if kind == "ray" else []
+        assert _cli("dedup", messy, "-o", out[kind], "--clusters", out[kind].with_name("clusters.parquet"),
+                    "--summary-json", out[kind].with_name("summary.json"), *common, *extra) == 0
+    for name in ("kept.jsonl", "kept.jsonl.rejects.jsonl", "clusters.parquet"):
+        a, b = (out[k].with_name(name).read_bytes() for k in ("local", "ray"))
+        assert a == b, name
+    a, b = (json.loads(out[k].with_name("summary.json").read_text()) for k in ("local", "ray"))
+    assert b.pop("executor") == "ray"
+    # the stage verifies each distinct candidate pair once; the library skips pairs whose
+    # ends are already joined: only those two counts may differ (docs/scale.md)
+    for s in (a, b):
+        s.pop("seconds"), s["pairs"].pop("verified"), s["pairs"].pop("matched")
+    assert a == b
+    assert a["duplicates_removed"] >= 30 and a["rejected_at_input"] == 4
+    assert sorted(p.name for p in out["ray"].parent.iterdir()) == sorted(p.name for p in out["local"].parent.iterdir())
+
+
+def test_dedup_command_on_ray_refuses_local_only_options(tmp_path, messy, capsys):
+    assert _cli("dedup", messy, "-o", tmp_path / "o.jsonl", "--compat", "datasketch", "--executor", "ray") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--compat datasketch needs --executor local" in err[0]
+    assert not list(tmp_path.iterdir())
