@@ -2,7 +2,8 @@
 
 Input: a container mode, a text field name, then the file's payload bytes. Modes: plain
 ``.jsonl``; gzip of the payload (split into 1-2 members); gzip damaged (a byte changed or
-the file cut short); Zstandard intact and cut short; the raw bytes as a ``.jsonl.gz``.
+the file cut short); the same two for Zstandard (1-2 frames with content checksums); the
+raw bytes as a ``.jsonl.gz``.
 
 Failure (a :class:`Finding`, or any exception escaping ``check``):
 
@@ -28,13 +29,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
+import zstandard
 
 from bytesource import ByteSource
 from harness import Finding, instrumented, main
 
 with instrumented():  # the modules the reader runs, so atheris sees their branches
     import fastsynth as fs
+    import fastsynth.corpus.compressed
     import fastsynth.corpus.jsonl
     import fastsynth.corpus.reader
     import fastsynth.corpus.rejects
@@ -43,6 +45,7 @@ with instrumented():  # the modules the reader runs, so atheris sees their branc
 
 KNOWN: dict[str, str] = {
 }
+_ZSTD = zstandard.ZstdCompressor(write_checksum=True)
 _DIR = Path(tempfile.mkdtemp(prefix="fastsynth-fuzz-jsonl-"))
 atexit.register(shutil.rmtree, _DIR, ignore_errors=True)
 
@@ -108,15 +111,15 @@ def _file(src: ByteSource) -> tuple[Path, bytes, str]:
         members = [payload[:at], payload[at:]] if cut & 1 else [payload]
         path, blob = _DIR / "in.jsonl.gz", b"".join(gzip.compress(m, mtime=0) for m in members)
     else:
-        path = _DIR / "in.jsonl.zst"
-        blob = pa.compress(payload, codec="zstd", asbytes=True)
+        at = cut % (len(payload) + 1)
+        members = [payload[:at], payload[at:]] if cut & 1 else [payload]
+        path, blob = _DIR / "in.jsonl.zst", b"".join(_ZSTD.compress(m) for m in members)
     damage = ""
     if mode in (2, 4):
         damage = "damaged"
-        # zstd: cut short only. A changed byte inside a frame without a content checksum
-        # (pyarrow writes none) can change a record undetectably: no reader can vouch for
-        # such a file, so it is no test of this one. gzip members always carry a CRC-32.
-        if flip & 1 or not blob or mode == 4:
+        # Every member carries a checksum (gzip: CRC-32; zstd: XXH64, written here), so a
+        # changed byte is detected and no changed record may come out.
+        if flip & 1 or not blob:
             blob = blob[:cut % (len(blob) + 1)]
         else:
             i = (flip >> 1) % len(blob)

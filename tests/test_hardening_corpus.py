@@ -26,9 +26,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from fastsynth.corpus import jsonl as jsonl_mod
+import zstandard
+
+from fastsynth.corpus import compressed as compressed_mod
 from fastsynth.corpus import read, read_batches, write
-from fastsynth.errors import ConfigError, InputError
+from fastsynth.errors import ConfigError, DependencyError, InputError
 
 NOBODY = 65534
 
@@ -149,7 +151,7 @@ def test_gzip_member_failing_its_crc_rejects_its_records(tmp_path):
 
 def test_gzip_member_larger_than_the_buffer_is_checked_then_decoded(tmp_path, monkeypatch):
     """Members past GZIP_MEMBER_BUFFER take the check-then-decode path (bounded memory)."""
-    monkeypatch.setattr(jsonl_mod, "GZIP_MEMBER_BUFFER", 4096)
+    monkeypatch.setattr(compressed_mod, "MEMBER_BUFFER", 4096)
     objs = [{"text": f"line {i} " + "x" * (i % 97)} for i in range(3000)]
     path = tmp_path / "big.jsonl.gz"
     # Three members: big, small, big; one line spans the first two members.
@@ -165,6 +167,98 @@ def test_gzip_member_larger_than_the_buffer_is_checked_then_decoded(tmp_path, mo
     n_first = data[:cut1].count(b"\n")
     assert [r["text"] for r in got] == [o["text"] for o in objs[:n_first]]
     assert len(rej) == 1 and rej[0]["line"] == n_first + 1
+
+
+# ---------------------------------------------------------------- readers: zstd frames
+
+def _frame(data: bytes) -> bytes:
+    return zstandard.ZstdCompressor(level=3, write_checksum=True).compress(data)
+
+
+def _with_bad_checksum(frame: bytes) -> bytes:
+    """A zstd frame whose blocks decode fine but whose XXH64 content checksum is wrong."""
+    return frame[:-4] + bytes([frame[-4] ^ 0x1]) + frame[-3:]
+
+
+def test_zstd_frame_failing_its_checksum_rejects_its_records(tmp_path):
+    """Was: pyarrow's zstd stream yielded a frame's lines before its checksum failed."""
+    good = [{"text": f"good {i}"} for i in range(50)]
+    bad = [{"text": f"unvouched {i}"} for i in range(30)]
+    path = tmp_path / "sum.jsonl.zst"
+    path.write_bytes(_frame(_lines(good)) + _with_bad_checksum(_frame(_lines(bad))))
+    nxt = tmp_path / "next.jsonl"
+    nxt.write_bytes(_lines([{"text": "next file"}]))
+    rej: list[dict] = []
+    reader = read([path, nxt], on_error="skip", rejects=rej)
+    assert [r["text"] for r in reader] == [o["text"] for o in good] + ["next file"]
+    assert len(rej) == 1 and rej[0]["reason"] == "corrupt_stream" and rej[0]["line"] == 51
+    assert "zstd frame" in rej[0]["detail"] and "checksum" in rej[0]["detail"]
+    assert reader.stats.read == reader.stats.yielded + reader.stats.rejected
+    single = tmp_path / "single.jsonl.zst"
+    single.write_bytes(_with_bad_checksum(_frame(_lines(bad))))
+    assert list(read(single, on_error="skip")) == []
+    with pytest.raises(InputError, match=r"single\.jsonl\.zst:1: .*\[corrupt_stream\]"):
+        list(read(single))
+    assert sum(b.num_rows for b in read_batches([path, nxt], on_error="skip")) == len(good) + 1
+
+
+def test_zstd_damaged_middle_frame_keeps_the_frames_before_it(tmp_path):
+    """Flipped bytes inside a frame's compressed blocks: the frames before it are kept, its
+    lines and the rest of the file are one reject, read == yielded + rejected."""
+    parts = [[{"text": f"frame {f} line {i} " + "abc" * (i % 5)} for i in range(40)]
+             for f in range(3)]
+    frames = [_frame(_lines(p)) for p in parts]
+    middle = bytearray(frames[1])
+    for at in range(len(middle) // 3, len(middle) // 3 + 8):
+        middle[at] ^= 0x5A
+    path = tmp_path / "mid.jsonl.zst"
+    path.write_bytes(frames[0] + bytes(middle) + frames[2])
+    rej: list[dict] = []
+    reader = read(path, on_error="skip", rejects=rej)
+    assert [r["text"] for r in reader] == [o["text"] for o in parts[0]]
+    assert [(e["line"], e["reason"]) for e in rej] == [(41, "corrupt_stream")]
+    assert reader.stats.read == 41 == reader.stats.yielded + reader.stats.rejected
+    # Garbage after the last frame: its frames are kept, the garbage is one reject.
+    tail = tmp_path / "tail.jsonl.zst"
+    tail.write_bytes(frames[0] + b"not zstd")
+    rej = []
+    assert len(list(read(tail, on_error="skip", rejects=rej))) == 40
+    assert rej[0]["reason"] == "corrupt_stream" and "not a zstd frame" in rej[0]["detail"]
+
+
+def test_zstd_frames_larger_than_the_buffer_and_lines_across_frames(tmp_path, monkeypatch):
+    """Frames past MEMBER_BUFFER are checked then decoded; a line split between frames is
+    one record; skippable frames and frames without a checksum are read."""
+    monkeypatch.setattr(compressed_mod, "MEMBER_BUFFER", 4096)
+    objs = [{"text": f"line {i} " + "x" * (i % 97)} for i in range(3000)]
+    data = _lines(objs)
+    cut1, cut2 = len(data) // 3 + 7, len(data) // 3 + 200
+    skippable = struct.pack("<II", 0x184D2A53, 5) + b"12345"
+    plain = zstandard.ZstdCompressor(write_checksum=False)
+    path = tmp_path / "big.jsonl.zst"
+    path.write_bytes(_frame(data[:cut1]) + skippable + plain.compress(data[cut1:cut2])
+                     + _frame(data[cut2:]))
+    assert [r["text"] for r in read(path)] == [o["text"] for o in objs]
+    damaged = tmp_path / "damaged.jsonl.zst"
+    damaged.write_bytes(_frame(data[:cut1]) + _with_bad_checksum(_frame(data[cut1:])))
+    rej: list[dict] = []
+    got = list(read(damaged, on_error="skip", rejects=rej))
+    n_first = data[:cut1].count(b"\n")
+    assert [r["text"] for r in got] == [o["text"] for o in objs[:n_first]]
+    assert len(rej) == 1 and rej[0]["line"] == n_first + 1
+
+
+def test_zstd_without_the_package_is_one_clear_error(tmp_path, monkeypatch):
+    path = tmp_path / "a.jsonl.zst"
+    path.write_bytes(_frame(_lines([{"text": "a"}])))
+    plain = tmp_path / "b.jsonl"
+    plain.write_bytes(_lines([{"text": "b"}]))
+    monkeypatch.setitem(sys.modules, "zstandard", None)  # import zstandard -> ImportError
+    for on_error in ("raise", "skip"):
+        with pytest.raises(DependencyError, match=r"reading \.zst files needs the 'zstandard' "
+                                                  r"package: pip install 'fastsynth\[zstd\]'"):
+            read([plain, path], on_error=on_error)
+    assert [r["text"] for r in read(plain)] == ["b"]
 
 
 # ---------------------------------------------------------------- readers: Parquet
@@ -471,20 +565,22 @@ from hypothesis import strategies as st  # noqa: E402
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(sizes=st.lists(st.integers(0, 40), min_size=1, max_size=4), pos=st.floats(0, 1),
-       flip=st.integers(1, 255), cut=st.booleans())
-def test_damaged_gzip_never_yields_a_wrong_record(tmp_path, sizes, pos, flip, cut):
-    """Any one damaged byte (or a cut) in a multi-member gzip file: every yielded record is
-    the original line at that position, the yielded lines are a prefix of the file, and
-    read == yielded + rejected."""
+       flip=st.integers(1, 255), cut=st.booleans(), codec=st.sampled_from(["gz", "zst"]))
+def test_damaged_compressed_file_never_yields_a_wrong_record(tmp_path, sizes, pos, flip, cut,
+                                                             codec):
+    """Any one damaged byte (or a cut) in a multi-member gzip or multi-frame zstd file
+    (checksums on): every yielded record is the original line at that position, the
+    yielded lines are a prefix of the file, and read == yielded + rejected."""
     objs = [{"text": f"member {m} line {i} " + "abc" * (i % 7)}
             for m, k in enumerate(sizes) for i in range(k)]
     data, start = b"", 0
     for k in sizes:
-        data += gzip.compress(_lines(objs[start:start + k]), mtime=0)
+        part = _lines(objs[start:start + k])
+        data += gzip.compress(part, mtime=0) if codec == "gz" else _frame(part)
         start += k
     at = min(int(pos * len(data)), len(data) - 1)
     damaged = data[:at] if cut else data[:at] + bytes([data[at] ^ flip]) + data[at + 1:]
-    path = tmp_path / "h.jsonl.gz"
+    path = tmp_path / f"h.jsonl.{codec}"
     path.write_bytes(damaged)
     reader = read(path, on_error="skip")
     got = [r["text"] for r in reader]

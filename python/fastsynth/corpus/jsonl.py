@@ -17,67 +17,42 @@ Conventions:
   reads a number past the float range (``1e400``) as infinity; such a line is
   ``malformed_json``, so no record carries a value a JSON writer cannot write.
   A line nested deeper than Python's recursion limit is ``malformed_json`` too.
-* Gzip (``.gz``): the records of a member are yielded only after that member's CRC-32
-  and length check passed (a member is what one ``gzip`` run writes; ``cat a.gz b.gz``
-  makes two). A member that fails its check, or ends early, gives one reject
-  (``corrupt_stream`` / ``truncated_stream``) whose ``line`` is its first line not yet
-  yielded (zlib reports the failure without the bytes decoded in that call, so the
-  member's lines cannot be counted one by one). The rest of that file is not
-  read (the next member's start cannot be trusted); reading goes on with the next file.
-  Memory: a member's decompressed bytes are held until its check, up to
-  ``GZIP_MEMBER_BUFFER`` (64 MiB); a larger member is decompressed twice — once to check
-  it, keeping nothing, then again, yielding lines — so memory stays bounded for members
-  of any size at the cost of a second decompression (see docs/errors.md).
-* Zstandard (``.zst``): pyarrow's stream gives no frame boundaries, so a stream that ends
-  early yields every complete line before the break, then one ``truncated_stream``
-  reject whose ``line`` is the first line that could not be read completely (its detail
-  names the last complete line; the lines of the last 64 KiB read before the break may
-  be inside that reject: pyarrow's stream drops a partly decoded read). A frame whose
-  checksum fails gives ``corrupt_stream`` after the lines decoded before it.
-  Other damage gives ``corrupt_stream``; a file that cannot be opened ``unreadable_file``.
+* Gzip (``.gz``) and Zstandard (``.zst``): the records of a member (a gzip member, a
+  zstd frame) are yielded only after that member's check passed (CRC-32 and length;
+  the frame's content checksum when it has one) — see
+  :mod:`fastsynth.corpus.compressed`. A member that fails its check, or ends early, gives
+  one reject (``corrupt_stream`` / ``truncated_stream``) whose ``line`` is its first line
+  not yet yielded (the decompressor reports the failure without the bytes decoded in
+  that call, so the member's lines cannot be counted one by one). The rest of that file
+  is not read (the next member's start cannot be trusted); reading goes on with the next
+  file. A file that cannot be opened gives ``unreadable_file``. Reading ``.zst`` needs the
+  ``zstandard`` package (extra ``zstd``); without it ``read`` raises ``DependencyError``
+  before reading anything.
 * Every string in a yielded record (keys and values at any depth, not only the text and
   id) is valid UTF-8: an escape that encodes a lone surrogate anywhere is ``invalid_utf8``.
-* Memory: one line at a time (plus a 1 MiB read buffer), whatever the file size (gzip:
-  see above).
+* Memory: one line at a time (plus a 1 MiB read buffer), whatever the file size
+  (compressed files: a member is held until its check, up to 64 MiB, see
+  :mod:`fastsynth.corpus.compressed`).
 """
 from __future__ import annotations
 
-import io
 import json
 import math
 import re
-import zlib
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
-import pyarrow as pa
-
+from fastsynth.corpus.compressed import StreamBroken, member_lines
 from fastsynth.corpus.rejects import ErrorPolicy
 from fastsynth.corpus.sources import SourceFile
 
 _BOM = b"\xef\xbb\xbf"
 _BUFFER = 1 << 20  # 1 MiB: large enough that syscalls/decompressor calls are not the cost
-# pyarrow's zstd stream fills a whole read request or raises, dropping the part it had
-# decoded: a smaller request bounds what a truncation can swallow (64 KiB still keeps
-# per-call overhead negligible).
-_ZSTD_READ = 1 << 16
 _LONE_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 _MISSING = object()
 # A JSON number that may lie past float range (an exponent of 3+ digits, or 309+ digits):
 # Python's json reads it as inf. Lines that match are parsed again with a strict float.
 _HUGE_NUMBER = re.compile(rb"[0-9][eE][+-]?[0-9]{3}|[0-9]{309}")
-#: Decompressed bytes of one gzip member held until its check passes; past this the
-#: member is checked in a first pass that keeps nothing and decoded again (module doc).
-GZIP_MEMBER_BUFFER = 64 << 20
-_GZIP_OUT = 4 << 20  # most decompressed bytes per zlib call: bounds a zip bomb's step
-
-
-class _StreamBroken(Exception):
-    def __init__(self, reason: str, error: BaseException | str, withheld: bool = False):
-        super().__init__(str(error))
-        self.reason = reason
-        self.error = error
-        self.withheld = withheld  # gzip: a damaged member's lines were held back
 
 
 def _reject_constant(name: str) -> Any:
@@ -91,118 +66,15 @@ def _finite_float(text: str) -> float:
     return x
 
 
-def _open(sf: SourceFile) -> BinaryIO:
-    path = sf.path
-    if sf.compression == "gzip":
-        return open(path, "rb", buffering=0)
-    if sf.compression == "zstd":
-        # pyarrow's stream has no readline: a BufferedReader supplies line iteration.
-        return io.BufferedReader(pa.input_stream(str(path), compression="zstd"), _ZSTD_READ)
-    return open(path, "rb", buffering=_BUFFER)
-
-
-class _GzipMember:
-    """One gzip member read from ``f`` after the bytes ``head``: ``chunks()`` yields its
-    decompressed bytes and raises ``_StreamBroken`` when the member is damaged or ends
-    early (zlib checks the CRC-32 and length trailer before reporting the end);
-    afterwards ``rest`` holds the compressed bytes that follow the member."""
-
-    def __init__(self, f: BinaryIO, head: bytes):
-        self.f, self.head, self.rest = f, head, b""
-
-    def chunks(self) -> Iterator[bytes]:
-        d = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        data = self.head
-        while True:
-            if not data:
-                try:
-                    data = self.f.read(_BUFFER)
-                except OSError as e:
-                    raise _StreamBroken("unreadable_file", e) from e
-                if not data:
-                    raise _StreamBroken("truncated_stream", "the gzip member ends before its "
-                                        "end marker and CRC check")
-            try:
-                out = d.decompress(data, _GZIP_OUT)
-            except zlib.error as e:
-                reason = "truncated_stream" if "runcated" in str(e) else "corrupt_stream"
-                raise _StreamBroken(reason, f"damaged gzip member: {e}") from e
-            data = d.unconsumed_tail
-            if out:
-                yield out
-            if d.eof:
-                self.rest = d.unused_data
-                return
-
-
-def _gzip_lines(f: BinaryIO) -> Iterator[bytes]:
-    """Raw lines of a (multi-member) gzip file, each member's only after its check passed.
-
-    A line that spans members is yielded once both are checked. On damage raises
-    ``_StreamBroken`` with ``withheld`` set: the unchecked member's lines were not yielded.
-    """
-    carry = b""  # the unfinished last line of the checked members so far
-    rest = b""
-    while True:
-        rest = rest.lstrip(b"\0")  # gzip(1) and Python skip zero padding between members
-        while not rest:
-            try:
-                rest = f.read(_BUFFER)
-            except OSError as e:
-                raise _StreamBroken("unreadable_file", e) from e
-            if not rest:
-                if carry:
-                    yield carry
-                return
-            rest = rest.lstrip(b"\0")
-        start = f.tell() - len(rest)
-        if not rest.startswith(b"\x1f\x8b") and len(rest) >= 2:
-            raise _StreamBroken("corrupt_stream", f"bytes at offset {start} are not a gzip "
-                                "member (trailing garbage?)", withheld=True)
-        member = _GzipMember(f, rest)
-        parts: list[bytes] = []
-        held = 0
-        try:
-            for out in member.chunks():
-                if held <= GZIP_MEMBER_BUFFER:
-                    parts.append(out)
-                    held += len(out)
-                    if held > GZIP_MEMBER_BUFFER:
-                        parts = []  # too big to hold: check it first, decode it again after
-        except _StreamBroken as broken:
-            broken.withheld = True
-            raise
-        rest = member.rest
-        if held > GZIP_MEMBER_BUFFER:
-            f.seek(start)
-            member = _GzipMember(f, b"")
-            chunks: Iterator[bytes] = member.chunks()
-        else:
-            chunks = iter(parts)
-        for out in chunks:
-            pieces = (carry + out).split(b"\n")
-            carry = pieces.pop()
-            for p in pieces:
-                yield p + b"\n"
-        if held > GZIP_MEMBER_BUFFER:
-            rest = member.rest
-
-
 def _lines(fh: BinaryIO, compression: str | None) -> Iterator[bytes]:
-    """Yield raw lines; turn decompression/read failures into ``_StreamBroken``."""
-    if compression == "gzip":
-        yield from _gzip_lines(fh)
+    """Raw lines of ``fh``; read and decompression failures become ``StreamBroken``."""
+    if compression is not None:
+        yield from member_lines(fh, compression)
         return
-    compressed = compression is not None
     try:
         yield from fh
-    except EOFError as e:  # gzip: "Compressed file ended before the end-of-stream marker"
-        raise _StreamBroken("truncated_stream", e) from e
-    except (OSError, zlib.error, pa.ArrowException) as e:
-        if not compressed:
-            raise _StreamBroken("unreadable_file", e) from e
-        reason = "truncated_stream" if "runcated" in str(e) else "corrupt_stream"
-        raise _StreamBroken(reason, e) from e
+    except OSError as e:
+        raise StreamBroken("unreadable_file", e) from e
 
 
 def iter_jsonl(sf: SourceFile, text_field: str, id_field: str,
@@ -214,8 +86,9 @@ def iter_jsonl(sf: SourceFile, text_field: str, id_field: str,
     """
     src = sf.display
     try:
-        fh = _open(sf)
-    except (OSError, pa.ArrowException) as e:
+        # compressed: unbuffered, member_lines reads 1 MiB blocks and seeks by offset
+        fh = open(sf.path, "rb", buffering=0 if sf.compression else _BUFFER)
+    except OSError as e:
         policy.reject(src, "unreadable_file", f"cannot open: {e}")
         return
     lineno = 0
@@ -232,14 +105,12 @@ def iter_jsonl(sf: SourceFile, text_field: str, id_field: str,
                 item = _parse(raw, lineno, sf, text_field, id_field, policy)
                 if item is not None:
                     yield item
-        except _StreamBroken as broken:
+        except StreamBroken as broken:
             if broken.withheld:
-                detail = (f"{broken}; the lines of this gzip member, after line {lineno} "
-                          f"(the last line of a checked member), are rejected with the rest "
+                what = "gzip member" if sf.compression == "gzip" else "zstd frame"
+                detail = (f"{broken}; the lines of this {what}, after line {lineno} "
+                          f"(the last line of a checked one), are rejected with the rest "
                           f"of the file")
-            elif broken.reason == "truncated_stream":
-                detail = (f"compressed stream ends abruptly after line {lineno} "
-                          f"(the last complete line): {broken}")
             else:
                 detail = f"read failed after line {lineno}: {broken}"
             policy.reject(src, broken.reason, detail, line=lineno + 1)

@@ -25,6 +25,7 @@ from typing import Any
 import pyarrow as pa
 
 from fastsynth.corpus.builtin import builtin_documents
+from fastsynth.corpus.compressed import require_zstandard
 from fastsynth.corpus.jsonl import iter_jsonl
 from fastsynth.corpus.parquet import iter_parquet
 from fastsynth.corpus.rejects import ErrorPolicy, ReadStats
@@ -108,6 +109,8 @@ def _prepare(source: Any, text_field: str, id_field: str, on_error: str,
     files = resolve(source)
     if not files:  # only an empty list gets here: directories and globs raise themselves
         raise ConfigError("source is an empty list: nothing to read")
+    if any(sf.compression == "zstd" for sf in files):
+        require_zstandard()  # one clear error before reading, not a reject per file
     policy = ErrorPolicy(on_error, rejects)  # checks on_error and rejects first
     return files, policy
 
