@@ -97,6 +97,21 @@ def test_nan_and_infinity_are_not_json(tmp_path):
     assert [(e["line"], e["reason"]) for e in rej] == [(1, "malformed_json"), (2, "malformed_json")]
 
 
+def test_numbers_past_the_float_range_are_not_read_as_infinity(tmp_path):
+    """Python's json reads 1e400 as inf; the reader rejects it (any spelling, any depth)."""
+    path = tmp_path / "big.jsonl"
+    path.write_bytes(b'{"text": "a", "x": 1e400}\n{"text": "b", "m": {"y": [-2E+999]}}\n'
+                     b'{"text": "c", "x": 1.5e308, "n": ' + b"7" * 400 + b'}\n'
+                     b'{"text": "d", "x": ' + b"9" * 400 + b'.5}\n{"text": "e", "x": 0.1}\n')
+    rej: list[dict] = []
+    recs = list(read(path, on_error="skip", rejects=rej))
+    assert [r["text"] for r in recs] == ["c", "e"]
+    assert recs[0]["x"] == 1.5e308 and recs[0]["n"] == int("7" * 400) and recs[1]["x"] == 0.1
+    assert [(e["line"], e["reason"]) for e in rej] == [(1, "malformed_json"), (2, "malformed_json"),
+                                                       (4, "malformed_json")]
+    assert "past the float range" in rej[0]["detail"]
+
+
 def test_lone_surrogate_in_any_field_is_rejected_by_the_reader(tmp_path):
     """Was: a lone surrogate in a non-text field passed the reader and crashed the writer
     after all the work."""

@@ -50,9 +50,6 @@ _BOM = b"\xef\xbb\xbf"
 _BUFFER = 1 << 20  # 1 MiB: large enough that syscalls/decompressor calls are not the cost
 _LONE_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 _MISSING = object()
-# A JSON number that may lie past float range (an exponent of 3+ digits, or 309+ digits):
-# Python's json reads it as inf. Lines that match are parsed again with a strict float.
-_HUGE_NUMBER = re.compile(rb"[0-9][eE][+-]?[0-9]{3}|[0-9]{309}")
 
 
 def _reject_constant(name: str) -> Any:
@@ -64,6 +61,13 @@ def _finite_float(text: str) -> float:
     if x in (math.inf, -math.inf):
         raise ValueError(f"number {text[:40]} is past the float range (it would be infinity)")
     return x
+
+
+# One decoder for every line (json.loads with hooks builds a new one per call). The float
+# hook runs only for numbers with a fraction or exponent, so it costs nothing on most
+# lines; a regex prefilter for large exponents used to cost more than the parse itself
+# (6.3 of 8.7 s reading 26 MB of JSONL on the loaded 2-core machine).
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
 
 
 def _lines(fh: BinaryIO, compression: str | None) -> Iterator[bytes]:
@@ -128,10 +132,7 @@ def _parse(raw: bytes, lineno: int, sf: SourceFile, text_field: str, id_field: s
     except UnicodeDecodeError as e:
         return bad("invalid_utf8", f"invalid UTF-8 byte at offset {e.start}")
     try:
-        if _HUGE_NUMBER.search(raw):
-            obj = json.loads(s, parse_constant=_reject_constant, parse_float=_finite_float)
-        else:
-            obj = json.loads(s, parse_constant=_reject_constant)
+        obj = _DECODER.decode(s)
     except ValueError as e:
         col = getattr(e, "colno", None)
         return bad("malformed_json", f"malformed JSON: {getattr(e, 'msg', e)}"
