@@ -22,7 +22,7 @@ from fastsynth.train.loader import LoaderConfig, PackedLoader
 from fastsynth.train.loop import train
 
 sys.path.insert(0, str(Path(__file__).parent))
-from train_data import make_data, markov_documents  # noqa: E402
+from train_data import make_data, markov_shards  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS, EVERY = 12, 3
@@ -31,15 +31,7 @@ STEPS, EVERY = 12, 3
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory) -> Path:
     """A real shard set (fastsynth.train.tokenize with a trained BPE) of Markov 'words'."""
-    from fastsynth.corpus import write
-    from fastsynth.train.tokenize import tokenize
-    root = tmp_path_factory.mktemp("shards")
-    words = [f"w{i}" for i in range(300)]
-    docs = markov_documents(250, 300, seed=3, max_len=120)
-    write([{"id": str(i), "text": " ".join(words[t] for t in d)} for i, d in enumerate(docs)],
-          root / "docs.jsonl")
-    tokenize(str(root / "docs.jsonl"), root / "set", tokenizer="bpe:320", show_progress=False)
-    return root / "set"
+    return markov_shards(tmp_path_factory.mktemp("shards"))
 
 
 def _config(out: str = "", **kw) -> TrainConfig:
@@ -146,6 +138,15 @@ def test_cli_train_trains_exports_and_resumes(shards, tmp_path, capsys):
     config, state = read_hf_dir(out / "model")
     assert config.vocab == 320 and (out / "model" / "tokenizer.json").is_file()
     assert (out / "checkpoints" / "step_000004" / "meta.json").is_file()
+    # the one-process checkpoint (state.pt) exported offline: the same tensors
+    from safetensors.torch import load_file
+
+    from fastsynth.train.export import export_checkpoint
+    exported = load_file(out / "model" / "model.safetensors")
+    offline = load_file(export_checkpoint(out / "checkpoints" / "step_000004",
+                                          tmp_path / "offline") / "model.safetensors")
+    assert sorted(exported) == sorted(offline)
+    assert all(torch.equal(exported[k], offline[k]) for k in exported)
     assert main(["train", str(cfg), "-o", str(out)]) == 0
     assert "nothing to train" in capsys.readouterr().err
     cfg.write_text(cfg.read_text().replace("steps = 4", "steps = 4\nlearning_rate = 1"))

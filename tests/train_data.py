@@ -74,3 +74,20 @@ def make_data(vocab: int = 512, seq_len: int = 64, rows: int = 4, n_docs: int = 
     docs = markov_documents(n_docs, vocab, seed)
     held = markov_documents(40, vocab, seed, max_len=120, doc_seed=seed + 1000)  # same chain
     return ListSource(packed_batches(docs, rows, seq_len)), packed_batches(held, rows, seq_len)
+
+
+def markov_shards(root, n_docs: int = 250, seed: int = 3):
+    """A real shard set (``fastsynth.train.tokenize`` with a 320-token BPE) of Markov 'words'
+    under ``root``; returns its folder (``root / "set"``)."""
+    from pathlib import Path
+
+    from fastsynth.corpus import write
+    from fastsynth.train.tokenize import tokenize
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    words = [f"w{i}" for i in range(300)]
+    docs = markov_documents(n_docs, 300, seed=seed, max_len=120)
+    write([{"id": str(i), "text": " ".join(words[t] for t in d)} for i, d in enumerate(docs)],
+          root / "docs.jsonl")
+    tokenize(str(root / "docs.jsonl"), root / "set", tokenizer="bpe:320", show_progress=False)
+    return root / "set"

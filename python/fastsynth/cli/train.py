@@ -6,7 +6,7 @@ The TOML file holds a :class:`fastsynth.train.config.TrainConfig` (layout in
 Writes ``OUT/metrics.jsonl``, ``OUT/checkpoints/`` and ``OUT/model/`` (HF safetensors +
 tokenizer, loadable by transformers and ``fastsynth generate --model OUT/model``). Rerunning
 resumes from the newest checkpoint. Under ``torchrun --nproc-per-node N`` the ranks shard
-the model with FSDP2.
+the model with FSDP2, and the export gathers the full weights to rank 0, which writes them.
 """
 from __future__ import annotations
 
@@ -65,8 +65,10 @@ def run(args: argparse.Namespace) -> int:
         else:
             print(f"nothing to train: {config.out_dir} holds the checkpoint of the last step "
                   f"({res.steps}){ev}", file=sys.stderr)
-        if not args.no_export and world == 1:
-            tok = config.tokenizer or str(Path(config.data) / "tokenizer.json")
-            out = export(res.model, Path(config.out_dir) / "model", tokenizer=tok)
+    if not args.no_export:
+        # under torchrun every rank takes part (the sharded weights are gathered to rank 0)
+        tok = config.tokenizer or str(Path(config.data) / "tokenizer.json")
+        out = export(res.model, Path(config.out_dir) / "model", tokenizer=tok)
+        if rank == 0:
             print(f"model: {out}", file=sys.stderr)
     return 0

@@ -138,6 +138,15 @@ class TrainConfig:
         d["model"]["name"] = self.model.name
         return d
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        """The inverse of :meth:`as_dict` (e.g. a checkpoint's ``meta.json`` config)."""
+        d = dict(d)
+        m = dict(d.pop("model"))
+        if isinstance(m.get("rope_scaling"), dict):
+            m["rope_scaling"] = RopeScaling(**m["rope_scaling"])
+        return cls(model=LlamaConfig(**m), **d)
+
 
 # Fields that may change between a checkpoint and the run resuming from it: where things
 # are written and how often, and paths (data may move). Everything else must match.
