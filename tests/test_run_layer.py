@@ -50,6 +50,22 @@ def toml(tmp_path: Path, corpus: Path, extra: str = "") -> Path:
     return p
 
 
+@pytest.fixture(scope="module")
+def finished(corpus, tmp_path_factory):
+    """One finished run of the corpus stages, shared: (config file, run dir, manifest,
+    outputs). Tests that change a run work on a copy (:func:`copy_of`)."""
+    root = tmp_path_factory.mktemp("finished")
+    cfg = toml(root, corpus)
+    rd = run(load_config(cfg), root / "r", report=False)
+    return cfg, root / "r", json.loads(json.dumps(rd.manifest)), outputs(root / "r")
+
+
+def copy_of(run_dir: Path, to: Path) -> Path:
+    import shutil
+    shutil.copytree(run_dir, to)
+    return to
+
+
 def outputs(run_dir: Path) -> dict:
     # as JSON text, so NaN (a score column of keep=first) compares equal to itself
     return {p.relative_to(run_dir).as_posix(): json.dumps(pq.read_table(p).to_pylist(), default=str)
@@ -96,17 +112,16 @@ def test_unknown_or_misordered_stage_names(tmp_path, corpus):
         load_config(preset="huge")
 
 
-def test_finished_run_resumes_and_refuses_other_config_or_version(tmp_path, corpus, capsys):
-    cfg = toml(tmp_path, corpus)
-    rd = run(load_config(cfg), tmp_path / "r", report=False)
-    st = rd.manifest["stages"]
+def test_finished_run_resumes_and_refuses_other_config_or_version(tmp_path, corpus, finished, capsys):
+    cfg, ref, ref_manifest, before = finished
+    st = ref_manifest["stages"]
     assert [st[s]["counts"]["in"] for s in ("ingest", "score", "dedup")] == [42, 41, 41]
     assert st["ingest"]["counts"]["rejected_by_reason"] == {"malformed_json": 1}
     assert st["dedup"]["counts"]["rejected_by_reason"] == {"near_duplicate": 1}
-    before = outputs(tmp_path / "r")
     assert len([k for k in before if k.startswith("ingest/out/")]) == 6  # 41 documents, 8 per part
+    copy_of(ref, tmp_path / "r")
     again = run(load_config(cfg), tmp_path / "r", report=False)  # nothing left to do
-    assert again.manifest["stages"] == rd.manifest["stages"] and outputs(tmp_path / "r") == before
+    assert again.manifest["stages"] == st and outputs(tmp_path / "r") == before
     changed = toml(tmp_path, corpus, "[dedup]\nthreshold = 0.5\nngram = 3\n")
     assert main(["run", str(changed), "-o", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err
@@ -118,9 +133,9 @@ def test_finished_run_resumes_and_refuses_other_config_or_version(tmp_path, corp
         run(load_config(cfg), tmp_path / "r", report=False)
 
 
-def test_missing_stage_input_is_named(tmp_path, corpus):
-    cfg = toml(tmp_path, corpus)
-    run(load_config(cfg), tmp_path / "r", report=False)
+def test_missing_stage_input_is_named(tmp_path, finished):
+    cfg, ref, _, _ = finished
+    copy_of(ref, tmp_path / "r")
     # as if the run had been killed before dedup, and an input part then vanished
     m = json.loads((tmp_path / "r" / "manifest.json").read_text())
     m["stages"]["dedup"] = {"state": "running", "phases": {}, "counts": None}
@@ -139,9 +154,9 @@ def _limited(argv: list[str], fsize_bytes: int) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
 
 
-def test_full_disk_during_a_part_then_resume(tmp_path, corpus):
+def test_full_disk_during_a_part_then_resume(tmp_path, corpus, finished):
     cfg = toml(tmp_path, corpus)
-    ref = run(load_config(cfg), tmp_path / "ref", report=False)
+    _, _, ref_manifest, ref_outputs = finished
     # 16 KB: the manifest (~9 KB) and the ingest/score parts (~10 KB) fit, the first dedup
     # signature part (~24 KB) does not
     r = _limited(["run", str(cfg), "-o", str(tmp_path / "r"), "--no-report"], 16_000)
@@ -153,9 +168,9 @@ def test_full_disk_during_a_part_then_resume(tmp_path, corpus):
     assert m["stages"]["dedup"]["state"] == "running" and not m["stages"]["dedup"]["phases"]
     assert not list((tmp_path / "r").rglob(".*.tmp-*"))
     done = run(load_config(cfg), tmp_path / "r", report=False)
-    assert outputs(tmp_path / "r") == outputs(tmp_path / "ref")
+    assert outputs(tmp_path / "r") == ref_outputs
     assert {k: v["counts"] for k, v in done.manifest["stages"].items()} == \
-           {k: v["counts"] for k, v in ref.manifest["stages"].items()}
+           {k: v["counts"] for k, v in ref_manifest["stages"].items()}
 
 
 def _immutable(path: Path, on: bool) -> bool:
