@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import sys
+from dataclasses import dataclass
 
 from fastsynth.errors import ConfigError
 
@@ -55,6 +56,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--redo-damaged", action="store_true",
                    help="generate again the finished parts whose files are damaged")
     p.add_argument("--max-tokens", type=int, default=None, help="cap new tokens of every request")
+    from fastsynth.run.executor_options import add_executor_arguments
+
+    add_executor_arguments(p)  # ray: each batch's candidates on an actor pool, OUT/gen (docs/scale.md)
     p.set_defaults(func=run)
 
 
@@ -72,8 +76,11 @@ def _gen(backend: str, model: str | None, base_url: str | None, cache_dir: str |
 
 
 def run(args: argparse.Namespace) -> int:
+    from fastsynth.run.executor_options import executor_from_args
     from fastsynth.synth.config import SynthConfig
     from fastsynth.synth.pipeline import synthesize
+
+    executor = executor_from_args(args)
 
     if args.limit is not None and args.limit < 0:
         raise ConfigError(f"--limit must be >= 0, got {args.limit}")
@@ -94,11 +101,64 @@ def run(args: argparse.Namespace) -> int:
     records = read(args.input)
     if args.limit is not None:
         records = itertools.islice(records, args.limit)
+    pregenerated = None
+    if executor.name != "local":
+        records = list(records)
+        pregenerated = _candidates_on(executor, records, args, cfg, gen)
     summary = synthesize(records, args.output, generator=gen, answer_generator=ans, config=cfg,
                          eval_set=args.eval_set, overwrite=args.overwrite,
-                         redo_damaged=args.redo_damaged)
+                         redo_damaged=args.redo_damaged, pregenerated=pregenerated)
+    if pregenerated is not None:
+        import shutil
+
+        shutil.rmtree(pregenerated.parent.parent, ignore_errors=True)  # OUT/gen: its records are in qa/ now
     _print(summary, args.output)
     return 0
+
+
+@dataclass(frozen=True)
+class _Candidates:
+    """What a worker needs to make a batch's candidates (``synth_config()`` as the stage's)."""
+
+    backend: str
+    model: str | None
+    base_url: str | None
+    cache_dir: str | None
+    synth: object
+
+    def synth_config(self):
+        return self.synth
+
+
+def _candidates_on(executor, records: list[dict], args: argparse.Namespace, cfg, gen):
+    """Every document batch's candidates made as parts on ``executor`` (an actor pool under
+    Ray) into ``OUT/gen/docs/``; batches already there for these settings are skipped.
+    Returns that folder, for :func:`fastsynth.synth.synthesize`'s ``pregenerated``."""
+    from pathlib import Path
+
+    from fastsynth.run.stage import Part
+    from fastsynth.run.stages import synth as stage
+    from fastsynth.synth.documents import fit_documents
+    from fastsynth.synth.pipeline import candidates_key, doc_batches, load_candidates
+
+    work = Path(args.output) / "gen"  # parts, logs and a local Ray's temp dir; swept after success
+    if args.overwrite:
+        import shutil
+
+        shutil.rmtree(work, ignore_errors=True)
+    docs, _ = fit_documents(records, cfg.max_doc_chars, cfg.on_long, cfg.max_chunks)
+    batches = doc_batches(docs, cfg)
+    folder = work / "candidates" / "docs"
+    todo = [b for b in batches if load_candidates(folder, b[0], candidates_key(b[1], b[2], b[3], cfg, gen)) is None]
+    stage.write_batch_inputs(work / "input", todo)
+    parts = [Part(str(work), "candidates", "docs", b[0], (f"input/{b[0]}.parquet",)) for b in todo]
+    config = _Candidates(args.backend, args.model, args.base_url, args.cache_dir, cfg)
+    try:
+        executor.map_parts(stage.candidates_part, config, parts, lambda part, res: None,
+                           phase=stage.STAGE.phases[0])
+    finally:
+        getattr(executor, "shutdown", lambda: None)()
+    return folder
 
 
 def _print(s: dict, out: str) -> None:

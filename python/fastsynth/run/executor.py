@@ -24,7 +24,8 @@ class LocalExecutor:
         self.show_progress = show_progress
 
     def map_parts(self, fn: Callable[[Any, Part], PartResult], config: Any, parts: list[Part],
-                  record: Callable[[Part, PartResult], None]) -> None:
+                  record: Callable[[Part, PartResult], None], phase: Any = None) -> None:
+        """``phase``: the Map phase's declarations, which only distributed executors read."""
         with progress(total=len(parts), desc=parts[0].stage if parts else "", unit="part",
                       enabled=self.show_progress) as bar:
             for part in parts:

@@ -125,32 +125,27 @@ class _Run:
                                       r.prompt_version))
         return out
 
-    def doc_part(self, part: str, batch: list[Doc], q1: dict[str, int], q2: dict[str, int]) -> None:
-        cfg = self.cfg
+    def doc_part(self, part: str, batch: list[Doc], q1: dict[str, int], q2: dict[str, int],
+                 pregenerated: Any = None) -> None:
+        """One document batch: its candidates (generated here, or read from
+        ``pregenerated`` when an executor made them; :func:`generate_candidates`), then the
+        order-dependent rest (:meth:`finish_questions`)."""
         before, t0 = self._snapshot(), time.perf_counter()
-        rejects: list[Reject] = []
-        cands: list[QARecord] = []
-        concepts: list[DocConcepts] = []
-        if 2 in cfg.levels or 3 in cfg.levels:
-            res = self.q_driver.run(level2.concept_calls(batch, cfg.seed, cfg.concept_max_tokens))
-            concepts, rj = level2.collect_concepts(res, grounded=cfg.grounded_concepts,
-                                                   min_concepts=cfg.min_concepts)
-            rejects.extend(rj)
-        if 1 in cfg.levels:
-            res = self.q_driver.run(level1.calls(batch, q1, cfg.seed, cfg.question_max_tokens, cfg.temperature))
-            recs, rj = level1.collect(res)
-            cands += recs
-            rejects.extend(rj)
-        if 2 in cfg.levels:
-            res = self.q_driver.run(level2.question_calls(self.docs, concepts, q2, cfg.seed,
-                                                          cfg.question_max_tokens, cfg.temperature))
-            recs, rj = level2.collect_questions(res)
-            cands += recs
-            rejects.extend(rj)
+        ahead = load_candidates(pregenerated, part, candidates_key(batch, q1, q2, self.cfg, self.q_driver.generator)) \
+            if pregenerated is not None else None
+        if ahead is None:
+            cands, rejects, concepts = generate_candidates(batch, q1, q2, self.cfg, self.q_driver)
+            extra: dict[str, float] = {}
+        else:
+            cands, rejects, concepts, extra = ahead
         kept = self.finish_questions(cands, rejects)
+        calls = self._stats_delta(before)
+        for k, v in extra.items():
+            if k != "part_seconds":  # the generating part's wall time, added to this part's below
+                calls[k] = calls.get(k, 0) + v
         self.rd.finish(part, {"qa": qa_table(kept), "rejects": reject_table(rejects),
                               "concepts": concepts_table(concepts)},
-                       {"calls": self._stats_delta(before), "seconds": time.perf_counter() - t0})
+                       {"calls": calls, "seconds": time.perf_counter() - t0 + extra.get("part_seconds", 0.0)})
 
     def walk_part(self, part: str, walks: list, graph: Any, display: dict[str, str]) -> None:
         cfg = self.cfg
@@ -168,7 +163,7 @@ class _Run:
 def synthesize(source: Any, out: str | os.PathLike, *, generator: Any = None, answer_generator: Any = None,
                judge_generator: Any = None, config: SynthConfig | None = None, eval_set: Any = None,
                overwrite: bool = False, show_progress: bool | None = None,
-               redo_damaged: bool = False) -> dict[str, Any]:
+               redo_damaged: bool = False, pregenerated: str | os.PathLike | None = None) -> dict[str, Any]:
     """Generate question-answer records from ``source`` into the run directory ``out``.
 
     Args:
@@ -183,6 +178,9 @@ def synthesize(source: Any, out: str | os.PathLike, *, generator: Any = None, an
         eval_set: texts (or a corpus path) to decontaminate against.
         redo_damaged: forget finished parts whose files are damaged, so they are
             generated again (otherwise such a part stops the run, named).
+        pregenerated: a folder where an executor saved document batches' candidates
+            (:func:`save_candidates`); a batch found there with a matching key is not
+            generated again (the output is the same either way).
     Returns:
         The summary (also written to ``out/summary.json``); records are in ``out/qa/``.
     """
@@ -208,16 +206,14 @@ def synthesize(source: Any, out: str | os.PathLike, *, generator: Any = None, an
     ids = [d.id for d in docs]
     total = round(cfg.questions_per_doc * len(ids))
     quota = {lv: round(total * cfg.level_share(lv)) for lv in (1, 2, 3)}
-    q1, q2 = spread(quota[1], ids), spread(quota[2], ids)
     n_batches = math.ceil(len(docs) / cfg.batch_docs)
     n_walks = math.ceil(quota[3] / 2) if 3 in cfg.levels else 0  # a walk asks for 1-3 questions, 2 on average
     from fastsynth.progress import progress
     with progress(total=n_batches + math.ceil(n_walks / cfg.batch_docs), desc="synth", unit="part",
                   enabled=show_progress) as bar:
-        for b in range(n_batches):
-            part = f"docs-{b:05d}"
+        for part, batch, bq1, bq2 in doc_batches(docs, cfg):
             if not rd.done(part):
-                run.doc_part(part, docs[b * cfg.batch_docs:(b + 1) * cfg.batch_docs], q1, q2)
+                run.doc_part(part, batch, bq1, bq2, pregenerated)
             bar.update(1)
         if n_walks:
             concepts = read_concepts(rd.read("concepts", CONCEPT_SCHEMA))
@@ -234,8 +230,105 @@ def synthesize(source: Any, out: str | os.PathLike, *, generator: Any = None, an
     return summarize(rd, docs, skipped, quota, cfg, time.perf_counter() - t_start, filter_kind=run.filter.kind)
 
 
+# -- candidates of a document batch, made ahead by an executor (docs/scale.md) -----------------
+# A batch's candidates (concepts, Level-1 and Level-2 questions) depend on the batch, its
+# quotas, the settings and the model only, never on what the near-duplicate filter kept
+# from earlier batches; everything after them (the filter, evolution, answers, QA) does.
+# So an executor may generate the candidates of every batch at once, anywhere
+# (``generate_candidates`` with the same calls in the same batches), and
+# :func:`synthesize` runs the order-dependent rest over them in part order.
+
+def generate_candidates(batch: list[Doc], q1: dict[str, int], q2: dict[str, int], cfg: SynthConfig,
+                        driver: Driver) -> tuple[list[QARecord], list[Reject], list[DocConcepts]]:
+    """Concept extraction and Level-1/2 questions of one document batch (``q1``/``q2``:
+    question quotas by document id) through ``driver``."""
+    rejects: list[Reject] = []
+    cands: list[QARecord] = []
+    concepts: list[DocConcepts] = []
+    if 2 in cfg.levels or 3 in cfg.levels:
+        res = driver.run(level2.concept_calls(batch, cfg.seed, cfg.concept_max_tokens))
+        concepts, rj = level2.collect_concepts(res, grounded=cfg.grounded_concepts,
+                                               min_concepts=cfg.min_concepts)
+        rejects.extend(rj)
+    if 1 in cfg.levels:
+        res = driver.run(level1.calls(batch, q1, cfg.seed, cfg.question_max_tokens, cfg.temperature))
+        recs, rj = level1.collect(res)
+        cands += recs
+        rejects.extend(rj)
+    if 2 in cfg.levels:
+        res = driver.run(level2.question_calls({d.id: d for d in batch}, concepts, q2, cfg.seed,
+                                               cfg.question_max_tokens, cfg.temperature))
+        recs, rj = level2.collect_questions(res)
+        cands += recs
+        rejects.extend(rj)
+    return cands, rejects, concepts
+
+
+def doc_batches(docs: list[Doc], cfg: SynthConfig) -> list[tuple[str, list[Doc], dict[str, int], dict[str, int]]]:
+    """The document parts of a run: ``(part, batch, q1, q2)`` with the batch's Level-1/2
+    quotas, as :func:`synthesize` splits them."""
+    ids = [d.id for d in docs]
+    total = round(cfg.questions_per_doc * len(ids))
+    q1 = spread(round(total * cfg.level_share(1)), ids)
+    q2 = spread(round(total * cfg.level_share(2)), ids)
+    out = []
+    for b in range(math.ceil(len(docs) / cfg.batch_docs)):
+        batch = docs[b * cfg.batch_docs:(b + 1) * cfg.batch_docs]
+        out.append((f"docs-{b:05d}", batch, {d.id: q1[d.id] for d in batch}, {d.id: q2[d.id] for d in batch}))
+    return out
+
+
+def candidates_key(batch: list[Doc], q1: dict[str, int], q2: dict[str, int], cfg: SynthConfig,
+                   generator: Any) -> str:
+    """What a batch's candidates depend on (documents, quotas, settings, prompts, model), hashed."""
+    ident = {k: v for k, v in cfg.as_dict().items() if k not in _NOT_IDENTITY}
+    blob = repr((ident, [(d.id, d.text, q1.get(d.id, 0), q2.get(d.id, 0)) for d in batch],
+                 {p: prompts.load(p).id for p in ("concepts", "level1", "level2")}, _name(generator)))
+    return hashlib.sha1(blob.encode("utf-8")).hexdigest()
+
+
+def save_candidates(folder: str | os.PathLike, part: str, key: str, cands: list[QARecord],
+                    rejects: list[Reject], concepts: list[DocConcepts], calls: dict[str, float]) -> None:
+    """Write a batch's candidates as ``<part>.{candidates,rejects,concepts}.parquet`` and,
+    last (its commit record), ``<part>.json`` with ``key`` and the call counts."""
+    import json
+    from pathlib import Path
+
+    from fastsynth.atomic import atomic_write_text, write_parquet
+
+    folder = Path(folder)
+    write_parquet(folder / f"{part}.candidates.parquet", qa_table(cands))
+    write_parquet(folder / f"{part}.rejects.parquet", reject_table(rejects))
+    write_parquet(folder / f"{part}.concepts.parquet", concepts_table(concepts))
+    atomic_write_text(folder / f"{part}.json", json.dumps({"key": key, "calls": calls}, sort_keys=True))
+
+
+def load_candidates(folder: str | os.PathLike, part: str, key: str) -> \
+        tuple[list[QARecord], list[Reject], list[DocConcepts], dict[str, float]] | None:
+    """A batch's saved candidates, or None when absent or made for another key (other
+    documents, settings or model: then the batch is generated again, here)."""
+    import json
+    from pathlib import Path
+
+    import pyarrow.parquet as pq
+
+    folder = Path(folder)
+    try:
+        meta = json.loads((folder / f"{part}.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if meta.get("key") != key:
+        return None
+    cands = [QARecord(**{**r, "metrics": dict(r["metrics"] or [])})
+             for r in pq.read_table(folder / f"{part}.candidates.parquet", schema=QA_SCHEMA).to_pylist()]
+    rejects = [Reject(**r) for r in pq.read_table(folder / f"{part}.rejects.parquet", schema=REJECT_SCHEMA).to_pylist()]
+    concepts = read_concepts(pq.read_table(folder / f"{part}.concepts.parquet", schema=CONCEPT_SCHEMA))
+    return cands, rejects, concepts, dict(meta.get("calls", {}))
+
+
 def _name(gen: Any) -> str:
     return str(getattr(gen, "model_name", "") or type(gen).__name__)
 
 
-__all__ = ["SynthConfig", "synthesize", "spread"]
+__all__ = ["SynthConfig", "synthesize", "spread", "generate_candidates", "doc_batches", "candidates_key",
+           "save_candidates", "load_candidates"]

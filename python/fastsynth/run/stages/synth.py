@@ -1,19 +1,30 @@
 """Stage ``synth``: SynthLLM question-answer pairs (Levels 1-3, answers, QA checks).
 
-One Global step runs :func:`fastsynth.synth.synthesize` over the first ``max_docs``
-deduplicated documents into ``synth/work/`` — a synthesis run directory with its own
-parts (document batches -> the Level-3 concept graph -> walk batches) and its own resume,
-so a killed run continues after the last finished synthesis part. Its parts are ordered,
-not independent: the online near-duplicate filter sees every earlier question
-(docs/architecture.md, "Synthesis inside a run"). The step then writes the accepted
-pairs as ``synth/out/00000.parquet`` (the QA schema plus ``text`` = "Question: ...
-Answer: ...") and the rejected candidates to ``rejects/synth/`` with ``stage:reason``.
+Two phases (docs/scale.md, "Generation on an actor pool"):
+
+1. ``Map("gen")``, one part per document batch of the synthesis: the batch's concepts and
+   Level-1/2 question candidates (:func:`fastsynth.synth.pipeline.generate_candidates`)
+   -> ``synth/gen/<batch>.*``. They do not depend on other batches, so a distributed
+   executor runs them on a pool of ``GEN_ACTORS`` actors, one model load per actor;
+2. ``Global("out")`` runs :func:`fastsynth.synth.synthesize` over the first ``max_docs``
+   deduplicated documents into ``synth/work/`` — a synthesis run directory with its own
+   parts (document batches -> the Level-3 concept graph -> walk batches) and its own
+   resume — taking each batch's candidates from ``synth/gen/``. What follows the
+   candidates is ordered, not independent: the online near-duplicate filter sees every
+   earlier question, and only the questions it keeps are evolved and answered
+   (docs/architecture.md, "Synthesis inside a run"). The step then writes the accepted
+   pairs as ``synth/out/00000.parquet`` (the QA schema plus ``text`` = "Question: ...
+   Answer: ...") and the rejected candidates to ``rejects/synth/`` with ``stage:reason``.
+
+The output equals a synthesis that generates every batch itself (the same calls in the
+same batches, whichever process makes them).
 
 Counts are in question candidates: in = accepted + rejected (documents the synthesis
 skipped at input count as rejected ``input:<reason>``).
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Literal
 
@@ -24,7 +35,7 @@ from fastsynth.atomic import write_parquet
 from fastsynth.run.config import check, option
 from fastsynth.run.records import read_parts, reject_table, write_rejects
 from fastsynth.run.rundir import PartResult, part_path, rejects_path
-from fastsynth.run.stage import Global, Stage, View
+from fastsynth.run.stage import Global, Map, Part, Stage, View
 
 
 @dataclass(frozen=True)
@@ -69,16 +80,85 @@ def qa_text(question: str, answer: str) -> str:
     return f"Question: {question}\nAnswer: {answer}"
 
 
-def generate(config: SynthStageConfig, view: View) -> PartResult:
+#: Actors generating candidates under a distributed executor (each loads the model once).
+GEN_ACTORS = 2
+
+_GENERATORS: dict[tuple, object] = {}
+
+
+def cached_generator(config) -> object:
+    """This process's generator for ``config``'s ``backend``/``model``/``base_url``/
+    ``cache_dir`` (loaded once per process: per actor under Ray, once in a local run)."""
     from fastsynth.llm import generator
+
+    spec = (config.backend, config.model, config.base_url, getattr(config, "cache_dir", None))
+    if spec not in _GENERATORS:
+        opts = {k: v for k, v in (("model", config.model), ("base_url", config.base_url)) if v}
+        _GENERATORS[spec] = generator(config.backend, cache_dir=spec[3], **opts)
+    return _GENERATORS[spec]
+
+
+def write_batch_inputs(folder, batches) -> list[str]:
+    """Each document batch ``(part, docs, q1, q2)`` as ``folder/<part>.parquet`` (``id``,
+    ``text``, ``q1``, ``q2``: the batch's question quotas); returns the part names."""
+    names = []
+    for part, batch, q1, q2 in batches:
+        write_parquet(folder / f"{part}.parquet", pa.table({
+            "id": [d.id for d in batch], "text": [d.text for d in batch],
+            "q1": [q1[d.id] for d in batch], "q2": [q2[d.id] for d in batch]}))
+        names.append(part)
+    return names
+
+
+def candidates_part(config, part: Part) -> PartResult:
+    """One document batch's candidates (``part.inputs[0]``: its :func:`write_batch_inputs`
+    file) saved in ``ROOT/<stage>/<phase>/`` (:func:`fastsynth.synth.pipeline.save_candidates`).
+    ``config``: a :class:`SynthStageConfig` or anything with ``backend``, ``model``,
+    ``base_url`` and ``synth_config()``."""
+    from fastsynth.synth.calls import Driver
+    from fastsynth.synth.documents import Doc
+    from fastsynth.synth.pipeline import candidates_key, generate_candidates, save_candidates
+
+    cfg = config.synth_config()
+    t = pq.read_table(part.input_paths()[0]).to_pydict()
+    batch = [Doc(i, x) for i, x in zip(t["id"], t["text"])]
+    q1, q2 = dict(zip(t["id"], t["q1"])), dict(zip(t["id"], t["q2"]))
+    gen = cached_generator(config)
+    driver = Driver(gen, batch_size=cfg.gen_batch_size, retries=cfg.retries)
+    t0 = time.perf_counter()
+    cands, rejects, concepts = generate_candidates(batch, q1, q2, cfg, driver)
+    calls = dict(driver.stats.__dict__)
+    calls["part_seconds"] = time.perf_counter() - t0
+    key = candidates_key(batch, q1, q2, cfg, gen)
+    save_candidates(part.out.parent, part.id, key, cands, rejects, concepts, calls)
+    return PartResult(info={"candidates": len(cands), "key": key})
+
+
+def _docs(config: SynthStageConfig, view: View) -> pa.Table:
+    return read_parts(view.root, view.files("dedup", "out"), ["id", "text"]).slice(0, config.max_docs)
+
+
+def gen_parts(config: SynthStageConfig, view: View, stage: str, phase: str) -> list[Part]:
+    """The synthesis's document batches (as :func:`synthesize` will cut them), their inputs
+    written to ``synth/gen-input/``."""
+    from fastsynth.synth.documents import fit_documents
+    from fastsynth.synth.pipeline import doc_batches
+
+    cfg = config.synth_config()
+    docs, _ = fit_documents(_docs(config, view).to_pylist(), cfg.max_doc_chars, cfg.on_long, cfg.max_chunks)
+    names = write_batch_inputs(view.global_dir(stage).parent / f"{phase}-input", doc_batches(docs, cfg))
+    return [Part(view.root, stage, phase, n, (f"{stage}/{phase}-input/{n}.parquet",)) for n in names]
+
+
+def generate(config: SynthStageConfig, view: View) -> PartResult:
     from fastsynth.synth import synthesize
     from fastsynth.synth.provenance import QA_SCHEMA, REJECT_SCHEMA
 
-    docs = read_parts(view.root, view.files("dedup", "out"), ["id", "text"]).slice(0, config.max_docs)
-    opts = {k: v for k, v in (("model", config.model), ("base_url", config.base_url)) if v}
+    docs = _docs(config, view)
     work = view.global_dir("synth").parent / "work"
-    summary = synthesize(docs.to_pylist(), work, generator=generator(config.backend, **opts),
-                         config=config.synth_config(), show_progress=False, redo_damaged=True)
+    summary = synthesize(docs.to_pylist(), work, generator=cached_generator(config),
+                         config=config.synth_config(), show_progress=False, redo_damaged=True,
+                         pregenerated=view.global_dir("synth").parent / "gen")
     manifest_parts = sorted(p for p in (work / "qa").glob("*.parquet"))
     import json
     listed = set(json.loads((work / "manifest.json").read_text())["parts"])
@@ -102,6 +182,8 @@ def generate(config: SynthStageConfig, view: View) -> PartResult:
                             "concept_source": summary["documents"]["concept_source"]})
 
 
-STAGE = Stage("synth", SynthStageConfig, (Global("out", generate, counts=True),), needs=("dedup",),
+STAGE = Stage("synth", SynthStageConfig,
+              (Map("gen", candidates_part, gen_parts, actors=GEN_ACTORS), Global("out", generate, counts=True)),
+              needs=("dedup",),
               output="out", unit="questions",
               description="SynthLLM questions (levels 1-3), answers and QA checks")
