@@ -169,14 +169,21 @@ _TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
 _PATH_FIELDS = ("data", "eval_data", "tokenizer", "out_dir")
 
 
+def check_keys(raw: dict[str, Any], allowed: set[str] | frozenset[str], where: str,
+                table: str = "") -> None:
+    """:class:`ConfigError` naming ``where`` (the file), the ``table`` and every key of
+    ``raw`` that is not ``allowed``, with the allowed keys."""
+    unknown = sorted(set(raw) - allowed)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s){table}: {', '.join(unknown)}; allowed: "
+                          f"{', '.join(sorted(allowed))}")
+
+
 def model_from_mapping(raw: dict[str, Any], where: str) -> LlamaConfig:
     """A :class:`LlamaConfig` from a ``[model]`` table: ``preset`` (default ``tiny``) plus
     field overrides; unknown keys raise :class:`ConfigError` naming the key and ``where``."""
     raw = dict(raw)
-    unknown = sorted(set(raw) - _MODEL_FIELDS - {"preset"})
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) in [model]: {', '.join(unknown)}; allowed: "
-                          f"preset, {', '.join(sorted(_MODEL_FIELDS))}")
+    check_keys(raw, _MODEL_FIELDS | {"preset"}, where, " in [model]")
     preset = raw.pop("preset", "tiny")
     if isinstance(raw.get("rope_scaling"), dict):
         try:
@@ -191,10 +198,7 @@ def config_from_mapping(raw: dict[str, Any], where: str = "config",
     """A :class:`TrainConfig` from a TOML-shaped mapping; relative paths resolve against
     ``base``. Unknown keys raise :class:`ConfigError` naming the key and ``where``."""
     raw = dict(raw)
-    unknown = sorted(set(raw) - _TRAIN_FIELDS)
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: "
-                          f"{', '.join(sorted(_TRAIN_FIELDS))}")
+    check_keys(raw, _TRAIN_FIELDS, where)
     if "model" in raw:
         if not isinstance(raw["model"], dict):
             raise ConfigError(f"{where}: 'model' must be a table ([model])")
