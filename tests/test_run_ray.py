@@ -510,3 +510,41 @@ def test_dedup_command_on_ray_refuses_local_only_options(tmp_path, messy, capsys
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--compat datasketch needs --executor local" in err[0]
     assert not list(tmp_path.iterdir())
+
+
+SHORT_DOCS = [
+    ("tides", "Tides are the rise and fall of sea levels caused by the gravity of the Moon and the Sun. "
+              "Most coasts see two high tides and two low tides every day."),
+    ("bread", "Bread is made by mixing flour, water, salt and yeast. The yeast ferments the sugars in the "
+              "dough and releases carbon dioxide, which makes the loaf rise in the oven."),
+]
+
+
+def _rows(table) -> str:
+    return json.dumps(table.to_pylist(), default=str)  # NaN == NaN as text
+
+
+def test_synth_command_on_ray_equals_local(tmp_path, executor):
+    """The candidates of each document batch made on a Ray actor pool (one model load per
+    actor) and the order-dependent rest on the driver give the records a local run gives.
+    Tiny on purpose: 2 short documents, Levels 1-2, 12 new tokens per request."""
+    import pyarrow.parquet as pq
+
+    src = tmp_path / "docs.jsonl"
+    src.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in SHORT_DOCS))
+    common = ["--levels", "1,2", "--batch-docs", "1", "--max-tokens", "12", "--no-embeddings"]
+    assert _cli("synth", src, "-o", tmp_path / "local", *common) == 0
+    assert _cli("synth", src, "-o", tmp_path / "ray", *common, "--executor", "ray",
+                "--ray-address", _address()) == 0
+    for sub in ("qa", "rejects", "concepts"):
+        names = sorted(p.name for p in (tmp_path / "local" / sub).glob("*.parquet"))
+        assert names and names == sorted(p.name for p in (tmp_path / "ray" / sub).glob("*.parquet"))
+        for n in names:
+            assert _rows(pq.read_table(tmp_path / "local" / sub / n)) == \
+                _rows(pq.read_table(tmp_path / "ray" / sub / n)), f"{sub}/{n}"
+    a, b = (json.loads((tmp_path / d / "summary.json").read_text()) for d in ("local", "ray"))
+    assert a["requested_questions"] == b["requested_questions"] and a["yield"] == b["yield"]
+    ta, tb = a["tokens"], b["tokens"]
+    assert (ta["prompt"], ta["completion"], ta["requests"]) == (tb["prompt"], tb["completion"], tb["requests"])
+    assert ta["requests"] >= 6  # concepts, Level-1 and Level-2 questions of 2 documents, answers
+    assert not (tmp_path / "ray" / "gen").exists()  # the candidates' parts are swept
