@@ -26,11 +26,13 @@ def main() -> None:
     ap.add_argument("--docs", type=int, default=200)
     ap.add_argument("--part-docs", type=int, default=50)
     ap.add_argument("--preset", default=None,
-                    help="instead: the whole `fastsynth run --preset NAME` once per executor, Ray's "
-                         "start-up included in its time")
+                    help="instead: `fastsynth run --preset NAME` with each executor, alternating "
+                         "(local, ray, local, ray, ...; --reps pairs), Ray's start-up included")
+    ap.add_argument("--stages", default=None,
+                    help="with --preset: only these stages (comma-separated, e.g. ingest,score,dedup)")
     args = ap.parse_args()
     if args.preset:
-        return whole_run(args.preset)
+        return whole_run(args.preset, args.reps, args.stages.split(",") if args.stages else None)
 
     from fastsynth.run.executor import LocalExecutor, run_stage
     from fastsynth.run.ray_executor import RayExecutor
@@ -78,34 +80,46 @@ def main() -> None:
     shutil.rmtree(work, ignore_errors=True)
 
 
-def whole_run(preset: str) -> None:
+def whole_run(preset: str, reps: int = 1, stages: list[str] | None = None) -> None:
+    import os
+
     from fastsynth.run.executor import LocalExecutor
     from fastsynth.run.pipeline import load_config, run
     from fastsynth.run.ray_executor import RayExecutor
 
     work = Path(tempfile.mkdtemp(prefix="fsrp-", dir="/tmp"))
-    plan = load_config(preset=preset)
-    times = {}
-    for name, make in (("local", lambda: LocalExecutor(show_progress=False)),
-                       ("ray", lambda: RayExecutor(num_cpus=2, show_progress=False))):
-        t = time.perf_counter()
-        ex = make()
-        rd = run(plan, work / name, executor=ex)
-        times[name] = time.perf_counter() - t
-        if name == "ray":
-            ex.shutdown()
-        states = {s: rd.manifest["stages"][s]["state"] for s in plan.run.stages}
-        print(f"{name}: {times[name]:.1f} s; states {states}", flush=True)
+    plan = load_config(preset=preset, overrides={"run": {"stages": tuple(stages)}} if stages else None)
+    times: dict[str, list[float]] = {"local": [], "ray": []}
+    loads = [os.getloadavg()[0]]
+    for k in range(reps):
+        for name, make in (("local", lambda: LocalExecutor(show_progress=False)),
+                           ("ray", lambda: RayExecutor(num_cpus=2, show_progress=False))):
+            t = time.perf_counter()
+            ex = make()
+            try:
+                rd = run(plan, work / f"{name}{k}", executor=ex, report=False)
+            finally:
+                if name == "ray":
+                    ex.shutdown()
+            times[name].append(time.perf_counter() - t)
+            loads.append(os.getloadavg()[0])
+            per_stage = {s: rd.manifest["stages"][s].get("seconds") for s in plan.run.stages}
+            print(f"{name}#{k}: {times[name][-1]:.1f} s; stage seconds {per_stage}; load {loads[-1]:.1f}",
+                  flush=True)
 
     def files(root: Path) -> dict[str, bytes]:
         return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*.parquet"))
                 if p.relative_to(root).parts[0] not in ("ray", "logs")}
 
-    a, b = files(work / "local"), files(work / "ray")
+    a, b = files(work / "local0"), files(work / "ray0")
     differ = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
-    print(f"--preset {preset}: local {times['local']:.1f} s, ray {times['ray']:.1f} s (start-up included), "
-          f"ray / local = {times['ray'] / times['local']:.2f}")
+    med = {k: statistics.median(v) for k, v in times.items()}
+    print(f"--preset {preset} stages {','.join(plan.run.stages)}, {reps} alternating pair(s): "
+          f"local median {med['local']:.1f} s {times['local']}, ray median {med['ray']:.1f} s {times['ray']} "
+          f"(start-up included), ray / local = {med['ray'] / med['local']:.2f}; "
+          f"1-min load average {min(loads):.1f}-{max(loads):.1f}")
     print(f"  part files: {len(a)}; differing: {differ or 'none'}")
+    shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
