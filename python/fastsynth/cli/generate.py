@@ -10,6 +10,7 @@ from typing import Any
 
 from fastsynth.cli.local_options import (add_engine_options, add_kernel_options, engine_kwargs,
                                          kernel_kwargs)
+from fastsynth.atomic import atomic_path, atomic_write_text
 from fastsynth.errors import ConfigError
 
 
@@ -52,14 +53,6 @@ def _rejects_path(out: str) -> str:
     return base + ".rejects.jsonl"
 
 
-def _write_rejects(path: str, rejects: list[dict[str, Any]]) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        for r in rejects:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
-
-
 def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see cli/serve.py
     import fastsynth.llm as llm
@@ -86,10 +79,11 @@ def run(args: argparse.Namespace) -> int:
     out_dir = os.path.dirname(os.path.abspath(args.out))
     os.makedirs(out_dir, exist_ok=True)
     rejects_path = args.rejects or _rejects_path(args.out)
-    tmp = f"{args.out}.tmp-{os.getpid()}"
     t0 = time.perf_counter()
     n_tok = n_err = 0
-    try:
+    # The output is renamed into place last, after the rejects file: a finished output
+    # always has its rejects beside it (docs/errors.md, "After a crash").
+    with atomic_path(args.out) as tmp:
         with gen, open(tmp, "w", encoding="utf-8") as f, \
                 progress(total=len(chats), desc="generate", unit="req") as bar:
             for start in range(0, len(chats), chunk):
@@ -103,13 +97,9 @@ def run(args: argparse.Namespace) -> int:
                     f.write(json.dumps({"id": rid, **c.to_dict()}, ensure_ascii=False) + "\n")
                 bar.update(len(comps))
                 bar.set_postfix(tok_s=f"{n_tok / max(time.perf_counter() - t0, 1e-9):.1f}")
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    if args.on_error == "skip":
-        _write_rejects(rejects_path, prompts.rejects)
-    os.replace(tmp, args.out)
+        if args.on_error == "skip":
+            atomic_write_text(rejects_path, "".join(json.dumps(r, ensure_ascii=False) + "\n"
+                                                    for r in prompts.rejects))
     dt = time.perf_counter() - t0
     rej = (f", {len(prompts.rejects)} rejected -> {rejects_path}"
            if args.on_error == "skip" else "")

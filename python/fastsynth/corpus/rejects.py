@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fastsynth.atomic import temp_path
+from fastsynth.atomic import atomic_path
 from fastsynth.errors import ConfigError, InputError
 
 #: Every reason a reader can give, with its meaning.
@@ -74,19 +74,24 @@ class _JsonlRejectFile:
 
         self.path = path
         sweep_dead_temps(path)
-        self.tmp = temp_path(path)
-        self._fh = None
+        self._commit = atomic_path(path)  # entered on the first entry or at close
+        self._fh: Any = None
+
+    def _open(self) -> None:
+        self._fh = open(self._commit.__enter__(), "w", encoding="utf-8")
 
     def append(self, entry: dict[str, Any]) -> None:
         if self._fh is None:
-            self._fh = open(self.tmp, "w", encoding="utf-8")
+            self._open()
         self._fh.write(json.dumps(entry, ensure_ascii=False) + "\n")
 
     def close(self) -> None:
         if self._fh is None:  # no rejects: still leave an (empty) file the summary can name
-            self._fh = open(self.tmp, "w", encoding="utf-8")
+            self._open()
         self._fh.close()
-        os.replace(self.tmp, self.path)
+        # The entries so far are kept also when reading stopped on an error: the rejects
+        # file accounts for what was read before it.
+        self._commit.__exit__(None, None, None)
 
 
 class ErrorPolicy:

@@ -41,7 +41,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from fastsynth.atomic import TMP_MARK, temp_path
+from fastsynth.atomic import TMP_MARK, atomic_path
 from fastsynth.errors import ConfigError, InputError
 
 _FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".jsonl.gz": "jsonl.gz",
@@ -67,24 +67,11 @@ def write(records: Any, path: str | os.PathLike, *, chunk_rows: int = _CHUNK_ROW
     if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 1:
         raise ConfigError(f"chunk_rows must be a positive integer, got {chunk_rows!r}")
     sweep_dead_temps(path)
-    tmp = temp_path(path)
-    try:
+    with atomic_path(path) as tmp:  # synced, renamed into place; removed on any failure
         if fmt == "parquet":
             n = _write_parquet(_chunks(records, chunk_rows), tmp, path)
         else:
             n = _write_jsonl(_chunks(records, chunk_rows), tmp, fmt, path)
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)  # the rename must not reach the disk before the data
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
     return n
 
 

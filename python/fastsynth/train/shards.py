@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from fastsynth.atomic import atomic_write_text
 from fastsynth.errors import ConfigError, InputError
 
 MAGIC = b"FSTOKIDX"
@@ -321,7 +322,7 @@ class ShardWriter:
     def close(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
         """Finish the last shard, write ``tokenizer.json`` and ``manifest.json``; returns the manifest."""
         self._finish_shard()
-        _atomic_write(self.dir / TOKENIZER_FILE, self.tokenizer_json.encode("utf-8"))
+        atomic_write_text(self.dir / TOKENIZER_FILE, self.tokenizer_json)
         manifest = {
             "format": FORMAT, "version": VERSION, "token_dtype": self.dtype.name,
             "vocab_size": self.vocab_size, "tokenizer_fingerprint": self.fingerprint,
@@ -330,7 +331,7 @@ class ShardWriter:
             "tokens": sum(s["tokens"] for s in self.shards),
             "shards": self.shards, **(extra or {}),
         }
-        _atomic_write(self.dir / MANIFEST, json.dumps(manifest, indent=2).encode("utf-8"))
+        atomic_write_text(self.dir / MANIFEST, json.dumps(manifest, indent=2))
         return manifest
 
     def abort(self) -> None:
@@ -339,13 +340,6 @@ class ShardWriter:
             self._open["file"].close()
             Path(self._open["tmp"]).unlink(missing_ok=True)
             self._open = None
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
 
 
 def _remove_unfinished(directory: Path) -> None:
