@@ -79,21 +79,23 @@ def fastsynth_loop(batches) -> float:
     return train(cfg, _Once(batches), show_progress=False).losses[-1]
 
 
-@pytest.mark.benchmark(group="train_loop")
-def test_train_plain_torch_loop(benchmark, batches):
-    loss = benchmark.pedantic(plain_loop, args=(batches,), rounds=5, iterations=1,
-                              warmup_rounds=1)
+def _measure(benchmark, loop, batches) -> float:
+    """Five timed rounds of ``loop(batches)`` after one warm-up; tokens/s and the final
+    loss go into the benchmark's extra info. Returns the final loss."""
+    loss = benchmark.pedantic(loop, args=(batches,), rounds=5, iterations=1, warmup_rounds=1)
     tokens = sum(int(b["n_tokens"]) for b in batches)
     benchmark.extra_info.update(tokens_per_s=tokens / benchmark.stats.stats.median,
                                 final_loss=loss)
+    return loss
+
+
+@pytest.mark.benchmark(group="train_loop")
+def test_train_plain_torch_loop(benchmark, batches):
+    _measure(benchmark, plain_loop, batches)
 
 
 @pytest.mark.benchmark(group="train_loop")
 def test_train_fastsynth_loop(benchmark, batches):
-    loss = benchmark.pedantic(fastsynth_loop, args=(batches,), rounds=5, iterations=1,
-                              warmup_rounds=1)
-    tokens = sum(int(b["n_tokens"]) for b in batches)
-    benchmark.extra_info.update(tokens_per_s=tokens / benchmark.stats.stats.median,
-                                final_loss=loss)
+    loss = _measure(benchmark, fastsynth_loop, batches)
     # the same training: same final loss as the plain loop (up to float rounding)
     assert loss == pytest.approx(plain_loop(batches), rel=1e-4)
