@@ -33,6 +33,7 @@ import zstandard
 
 from bytesource import ByteSource
 from harness import Finding, instrumented, main
+from shared_checks import raise_mode_is_clean, read_accounted
 
 with instrumented():  # the modules the reader runs, so atheris sees their branches
     import fastsynth as fs
@@ -41,7 +42,6 @@ with instrumented():  # the modules the reader runs, so atheris sees their branc
     import fastsynth.corpus.reader
     import fastsynth.corpus.rejects
     import fastsynth.corpus.sources  # noqa: F401
-    from fastsynth.errors import FastsynthError
 
 KNOWN: dict[str, str] = {
 }
@@ -132,17 +132,10 @@ def check(data: bytes) -> None:
     src = ByteSource(data)
     text_field = src.choice(["text", "text", "body"])
     path, payload, damage = _file(src)
-    rejects: list[dict] = []
-    try:
-        with fs.corpus.read(path, text_field, on_error="skip", rejects=rejects) as reader:
-            records = list(reader)
-            stats = reader.stats
-    except Exception as e:
-        raise Finding("raised_in_skip_mode", f"{type(e).__name__}: {e}") from e
-    if stats.read != stats.yielded + stats.rejected or stats.yielded != len(records):
+    records, stats, rejects = read_accounted(
+        lambda sink: fs.corpus.read(path, text_field, on_error="skip", rejects=sink))
+    if stats.yielded != len(records):
         raise Finding("accounting", f"{stats.as_dict()} with {len(records)} records")
-    if len(rejects) != stats.rejected:
-        raise Finding("accounting", f"{stats.rejected} rejected but {len(rejects)} entries")
     for r in rejects:
         if r["reason"] not in fs.corpus.REASONS:
             raise Finding("unknown_reason", f"{r['reason']!r}")
@@ -166,14 +159,11 @@ def check(data: bytes) -> None:
         elif got != want[:len(got)]:
             raise Finding("unvouched_record", f"damaged file yielded {got!r:.400}, "
                           f"not a prefix of {want!r:.400}")
-    try:
-        strict = list(fs.corpus.read(path, text_field, on_error="raise"))
-    except FastsynthError:
+    strict = raise_mode_is_clean(path, text_field=text_field)
+    if strict is None:
         if not rejects:
             raise Finding("raise_mode_differs", "raise mode raised where skip mode rejected nothing")
         return
-    except Exception as e:
-        raise Finding("non_fastsynth_error", f"raise mode: {type(e).__name__}: {e}") from e
     if rejects or strict != records:
         raise Finding("raise_mode_differs", f"{len(rejects)} rejects in skip mode; raise mode "
                       f"returned {len(strict)} records against {len(records)}")

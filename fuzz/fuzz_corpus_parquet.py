@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 
 from bytesource import ByteSource
 from harness import Finding, instrumented, main
+from shared_checks import raise_mode_is_clean, read_accounted
 
 with instrumented():  # the modules the reader runs, so atheris sees their branches
     import fastsynth as fs
@@ -37,7 +38,6 @@ with instrumented():  # the modules the reader runs, so atheris sees their branc
     import fastsynth.corpus.reader
     import fastsynth.corpus.rejects
     import fastsynth.corpus.sources  # noqa: F401
-    from fastsynth.errors import FastsynthError
 
 KNOWN: dict[str, str] = {}
 _DIR = Path(tempfile.mkdtemp(prefix="fastsynth-fuzz-parquet-"))
@@ -139,25 +139,13 @@ def check(data: bytes) -> None:
         else:
             blob = blob[:at] + bytes([blob[at] ^ src.int(1, 255)]) + blob[at + 1:]
         path.write_bytes(blob)
-    rejects: list[dict] = []
-    batches_rejects: list[dict] = []
-    try:
-        with fs.corpus.read(path, on_error="skip", rejects=rejects) as reader:
-            records = list(reader)
-            stats = reader.stats
-        with fs.corpus.read_batches(path, batch_size=src.int(1, 5), on_error="skip",
-                                    rejects=batches_rejects) as breader:
-            batches = list(breader)
-            bstats = breader.stats
-    except UnicodeDecodeError as e:
-        # a damaged footer whose column name is not UTF-8: pyarrow's ParquetFile raises
-        # UnicodeDecodeError, which is neither OSError nor ArrowException
-        raise Finding("footer_name_not_utf8", f"{type(e).__name__}: {e}") from e
-    except Exception as e:
-        raise Finding("raised_in_skip_mode", f"{type(e).__name__}: {e}") from e
-    for st, sink in ((stats, rejects), (bstats, batches_rejects)):
-        if st.read != st.yielded + st.rejected or len(sink) != st.rejected:
-            raise Finding("accounting", f"{st.as_dict()}, {len(sink)} reject entries")
+    batch_size = src.int(1, 5)
+    records, stats, rejects = read_accounted(
+        lambda sink: fs.corpus.read(path, on_error="skip", rejects=sink))
+    batches, bstats, batches_rejects = read_accounted(
+        lambda sink: fs.corpus.read_batches(path, batch_size=batch_size, on_error="skip",
+                                            rejects=sink))
+    for st in (stats, bstats):
         if not damaged and st.read != len(rows):
             raise Finding("accounting", f"{st.as_dict()} for {len(rows)} rows")
     got = [(r["id"], r["text"]) for r in records]
@@ -185,12 +173,7 @@ def check(data: bytes) -> None:
                         and all(why.get(k) == "invalid_utf8" for k in missing)
                         else "lost_or_invented_record")
                 raise Finding(kind, f"{what} yielded {have!r:.300}, expected {want!r:.300}")
-    try:
-        list(fs.corpus.read(path, on_error="raise"))
-    except FastsynthError:
-        pass
-    except Exception as e:
-        raise Finding("non_fastsynth_error", f"raise mode: {type(e).__name__}: {e}") from e
+    raise_mode_is_clean(path)
 
 
 if __name__ == "__main__":

@@ -20,13 +20,13 @@ from pathlib import Path
 
 from bytesource import ByteSource
 from harness import Finding, instrumented, main
+from shared_checks import raise_mode_is_clean, read_accounted
 
 with instrumented():  # the modules the reader runs, so atheris sees their branches
     import fastsynth as fs
     import fastsynth.corpus.reader
     import fastsynth.corpus.sources
     import fastsynth.corpus.textfile  # noqa: F401
-    from fastsynth.errors import FastsynthError
 
 KNOWN: dict[str, str] = {}
 _DIR = Path(tempfile.mkdtemp(prefix="fastsynth-fuzz-text-"))
@@ -42,26 +42,16 @@ def check(data: bytes) -> None:
         want = payload.decode("utf-8-sig")
     except UnicodeDecodeError:
         want = None
-    rejects: list[dict] = []
-    try:
-        with fs.corpus.read(path, on_error="skip", rejects=rejects) as reader:
-            records = list(reader)
-            stats = reader.stats
-    except Exception as e:
-        raise Finding("raised_in_skip_mode", f"{type(e).__name__}: {e}") from e
-    if stats.read != 1 or stats.read != stats.yielded + stats.rejected or len(rejects) != stats.rejected:
-        raise Finding("accounting", f"{stats.as_dict()}, {len(rejects)} reject entries")
+    records, stats, rejects = read_accounted(
+        lambda sink: fs.corpus.read(path, on_error="skip", rejects=sink))
+    if stats.read != 1:
+        raise Finding("accounting", f"{stats.as_dict()}: one file is one unit")
     if want is None:
         if records or [r["reason"] for r in rejects] != ["invalid_utf8"]:
             raise Finding("invalid_utf8_accepted", f"records {records!r:.200}, rejects {rejects!r:.200}")
     elif records != [{"id": path.name, "text": want}]:
         raise Finding("lost_or_changed_record", f"{records!r:.300} != text {want!r:.300}")
-    try:
-        list(fs.corpus.read(path, on_error="raise"))
-    except FastsynthError:
-        pass
-    except Exception as e:
-        raise Finding("non_fastsynth_error", f"raise mode: {type(e).__name__}: {e}") from e
+    raise_mode_is_clean(path)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ import pyarrow as pa
 
 from bytesource import ByteSource
 from harness import Finding, instrumented, main
+from shared_checks import call_refusing_lone_surrogates, has_lone_surrogate
 
 with instrumented():
     import fastsynth as fs
@@ -43,16 +44,6 @@ def _expected(b: bytes | None, level: int) -> float:
 
 def _same(got: float, want: float) -> bool:
     return (math.isnan(got) and math.isnan(want)) or got == want
-
-
-def _encodable(t: str | bytes) -> bool:
-    if isinstance(t, bytes):
-        return True
-    try:
-        t.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _check_raw_view(src: ByteSource, level: int) -> None:
@@ -96,7 +87,7 @@ def check(data: bytes) -> None:
     if form == "libdeflate":
         ok, _ = _native.libdeflate_status()
         lvl = src.int(0, 12)
-        if not ok or not all(_encodable(t) for t in texts):
+        if not ok or any(has_lone_surrogate(t) for t in texts):
             return
         got = fs.gzip_ratio(texts, level=lvl, threads=threads, backend="libdeflate")
         for t, g in zip(texts, got):
@@ -109,7 +100,7 @@ def check(data: bytes) -> None:
         return
     arg: object = texts if form == "list" else tuple(texts)
     if form == "arrow":
-        if not all(_encodable(t) for t in texts):
+        if any(has_lone_surrogate(t) for t in texts):
             return  # pyarrow itself refuses lone surrogates
         items = [None if src.int(0, 4) == 0 else t for t in texts]
         kind = pa.binary() if any(isinstance(t, bytes) for t in items) else src.choice(
@@ -120,17 +111,10 @@ def check(data: bytes) -> None:
         arr = arr.slice(start, src.int(0, len(items) - start))
         texts = arr.to_pylist()
         arg = arr
-    bad = [i for i, t in enumerate(texts) if t is not None and not _encodable(t)]
-    try:
-        got = fs.gzip_ratio(arg, level=level, threads=threads)
-    except ValueError as e:
-        if not bad:
-            raise Finding("refused_valid_input", f"{type(e).__name__}: {e}")
-        if f"texts[{bad[0]}]" not in str(e):
-            raise Finding("unnamed_item", f"error does not name texts[{bad[0]}]: {e}")
+    got = call_refusing_lone_surrogates(
+        lambda: fs.gzip_ratio(arg, level=level, threads=threads), texts)
+    if got is None:
         return
-    if bad:
-        raise Finding("accepted_lone_surrogate", f"texts[{bad[0]}] accepted")
     if got.dtype != np.float64 or got.shape != (len(texts),):
         raise Finding("wrong_shape", f"{got.dtype} {got.shape} for {len(texts)} texts")
     if not SAME_ZLIB:
