@@ -30,18 +30,19 @@ PIECES = ["the", "The,", "cat", "cat", "a", "...", "…", "#", "#tag", "-", "•
 SEPARATORS = [" ", " ", " ", "\n", "\n\n", "\t", "\u00a0", "\u3000", "\u2028", " \n ", "\x1c"]
 
 
-@st.composite
-def documents(draw):
-    n = draw(st.integers(0, 120))
-    out = []
-    for _ in range(n):
-        out.append(draw(st.sampled_from(PIECES)))
-        out.append(draw(st.sampled_from(SEPARATORS)))
-    return "".join(out)
+def _document(codes: bytes) -> str:
+    """Byte pairs -> piece + separator. Drawn as one byte string: hypothesis draws (and
+    shrinks) that in one step, where 240 separate sampled_from draws per document took
+    ~90% of this test's time."""
+    return "".join(PIECES[codes[i] % len(PIECES)] + SEPARATORS[codes[i + 1] % len(SEPARATORS)]
+                   for i in range(0, len(codes) - 1, 2))
+
+
+documents = st.binary(max_size=240).map(_document)
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.lists(documents(), max_size=8))
+@given(st.lists(documents, max_size=8))
 def test_matches_reference_on_generated_documents(texts):
     assert_matches_reference(texts)
 
