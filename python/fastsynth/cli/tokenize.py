@@ -30,12 +30,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace a shard set already in SHARDS_DIR")
     p.add_argument("--seq-len", type=int, default=2048, help="row length for the packing statistics")
     p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
+    from fastsynth.run.executor_options import add_executor_arguments
+
+    add_executor_arguments(p)  # ray: parts of --batch-size documents in .OUT.fastsynth-work (docs/scale.md)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     import os
 
+    from fastsynth.run.executor_options import executor_from_args
     from fastsynth.train.packing import _check_seq_len
     from fastsynth.train.shards import DEFAULT_SHARD_TOKENS
     from fastsynth.train.stats import format_table, shard_stats
@@ -47,13 +51,19 @@ def run(args: argparse.Namespace) -> int:
     if args.separator is not None or args.bpe_train_documents is not None:
         spec = TokenizerSpec(kind=spec.kind, path=spec.path, vocab_size=spec.vocab_size,
                              separator=args.separator, train_documents=args.bpe_train_documents)
+    executor = executor_from_args(args)
     rejects = os.path.join(args.out, "rejects.jsonl") if args.on_error == "skip" else None
     if rejects:
         os.makedirs(args.out, exist_ok=True)
-    s = tokenize(args.input, args.out, tokenizer=spec,
-                 shard_tokens=args.shard_tokens or DEFAULT_SHARD_TOKENS,
-                 batch_size=args.batch_size or DEFAULT_BATCH, text_field=args.text_field,
-                 on_error=args.on_error, rejects=rejects, overwrite=args.overwrite)
+    kw = dict(tokenizer=spec, shard_tokens=args.shard_tokens or DEFAULT_SHARD_TOKENS,
+              batch_size=args.batch_size or DEFAULT_BATCH, text_field=args.text_field,
+              on_error=args.on_error, rejects=rejects, overwrite=args.overwrite)
+    if executor.name == "local":
+        s = tokenize(args.input, args.out, **kw)
+    else:
+        from fastsynth.run.tokenize_job import run_tokenize_parts
+
+        s = run_tokenize_parts(args.input, args.out, executor, **kw)
     stats = shard_stats(args.out, args.seq_len)
     if args.json:
         d = s.as_dict()
