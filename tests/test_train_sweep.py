@@ -79,10 +79,28 @@ def test_tiny_sweep_writes_runs_fit_and_report_and_resumes(corpus_sweep):
     md = (tmp_path / "sweep.md").read_text()
     assert "Held-out check" in md and "R^2" in md and "epochs" in md
     assert "data:image/png;base64" in (tmp_path / "sweep.html").read_text()
-    # rerun: every run is already there, nothing retrains (same numbers back)
+    # rerun: every run is already there, nothing retrains (same numbers back) and the
+    # fit is not redone (fit.json untouched)
+    stamp = (tmp_path / "fit.json").stat().st_mtime_ns
     again = sweep(cfg, tmp_path)
     assert [r["eval_loss"] for r in again.runs] == [r["eval_loss"] for r in runs]
     assert [r["seconds"] for r in again.runs] == [r["seconds"] for r in runs]
+    assert again.fit == fit and (tmp_path / "fit.json").stat().st_mtime_ns == stamp
+    # one run lost from runs.jsonl (as if killed while writing it): only that run trains
+    # again, to the same loss (same seed); the law fitted to the same losses is kept
+    lines = (tmp_path / "runs.jsonl").read_text().splitlines()
+    (tmp_path / "runs.jsonl").write_text("\n".join(lines[:-1]) + "\n")
+    third = sweep(cfg, tmp_path)
+    assert [r["seconds"] for r in third.runs[:-1]] == [r["seconds"] for r in runs[:-1]]
+    assert third.runs[-1]["seconds"] != runs[-1]["seconds"]
+    assert third.runs[-1]["eval_loss"] == runs[-1]["eval_loss"] and third.fit == fit
+    # a run whose loss differs (here: edited) is another set of points: the law is refitted
+    edited = [json.loads(x) for x in (tmp_path / "runs.jsonl").read_text().splitlines()]
+    edited[0]["eval_loss"] += 0.25
+    (tmp_path / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in edited))
+    refit = sweep(cfg, tmp_path)
+    assert refit.fit["fit_of"] != fit["fit_of"] and refit.fit["seconds"] != fit["seconds"]
+    assert json.loads((tmp_path / "fit.json").read_text())["fit_of"] == refit.fit["fit_of"]
 
 
 def test_sweep_on_shards_equals_sweep_on_the_corpus_that_made_them(corpus, shards, corpus_sweep,

@@ -29,6 +29,7 @@ The run layer wraps :func:`sweep` as a stage; it takes only the frozen config an
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import time
@@ -640,12 +641,20 @@ def write_report(out: Path, config: SweepConfig, runs: list[dict[str, Any]],
     return doc.write(out, "sweep")
 
 
+def _previous_fit(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError):
+        return {}
+
+
 def sweep(config: SweepConfig | None = None, out: str | Path = "sweep",
           show_progress: bool | None = None) -> SweepResult:
     """Run the sweep into folder ``out`` (see the module docstring); returns its results.
 
     Writes ``out/runs.jsonl``, ``out/fit.json``, ``out/sweep.md``/``.html`` and keeps the
-    tokenized data in ``out/data``. Rerunning skips finished runs.
+    tokenized data in ``out/data``. Rerunning skips finished runs (and the fit, when no
+    run changed).
     """
     config = config or SweepConfig()
     out = Path(out)
@@ -660,9 +669,21 @@ def sweep(config: SweepConfig | None = None, out: str | Path = "sweep",
                           f"{config.max_epochs} (repetition bends the law; Muennighoff et al. "
                           f"2023): use a larger corpus or smaller budgets")
     runs = run_grid(config, out, data, show_progress)
+    # the fit is a function of the runs and the fit settings: a rerun with nothing new
+    # (a resumed run whose sweep had finished) takes fit.json and the report as they are
+    # instead of refitting (the batched L-BFGS costs seconds to tens of seconds here)
+    fit_of = hashlib.sha256(json.dumps(
+        [[r["key"], r["n_params"], r["n_tokens"], r["eval_loss"]] for r in runs]
+        + [config.n_bootstrap, config.fit_start_stride], sort_keys=True).encode()).hexdigest()
+    report_paths = {"markdown": out / "sweep.md", "html": out / "sweep.html"}
+    done = _previous_fit(out / "fit.json")
+    if done.get("fit_of") == fit_of and all(p.is_file() for p in report_paths.values()):
+        return SweepResult(runs=runs, fit=done, report=report_paths, seconds=done["seconds"],
+                           data=data)
     fit = fit_runs(runs, config.n_bootstrap, config.fit_start_stride)
     seconds = time.perf_counter() - t0
     public = {k: v for k, v in fit.items() if not k.startswith("_")}
+    public["fit_of"] = fit_of
     public["seconds"] = seconds
     public["data_seconds"] = data.seconds
     public["config"] = config.as_dict()
