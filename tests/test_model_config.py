@@ -20,7 +20,7 @@ def _module_params(cfg: LlamaConfig) -> int:
 
 
 @pytest.mark.parametrize("name,expected", [
-    ("llama-3.2-3b", 3_212_749_824),   # published count (DESIGN.md)
+    ("llama-3.2-3b", 3_212_749_824),   # published; docs/architecture.md
     ("smollm2-135m", 134_515_008),
     ("llama-3.2-1b", 1_235_814_400),
     ("llama-3.1-8b", 8_030_261_248),

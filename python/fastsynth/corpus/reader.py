@@ -79,8 +79,9 @@ def read(source: Any, text_field: str = "text", *, id_field: str = "id",
     1-based, and ``"<file>:<row>"`` for Parquet, 0-based). ``on_error``: ``"raise"``
     (``InputError`` naming file and line/row) or ``"skip"`` (reject entry to ``rejects``,
     a path or an object with ``append``; counted in ``.stats``).
-    Memory is constant in corpus size. Arguments after ``text_field`` are keyword-only
-    (DESIGN.md's contract has ``on_error`` third; ``id_field`` came later).
+    Memory is constant in corpus size. Arguments after ``text_field`` are keyword-only:
+    a call written for the first signature, ``read(source, text_field, on_error)``, fails
+    loudly instead of passing ``on_error`` as ``id_field`` (which came later).
     """
     files, policy = _prepare(source, text_field, id_field, on_error, rejects)
     return CorpusReader(_records(files, text_field, id_field, policy), policy)
