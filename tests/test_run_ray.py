@@ -548,3 +548,17 @@ def test_synth_command_on_ray_equals_local(tmp_path, executor):
     assert (ta["prompt"], ta["completion"], ta["requests"]) == (tb["prompt"], tb["completion"], tb["requests"])
     assert ta["requests"] >= 6  # concepts, Level-1 and Level-2 questions of 2 documents, answers
     assert not (tmp_path / "ray" / "gen").exists()  # the candidates' parts are swept
+
+
+def test_tokenize_command_on_ray_equals_local(tmp_path, messy, executor):
+    """A trained BPE (on the driver), parts of 40 documents encoded on Ray, small shards:
+    the shard set (every shard, its index, manifest, tokenizer) is byte-identical."""
+    common = ["--tokenizer", "bpe:300", "--on-error", "skip", "--batch-size", "40", "--shard-tokens", "6000"]
+    assert _cli("tokenize", messy, "-o", tmp_path / "local", *common) == 0
+    assert _cli("tokenize", messy, "-o", tmp_path / "ray", *common, "--executor", "ray",
+                "--ray-address", _address()) == 0
+    names = sorted(p.name for p in (tmp_path / "local").iterdir())
+    assert sum(n.endswith(".bin") for n in names) >= 3 and "rejects.jsonl" in names
+    assert names == sorted(p.name for p in (tmp_path / "ray").iterdir())
+    assert [n for n in names if (tmp_path / "local" / n).read_bytes() != (tmp_path / "ray" / n).read_bytes()] == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["local", "ray"]  # the work directory is swept
