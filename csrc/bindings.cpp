@@ -21,6 +21,10 @@
 namespace py = pybind11;
 using namespace fastsynth;
 
+namespace fastsynth {
+void register_decode(py::module_& m);  // decode_bindings.cpp
+}  // namespace fastsynth
+
 namespace {
 
 // An Arrow string array's buffers, built by fastsynth._texts from a pyarrow array:
@@ -182,6 +186,7 @@ void check_contiguous(const py::array& a, const char* name, const char* dtype) {
 
 PYBIND11_MODULE(_native, m) {
   m.doc() = "fastsynth native hot paths (see fastsynth.quality for the documented API)";
+  register_decode(m);
 
   py::class_<ArrowTexts>(m, "ArrowTexts")
       .def(py::init<py::buffer, py::array_t<int64_t, py::array::c_style | py::array::forcecast>, py::object>(),

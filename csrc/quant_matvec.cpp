@@ -331,4 +331,162 @@ void quant_matmul(const uint8_t* blocks, QuantFormat fmt, size_t out_features, s
   });
 }
 
+
+// ---- 8-bit activations ----------------------------------------------------------------------
+void quantize_q8(const float* x, size_t batch, size_t in_features, int8_t* q, float* d, float* s) {
+  const size_t nblk = in_features / kQuantBlock;
+  for (size_t b = 0; b < batch; ++b)
+    for (size_t j = 0; j < nblk; ++j) {
+      const float* xb = x + b * in_features + j * kQuantBlock;
+      int8_t* qb = q + b * in_features + j * kQuantBlock;
+      float amax = 0.0f;
+      for (size_t k = 0; k < kQuantBlock; ++k) amax = std::max(amax, std::fabs(xb[k]));
+      const float dj = amax / 127.0f, inv = dj != 0.0f ? 1.0f / dj : 0.0f;
+      int sum = 0;
+      for (size_t k = 0; k < kQuantBlock; ++k) {
+        const int v = static_cast<int>(std::nearbyint(xb[k] * inv));
+        qb[k] = static_cast<int8_t>(std::max(-127, std::min(127, v)));
+        sum += qb[k];
+      }
+      d[b * nblk + j] = dj;
+      s[b * nblk + j] = dj * static_cast<float>(sum);
+    }
+}
+
+namespace {
+
+struct ProblemQ8 {
+  const uint8_t* blocks;
+  QuantFormat fmt;
+  size_t out, in, nblk, batch;
+  Q8Activations x;
+  float* y;
+};
+
+void rows_q8_scalar(const ProblemQ8& p, size_t r0, size_t r1) {
+  const size_t bb = quant_block_bytes(p.fmt);
+  for (size_t o = r0; o < r1; ++o) {
+    const uint8_t* row = p.blocks + o * p.nblk * bb;
+    for (size_t b = 0; b < p.batch; ++b) {
+      const int8_t* xq = p.x.q + b * p.in;
+      float acc = 0.0f;
+      for (size_t j = 0; j < p.nblk; ++j) {
+        const uint8_t* blk = row + j * bb;
+        const float dw = half_to_float(load_u16(blk));
+        const int8_t* xb = xq + j * kQuantBlock;
+        int isum = 0;
+        if (p.fmt == QuantFormat::Q4_1) {
+          for (size_t k = 0; k < kQuantBlock / 2; ++k)
+            isum += (blk[4 + k] & 0x0f) * xb[k] + (blk[4 + k] >> 4) * xb[k + kQuantBlock / 2];
+          acc += dw * p.x.d[b * p.nblk + j] * static_cast<float>(isum) +
+                 half_to_float(load_u16(blk + 2)) * p.x.s[b * p.nblk + j];
+        } else {
+          for (size_t k = 0; k < kQuantBlock; ++k) isum += static_cast<int8_t>(blk[2 + k]) * xb[k];
+          acc += dw * p.x.d[b * p.nblk + j] * static_cast<float>(isum);
+        }
+      }
+      p.y[b * p.out + o] = acc;
+    }
+  }
+}
+
+#ifdef FASTSYNTH_QUANT_SIMD
+// Integer block dot products, as llama.cpp's Q4_1 x Q8_1 / Q8_0 x Q8_0 AVX2 paths compute them:
+// maddubs multiplies unsigned weight bytes by signed activation bytes and adds pairs into int16
+// (|sum| <= 2*15*127 for Q4_1; for Q8_0 the weight's sign is moved onto the activation so the
+// unsigned operand is |w| <= 127: |sum| <= 2*127*127 < 32768, no saturation), madd with ones
+// adds pairs into int32 -- exact. Each block's 8 int32 partial sums are scaled by d_w * d_x in
+// float. One weight block is unpacked once for NB activation rows.
+template <int NB, bool Q41>
+__attribute__((target("avx2,fma,f16c"))) void rows_q8_avx2(const ProblemQ8& p, size_t b0,
+                                                             size_t r0, size_t r1) {
+  const size_t bb = Q41 ? kQ41Bytes : kQ80Bytes;
+  const __m128i low4 = _mm_set1_epi8(0x0f);
+  const __m256i ones = _mm256_set1_epi16(1);
+  for (size_t o = r0; o < r1; ++o) {
+    const uint8_t* row = p.blocks + o * p.nblk * bb;
+    __m256 acc[NB];
+    float macc[NB];
+    for (int k = 0; k < NB; ++k) {
+      acc[k] = _mm256_setzero_ps();
+      macc[k] = 0.0f;
+    }
+    for (size_t j = 0; j < p.nblk; ++j) {
+      const uint8_t* blk = row + j * bb;
+      __m256i w;
+      float dw, m = 0.0f;
+      if (Q41) {
+        uint32_t dm_bits;
+        std::memcpy(&dm_bits, blk, 4);
+        const __m128 dm = _mm_cvtph_ps(_mm_cvtsi32_si128(static_cast<int>(dm_bits)));
+        dw = _mm_cvtss_f32(dm);
+        m = _mm_cvtss_f32(_mm_movehdup_ps(dm));
+        const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 4));
+        w = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(raw, 4), low4), _mm_and_si128(raw, low4));
+      } else {
+        dw = _cvtsh_ss(load_u16(blk));
+        w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 2));
+      }
+      const __m256i aw = Q41 ? w : _mm256_sign_epi8(w, w);
+      for (int k = 0; k < NB; ++k) {
+        const size_t b = b0 + k;
+        __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p.x.q + b * p.in + j * kQuantBlock));
+        if (!Q41) xv = _mm256_sign_epi8(xv, w);
+        const __m256i s32 = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, xv), ones);
+        acc[k] = _mm256_fmadd_ps(_mm256_set1_ps(dw * p.x.d[b * p.nblk + j]), _mm256_cvtepi32_ps(s32), acc[k]);
+        if (Q41) macc[k] += m * p.x.s[b * p.nblk + j];
+      }
+    }
+    for (int k = 0; k < NB; ++k) p.y[(b0 + k) * p.out + o] = hsum256(acc[k]) + macc[k];
+  }
+}
+
+template <bool Q41>
+void tile_q8_avx2(const ProblemQ8& p, size_t b0, size_t nb, size_t r0, size_t r1) {
+  switch (nb) {
+    case 1: rows_q8_avx2<1, Q41>(p, b0, r0, r1); break;
+    case 2: rows_q8_avx2<2, Q41>(p, b0, r0, r1); break;
+    case 3: rows_q8_avx2<3, Q41>(p, b0, r0, r1); break;
+    default: rows_q8_avx2<4, Q41>(p, b0, r0, r1); break;
+  }
+}
+
+void rows_q8_simd(const ProblemQ8& p, size_t r0, size_t r1) {
+  constexpr size_t kTile = 4;
+  for (size_t b0 = 0; b0 < p.batch; b0 += kTile) {
+    const size_t nb = std::min(kTile, p.batch - b0);
+    if (p.fmt == QuantFormat::Q4_1) tile_q8_avx2<true>(p, b0, nb, r0, r1);
+    else tile_q8_avx2<false>(p, b0, nb, r0, r1);
+  }
+}
+#endif
+
+}  // namespace
+
+void quant_matmul_q8(const uint8_t* blocks, QuantFormat fmt, size_t out_features,
+                     size_t in_features, const Q8Activations& xq, size_t batch, float* y,
+                     int threads, bool simd) {
+  if (in_features == 0 || in_features % kQuantBlock != 0)
+    throw std::invalid_argument("in_features must be a positive multiple of 32, got " +
+                                std::to_string(in_features));
+  if (out_features == 0 || batch == 0) return;
+  ProblemQ8 p{blocks, fmt, out_features, in_features, in_features / kQuantBlock, batch, xq, y};
+  const bool use_simd = simd && quant_simd_available();
+  // integer products run ~4x faster than the float path: split later
+  const size_t work = out_features * in_features * batch / 4;
+  const int by_work = static_cast<int>(std::min<size_t>(work / kMinWorkPerThread + 1, 1024));
+  threads = resolve_threads(threads, out_features);
+  threads = std::min(threads, by_work);
+  parallel_for(out_features, threads, kRowChunk, [&](int, size_t r0, size_t r1) {
+#ifdef FASTSYNTH_QUANT_SIMD
+    if (use_simd) {
+      rows_q8_simd(p, r0, r1);
+      return;
+    }
+#endif
+    (void)use_simd;
+    rows_q8_scalar(p, r0, r1);
+  });
+}
+
 }  // namespace fastsynth

@@ -36,4 +36,25 @@ bool quant_simd_available();
 void quant_matmul(const uint8_t* blocks, QuantFormat fmt, size_t out_features, size_t in_features,
                   const float* x, size_t batch, float* y, int threads, bool simd = true);
 
+// ---- 8-bit activations (opt-in fast mode; docs/serving.md "Decode speed") -----------------
+// Activations quantised per 32-block the way llama.cpp's Q8_1 does: d = max|x| / 127,
+// q = round(x / d) in [-127, 127], and s = d * sum(q) (Q4_1's "+ m" term). The block dot
+// products are then exact integer sums (AVX2 maddubs/madd), scaled once per block by d_w * d_x.
+// This is NOT the float32 product: each activation carries a relative rounding error of up to
+// 1/254 of its block's largest magnitude, so results differ from quant_matmul's.
+struct Q8Activations {
+  const int8_t* q;   // (batch, in_features)
+  const float* d;    // (batch, in_features / 32) block scales
+  const float* s;    // (batch, in_features / 32) d * sum(q) per block
+};
+
+// Quantise x (batch, in_features) into q / d / s (caller-owned, sizes as in Q8Activations).
+void quantize_q8(const float* x, size_t batch, size_t in_features, int8_t* q, float* d, float* s);
+
+// y (batch, out_features) = dequant(W) @ dequant(xq).T with integer block dot products.
+// Same argument conventions as quant_matmul.
+void quant_matmul_q8(const uint8_t* blocks, QuantFormat fmt, size_t out_features,
+                     size_t in_features, const Q8Activations& xq, size_t batch, float* y,
+                     int threads, bool simd = true);
+
 }  // namespace fastsynth

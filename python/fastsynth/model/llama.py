@@ -165,7 +165,14 @@ class Llama(nn.Module):
           (or ``(B, 1, hidden)`` with ``last_only``), in the activations' dtype; ``lm_head`` is
           not called (a chunked loss applies ``lm_head.weight`` itself, docs/training.md "Loss").
         Returns ``input_ids.shape + (vocab,)`` (or the last-only shape).
+
+        With ``self.native_decode`` set (:func:`fastsynth.model.native_decode.
+        attach_native_decode`), a decode step it covers runs in native code instead.
         """
+        native = self.__dict__.get("native_decode")  # set by model.native_decode
+        if native is not None and cache is not None and cu_seqlens is None and head \
+                and native.accepts(input_ids):
+            return native.step(input_ids, positions, cache, key_mask)
         if cu_seqlens is not None:
             if input_ids.ndim != 1 or positions is None:
                 raise ValueError("packed input needs 1-D input_ids and positions")
