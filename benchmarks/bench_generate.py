@@ -7,7 +7,8 @@ new tokens per prompt, same thread count. Both stop a sequence at <|im_end|>; tr
 finished rows in the batch until the last one ends, fastsynth drops them — that difference is
 part of what is measured. Greedy outputs are compared so both sides do the same work.
 
-Groups: generate_b1 (one request at a time, 4 requests), generate_b16 (16 requests in one
+Groups: generate_b1 (one request at a time, 4 requests; also the opt-in int8 decode mode,
+reported, not gated), generate_b16 (16 requests in one
 batch; also fastsynth's plain model — float32 torch matmuls everywhere, no GGUF block kernel —
 to show what the kernel adds, and without prefix sharing, to show what running the 24-token chat-template system prompt once
 instead of 16 times adds: the prompts are 35-40 tokens). The gate (floors.toml) compares
@@ -111,6 +112,21 @@ def test_generate_b1_fastsynth(benchmark, models):
     _record(benchmark, toks)
 
 
+@pytest.mark.benchmark(group="generate_b1")
+def test_generate_b1_fastsynth_int8(benchmark, models):
+    """The opt-in fast mode (8-bit activations, not exact: fastsynth.model.native_decode);
+    reported, not gated."""
+    from fastsynth.model.native_decode import attach_native_decode
+    ours, _, _, prompts = models
+    attach_native_decode(ours.model, "int8")
+    try:
+        toks = benchmark.pedantic(_b1, args=(lambda ps: ours_generate(ours, ps), prompts),
+                                  rounds=3, iterations=1, warmup_rounds=0)
+    finally:
+        attach_native_decode(ours.model, "float32")
+    _record(benchmark, toks)
+
+
 @pytest.mark.benchmark(group="generate_b16")
 def test_generate_b16_transformers(benchmark, models):
     ours, hf, _, prompts = models
@@ -148,3 +164,158 @@ def test_generate_b16_fastsynth_no_prefix_sharing(benchmark, models):
     toks = benchmark.pedantic(ours_generate, args=(ours, prompts), kwargs={"share_prefix": False},
                               rounds=3, iterations=1, warmup_rounds=0)
     _record(benchmark, toks)
+
+
+# ---- llama.cpp reference (issue #16; slow, recorded in RESULTS.md, not gated) -----------------
+# llama-cpp-python lives in its own venv (benchmarks/setup_llamacpp.sh builds it from the PyPI
+# sdist, ~10+ minutes); it runs in a subprocess of that venv's python, serving one request at a
+# time. Both sides get the same GGUF file, the same prompt token ids (our chat template and
+# tokenizer: llama.cpp only decodes them), greedy decoding, the same thread count, at most
+# LLAMACPP_NEW_TOKENS new tokens, stopping at the end-of-turn token. Rounds are interleaved
+# (ours, llama.cpp, ours batched, ...) so that both see the same machine load. Tokens/s counts
+# generated tokens over wall time per request, prefill included, on both sides.
+LLAMACPP_NEW_TOKENS = 64
+LLAMACPP_ROUNDS = int(os.environ.get("FASTSYNTH_LLAMACPP_ROUNDS", "3"))
+
+_LLAMACPP_WORKER = r'''
+import json, sys, time
+import llama_cpp
+req = json.loads(sys.stdin.readline())
+llm = llama_cpp.Llama(model_path=req["model"], n_ctx=2048, n_threads=req["threads"],
+                      n_threads_batch=req["threads"], n_batch=512, seed=0, verbose=False)
+print(json.dumps({"ready": True, "version": llama_cpp.__version__}), flush=True)
+for line in sys.stdin:
+    job = json.loads(line)
+    if job.get("quit"):
+        break
+    results = []
+    for prompt in job["prompts"]:
+        llm.reset()    # no KV reuse across requests (llama-cpp-python would reuse a shared prefix)
+        t0 = time.perf_counter()
+        out = []
+        for tok in llm.generate(prompt, top_k=1, top_p=1.0, temp=0.0, repeat_penalty=1.0,
+                                reset=True):
+            if tok in job["stop"] or len(out) >= job["max_new"]:
+                break
+            out.append(int(tok))
+            if len(out) >= job["max_new"]:
+                break
+        results.append({"tokens": out, "seconds": time.perf_counter() - t0})
+    print(json.dumps(results), flush=True)
+'''
+
+
+def _llamacpp_python() -> str | None:
+    venv = os.environ.get("FASTSYNTH_LLAMACPP_VENV") or os.path.join(
+        os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".llamacpp-venv")
+    py = os.path.join(venv, "bin", "python")
+    if not os.path.exists(py) and os.environ.get("FASTSYNTH_LLAMACPP_SETUP") == "1":
+        import subprocess
+        subprocess.run(["bash", os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                             "setup_llamacpp.sh"), venv], check=True)
+    return py if os.path.exists(py) else None
+
+
+class _LlamaCpp:
+    """A llama-cpp-python worker process (see _LLAMACPP_WORKER)."""
+
+    def __init__(self, python: str, model: str, threads: int):
+        import json
+        import subprocess
+        self._json = json
+        self.proc = subprocess.Popen([python, "-c", _LLAMACPP_WORKER], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+        self.proc.stdin.write(json.dumps({"model": model, "threads": threads}) + "\n")
+        self.proc.stdin.flush()
+        hello = json.loads(self.proc.stdout.readline())
+        self.version = hello["version"]
+
+    def run(self, prompts, stop, max_new):
+        self.proc.stdin.write(self._json.dumps({"prompts": prompts, "stop": list(stop),
+                                                "max_new": max_new}) + "\n")
+        self.proc.stdin.flush()
+        return self._json.loads(self.proc.stdout.readline())
+
+    def close(self):
+        self.proc.stdin.write('{"quit": true}\n')
+        self.proc.stdin.flush()
+        self.proc.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_llamacpp_reference_batch1_and_batch16():
+    """Ours (native float32 and int8 decode, batch 1; float32 batch 16) vs llama.cpp (batch 1).
+    Prints a table and writes it to $FASTSYNTH_LLAMACPP_OUT (JSON) when set."""
+    import json
+    import statistics
+    import time
+
+    from fastsynth.llm.local import LocalGenerator
+    from fastsynth.model.generation import generate
+    from fastsynth.model.native_decode import attach_native_decode
+    py = _llamacpp_python()
+    if py is None:
+        pytest.skip("llama-cpp-python venv missing: run benchmarks/setup_llamacpp.sh "
+                    "(or set FASTSYNTH_LLAMACPP_SETUP=1)")
+    threads = int(os.environ.get("FASTSYNTH_LLAMACPP_THREADS", len(os.sched_getaffinity(0))))
+    ours = LocalGenerator(threads=threads, batch_size=16)
+    tok = ours.tokenizer
+    prompts8 = [ours.prompt_ids([{"role": "user", "content": q}]) for q in QUESTIONS[:8]]
+    prompts16 = [ours.prompt_ids([{"role": "user", "content": q}]) for q in QUESTIONS]
+    stop = tok.stop_ids
+    ref = _LlamaCpp(py, ours.path, threads)
+
+    def ours_b1(mode):
+        attach_native_decode(ours.model, mode)
+        t0, toks = time.perf_counter(), []
+        for p in prompts8:
+            toks.append(generate(ours.model, tok, [p], max_new_tokens=LLAMACPP_NEW_TOKENS)[0].tokens)
+        return toks, time.perf_counter() - t0
+
+    def ours_b16(mode):
+        attach_native_decode(ours.model, mode)
+        t0 = time.perf_counter()
+        toks = [g.tokens for g in generate(ours.model, tok, prompts16,
+                                           max_new_tokens=LLAMACPP_NEW_TOKENS)]
+        return toks, time.perf_counter() - t0
+
+    def llamacpp_b1():
+        t0 = time.perf_counter()
+        res = ref.run(prompts8, stop, LLAMACPP_NEW_TOKENS)
+        return [r["tokens"] for r in res], time.perf_counter() - t0
+
+    sides = {"fastsynth b1 native float32": lambda: ours_b1("float32"),
+             "llama.cpp b1": llamacpp_b1,
+             "fastsynth b1 native int8": lambda: ours_b1("int8"),
+             "fastsynth b16 native float32 (16 prompts)": lambda: ours_b16("float32"),
+             "fastsynth b16 native int8 (16 prompts)": lambda: ours_b16("int8")}
+    rates: dict[str, list[float]] = {k: [] for k in sides}
+    tokens: dict[str, list[list[int]]] = {}
+    loads = []
+    try:
+        ours_b1("float32")           # warm-up: page in weights, start pools
+        ref.run(prompts8[:1], stop, 8)
+        for _ in range(LLAMACPP_ROUNDS):
+            for name, fn in sides.items():
+                toks, dt = fn()
+                rates[name].append(sum(map(len, toks)) / dt)
+                tokens[name] = toks
+                loads.append(os.getloadavg()[0])
+    finally:
+        ref.close()
+    base = statistics.median(rates["llama.cpp b1"])
+    table = {name: {"tokens_per_s_median": statistics.median(r), "rounds": r,
+                    "ratio_to_llamacpp_b1": statistics.median(r) / base,
+                    "new_tokens": sum(map(len, tokens[name]))} for name, r in rates.items()}
+    same = sum(a == b for a, b in zip(tokens["fastsynth b1 native float32"], tokens["llama.cpp b1"]))
+    info = {"llama_cpp_python": ref.version, "threads": threads, "rounds": LLAMACPP_ROUNDS,
+            "max_new_tokens": LLAMACPP_NEW_TOKENS, "load_avg_1min": loads,
+            "greedy_texts_identical_ours_f32_vs_llamacpp": f"{same}/{len(prompts8)}",
+            "results": table}
+    print(json.dumps(info, indent=1))
+    if os.environ.get("FASTSYNTH_LLAMACPP_OUT"):
+        with open(os.environ["FASTSYNTH_LLAMACPP_OUT"], "w") as f:
+            json.dump(info, f, indent=1)
+    # both sides did comparable work: every request produced tokens
+    assert all(len(t) > 0 for t in tokens["llama.cpp b1"])
+    assert all(len(t) > 0 for t in tokens["fastsynth b1 native float32"])
