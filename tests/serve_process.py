@@ -1,7 +1,9 @@
-"""A real ``fastsynth serve`` subprocess on a free local port, for the tests that drive it."""
+"""A real ``fastsynth serve`` subprocess on a free local port, and the helpers of the tests
+that drive it (its /health counters, waiting until it is idle, an ``openai`` client)."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 import subprocess
@@ -9,6 +11,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -50,3 +53,28 @@ def running_server(batch_size: int, start_timeout_s: float = 180,
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def health(base_url: str) -> dict[str, Any]:
+    """The server's /health counters (``base_url``: the ``.../v1`` URL)."""
+    with urllib.request.urlopen(base_url.removesuffix("/v1") + "/health") as r:
+        return json.load(r)
+
+
+def wait_idle(base_url: str, timeout: float = 60) -> dict[str, Any]:
+    """Poll /health until no row decodes, waits or is admitted (cancelled rows leave at the
+    next step); return those counters, or fail after ``timeout`` seconds."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        h = health(base_url)
+        if h["decoding"] == 0 and h["waiting"] == 0 and h["admitted"] == 0:
+            return h
+        time.sleep(0.05)
+    raise AssertionError(f"server still busy: {health(base_url)}")
+
+
+def openai_client(base_url: str, timeout: float) -> Any:
+    """The real ``openai`` client on the server, without retries (a test sees every error)."""
+    import openai
+
+    return openai.OpenAI(base_url=base_url, api_key="unused", max_retries=0, timeout=timeout)

@@ -19,7 +19,7 @@ pytest.importorskip("torch")
 pytest.importorskip("aiohttp")
 openai = pytest.importorskip("openai")
 
-from serve_process import running_server  # noqa: E402
+from serve_process import health, openai_client, running_server, wait_idle  # noqa: E402
 
 MODEL = "tiny-random"
 TIMEOUT_S = 1.5
@@ -45,22 +45,7 @@ def server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def client(server):
-    return openai.OpenAI(base_url=server, api_key="unused", max_retries=0, timeout=60)
-
-
-def health(server):
-    with urllib.request.urlopen(server.removesuffix("/v1") + "/health") as r:
-        return json.load(r)
-
-
-def wait_idle(server, timeout=60):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        h = health(server)
-        if h["decoding"] == 0 and h["waiting"] == 0 and h["admitted"] == 0:
-            return h
-        time.sleep(0.05)
-    raise AssertionError(f"server still busy: {health(server)}")
+    return openai_client(server, timeout=60)
 
 
 def post(server, path, body: bytes):

@@ -4,18 +4,15 @@ greedy output as alone, a client that disconnects mid-stream. (Limits and error 
 tests/test_server_limits.py.)"""
 from __future__ import annotations
 
-import json
 import threading
-import time
-import urllib.request
 
 import pytest
 
 pytest.importorskip("torch")
 pytest.importorskip("aiohttp")
-openai = pytest.importorskip("openai")
+pytest.importorskip("openai")
 
-from serve_process import running_server  # noqa: E402
+from serve_process import health, openai_client, running_server, wait_idle  # noqa: E402
 
 MODEL = "SmolLM2-135M-Instruct.Q4_1"
 # A text prompt the model continues without ever ending: the long-running request of a test.
@@ -30,23 +27,7 @@ def server():
 
 @pytest.fixture(scope="module")
 def client(server):
-    return openai.OpenAI(base_url=server, api_key="unused", max_retries=0, timeout=120)
-
-
-def health(server):
-    with urllib.request.urlopen(server.removesuffix("/v1") + "/health") as r:
-        return json.load(r)
-
-
-def wait_idle(server, timeout=60):
-    """Until no row decodes or waits (cancelled rows leave at the next step)."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        h = health(server)
-        if h["decoding"] == 0 and h["waiting"] == 0 and h["admitted"] == 0:
-            return h
-        time.sleep(0.1)
-    raise AssertionError(f"server still busy: {health(server)}")
+    return openai_client(server, timeout=120)
 
 
 def ask(client, text, max_tokens=12, **kw):
