@@ -7,7 +7,7 @@ bash scripts/bootstrap.sh test,llm,plan,report,ray,fuzz || { echo "set-up failed
 
 # OpenMP threads that spin while waiting steal the cores from each other when tests
 # start subprocesses (servers, CLIs) beside torch; passive waiting avoids ~10x slowdowns.
-OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}" .venv/bin/python -m pytest tests -q -p no:cacheprovider "$@"
+OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}" .venv/bin/python -m pytest tests -q -p no:cacheprovider --durations=25 "$@"
 status=$?
 if [ "$status" -eq 5 ]; then
   echo "pytest collected no tests: treating this as a failure (the suite must not be empty)"

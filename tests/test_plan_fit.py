@@ -73,13 +73,16 @@ def test_batched_lbfgs_reaches_scipy_optimum_per_start():
         assert ours.fun[i] <= ref.fun * (1 + 1e-6)
 
 
-@pytest.mark.parametrize("name", ["hoffmann", "epoch"])
-def test_refit_recovers_known_constants_with_1pct_noise(name):
+# The full 4,500-start grid on one constant set; the second set on the 180-start subgrid
+# (the full grid costs ~4x more here and the recovery asserted below does not depend on it).
+@pytest.mark.parametrize("name, full_grid", [("hoffmann", True), ("epoch", False)])
+def test_refit_recovers_known_constants_with_1pct_noise(name, full_grid):
     true = CONSTANT_SETS[name]
     n, d, loss = _points(true, noise=0.01, seed=1)
-    fit = fs.plan.fit_chinchilla(n, d, loss, n_bootstrap=20, bootstrap_starts=1)
+    fit = fs.plan.fit_chinchilla(n, d, loss, n_bootstrap=20, bootstrap_starts=1,
+                                 starts=None if full_grid else _small_grid())
     c = fit.constants
-    assert fit.converged and fit.n_starts == 4500
+    assert fit.converged and fit.n_starts == (4500 if full_grid else len(_small_grid()))
     assert abs(c.alpha - true.alpha) < 0.02
     assert abs(c.beta - true.beta) < 0.02
     assert c.E == pytest.approx(true.E, rel=0.02)
