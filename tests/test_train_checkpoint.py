@@ -57,28 +57,34 @@ CHILD = textwrap.dedent("""
                       micro_batch_rows=4, steps=steps, lr=3e-3, warmup_steps=2, log_every=1,
                       checkpoint_every=every, out_dir=out, keep_checkpoints=10)
     loader = PackedLoader(shards, LoaderConfig(seq_len=64, batch_rows=4, seed=5))
-    # slow steps so the parent can kill the run between two checkpoints
-    train(cfg, loader, on_step=lambda step, loss: time.sleep(0.15))
+    # two steps after the first checkpoint, wait to be killed: the kill lands between two
+    # checkpoints, after steps that no checkpoint holds (on_step runs before a step is logged)
+    train(cfg, loader, on_step=lambda step, loss: time.sleep(600) if step == every + 2 else None)
 """)
 
 
 def test_resume_after_sigkill_is_bit_exact(shards, tmp_path):
-    straight = train(_config(), _loader(shards))
     out = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(ROOT / "python")}
     proc = subprocess.Popen([sys.executable, "-c", CHILD, str(shards), str(out), str(STEPS),
                              str(EVERY)], env=env, stderr=subprocess.PIPE)
-    first = out / "checkpoints" / f"step_{EVERY:06d}" / "meta.json"
-    deadline = time.time() + 120
-    while not first.exists():
-        assert proc.poll() is None, proc.stderr.read().decode()
-        assert time.time() < deadline, "the child wrote no checkpoint in 120 s"
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    try:
+        straight = train(_config(), _loader(shards))      # while the child starts up
+        after = out / "metrics.jsonl"
+        deadline = time.time() + 300
+        # the child logs step EVERY + 1 after its first checkpoint, then waits to be killed
+        while not (after.exists() and f'"step": {EVERY + 1},' in after.read_text()):
+            assert proc.poll() is None, proc.stderr.read().decode()
+            assert time.time() < deadline, f"the child did not reach step {EVERY + 1} in 300 s"
+            time.sleep(0.02)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
     found = ckpt.latest(out)
     killed_at = json.loads((found / "meta.json").read_text())["step"]
-    assert EVERY <= killed_at < STEPS                    # a real interruption, not a finished run
+    assert killed_at == EVERY                   # killed two steps past it, before the next one
+    logged = [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert logged[-1] == EVERY + 1              # the lost step's line, cut back on resume
     resumed = train(_config(str(out)), _loader(shards))
     assert resumed.start_step == killed_at
     assert len(resumed.losses) == STEPS - killed_at
