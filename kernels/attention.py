@@ -33,7 +33,9 @@ Kernels (no atomics, so the interpreter runs them exactly):
 Precision: fp16/bf16 (or fp32) in, fp32 accumulation, P and dS rounded to the input dtype
 before their matmuls (as FlashAttention-2). fp32 inputs use IEEE fp32 dots (no TF32).
 Under ``TRITON_INTERPRET=1`` (set before this module is imported) every dot runs in fp32,
-because the interpreter multiplies bf16 bit patterns wrongly (docs: DESIGN.md, "Triton on CPU").
+because the interpreter multiplies bf16 bit patterns wrongly (docs/attention.md, "Testing on
+the CPU"). Shared pieces of the three kernels are ``@triton.jit`` helpers, inlined by Triton
+(docs/attention.md, "Kernel structure").
 """
 from __future__ import annotations
 
@@ -106,6 +108,69 @@ _KEY = ["HEAD_DIM", "CAUSAL", "GROUP", "PREC", "seq_bucket"]
 
 
 @triton.jit
+def _seq_bounds(cu_q, cu_k, b):
+    """(first query token, query length, first key token, key length) of sequence ``b``."""
+    q_start = tl.load(cu_q + b)
+    len_q = tl.load(cu_q + b + 1) - q_start
+    k_start = tl.load(cu_k + b)
+    len_k = tl.load(cu_k + b + 1) - k_start
+    return q_start, len_q, k_start, len_k
+
+
+@triton.jit
+def _key_range(m0, len_q, len_k, CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr,
+               BLOCK_N: tl.constexpr):
+    """Keys of the query block starting at local row ``m0``: ``(shift, full_end, hi)``, with
+    ``shift = len_k - len_q`` (bottom-right causal alignment; 0 when not causal). Key blocks in
+    ``[0, full_end)`` are visible to every row of the block and run without masks; the keys in
+    ``[full_end, hi)`` are visible to some row and run masked; keys from ``hi`` on are hidden
+    from the whole block and never visited."""
+    if CAUSAL:
+        shift = len_k - len_q
+        hi = tl.maximum(tl.minimum(len_k, m0 + BLOCK_M + shift), 0)
+        full = tl.maximum(tl.minimum(len_k, m0 + shift + 1), 0)
+    else:
+        shift = 0
+        hi = len_k
+        full = len_k
+    return shift, (full // BLOCK_N) * BLOCK_N, hi
+
+
+@triton.jit
+def _lse_log2(lse):
+    """A row's log-sum-exp in the log2 domain of the scores. ``-inf`` marks a row that sees
+    no key; ``+inf`` there makes its P (and so dS) exactly 0."""
+    return tl.where(lse == float("-inf"), float("inf"), lse * 1.4426950408889634)
+
+
+@triton.jit
+def _scores(x, yt, q_pos, k_pos, k_ok, shift, qk_scale, MASK: tl.constexpr,
+            CAUSAL: tl.constexpr, DOT_T: tl.constexpr, PREC: tl.constexpr):
+    """The score tile ``x @ yt`` in the log2 domain (``qk_scale`` includes log2(e)): queries x
+    keys when ``x`` is Q, keys x queries (transposed) when ``x`` is K. With ``MASK``, ``-inf``
+    where a key is hidden: ``k_ok`` false (past the sequence) or, ``CAUSAL``, the key after the
+    query's diagonal (``k_pos > q_pos + shift``). ``q_pos``, ``k_pos`` and ``k_ok`` come
+    broadcastable to the tile's orientation."""
+    s = tl.dot(x.to(DOT_T), yt.to(DOT_T), input_precision=PREC) * qk_scale
+    if MASK:
+        ok = k_ok
+        if CAUSAL:
+            ok = ok & (k_pos <= q_pos + shift)
+        s = tl.where(ok, s, float("-inf"))
+    return s
+
+
+@triton.jit
+def _probs(x, yt, q_pos, k_pos, k_ok, lse2, shift, qk_scale, MASK: tl.constexpr,
+           CAUSAL: tl.constexpr, DOT_T: tl.constexpr, PREC: tl.constexpr):
+    """Backward: the softmax probabilities P = exp2(S - lse2) of a tile recomputed from the
+    saved log-sum-exp (``lse2`` from :func:`_lse_log2`, broadcastable over the key axis);
+    arguments and orientation as :func:`_scores`. Hidden keys get P = 0."""
+    return tl.math.exp2(_scores(x, yt, q_pos, k_pos, k_ok, shift, qk_scale, MASK, CAUSAL,
+                                DOT_T, PREC) - lse2)
+
+
+@triton.jit
 def _fwd_blocks(acc, l_i, m_i, q, k_base, v_base, stride_kt, stride_vt, offs_m, offs_d,
                 lo, hi, len_k, shift, qk_scale,
                 MASK: tl.constexpr, CAUSAL: tl.constexpr, BLOCK_N: tl.constexpr,
@@ -116,19 +181,16 @@ def _fwd_blocks(acc, l_i, m_i, q, k_base, v_base, stride_kt, stride_vt, offs_m, 
         offs_n = start_n + offs_n0
         kt_ptrs = k_base + offs_n[None, :] * stride_kt + offs_d[:, None]     # (D, BLOCK_N)
         v_ptrs = v_base + offs_n[:, None] * stride_vt + offs_d[None, :]      # (BLOCK_N, D)
+        kmask = offs_n < len_k
         if MASK:
-            kmask = offs_n < len_k
             kt = tl.load(kt_ptrs, mask=kmask[None, :], other=0.0)
             v = tl.load(v_ptrs, mask=kmask[:, None], other=0.0)
         else:
             kt = tl.load(kt_ptrs)
             v = tl.load(v_ptrs)
-        s = tl.dot(q.to(DOT_T), kt.to(DOT_T), input_precision=PREC) * qk_scale
+        s = _scores(q, kt, offs_m[:, None], offs_n[None, :], kmask[None, :], shift,
+                    qk_scale, MASK, CAUSAL, DOT_T, PREC)
         if MASK:
-            ok = kmask[None, :]
-            if CAUSAL:
-                ok = ok & (offs_n[None, :] <= offs_m[:, None] + shift)
-            s = tl.where(ok, s, float("-inf"))
             m_new = tl.maximum(m_i, tl.max(s, 1))
             # a row with every key masked so far keeps m = -inf; subtract 0 instead (p = 0)
             m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
@@ -154,10 +216,7 @@ def _fwd_kernel(Q, K, V, O, LSE, cu_q, cu_k, qk_scale, seq_bucket,
     start_m = tl.num_programs(0) - 1 - tl.program_id(0)
     h = tl.program_id(1)
     b = tl.program_id(2)
-    q_start = tl.load(cu_q + b)
-    len_q = tl.load(cu_q + b + 1) - q_start
-    k_start = tl.load(cu_k + b)
-    len_k = tl.load(cu_k + b + 1) - k_start
+    q_start, len_q, k_start, len_k = _seq_bounds(cu_q, cu_k, b)
     m0 = start_m * BLOCK_M
     if m0 < len_q:
         offs_m = m0 + tl.arange(0, BLOCK_M)
@@ -168,16 +227,7 @@ def _fwd_kernel(Q, K, V, O, LSE, cu_q, cu_k, qk_scale, seq_bucket,
         hk = h // GROUP
         k_base = K + k_start * stride_kt + hk * stride_kh
         v_base = V + k_start * stride_vt + hk * stride_vh
-        if CAUSAL:
-            shift = len_k - len_q
-            # keys [0, full) are visible to every row of the block, [0, hi) to some row
-            hi = tl.maximum(tl.minimum(len_k, m0 + BLOCK_M + shift), 0)
-            full = tl.maximum(tl.minimum(len_k, m0 + shift + 1), 0)
-        else:
-            shift = 0
-            hi = len_k
-            full = len_k
-        full_end = (full // BLOCK_N) * BLOCK_N
+        shift, full_end, hi = _key_range(m0, len_q, len_k, CAUSAL, BLOCK_M, BLOCK_N)
         m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
         l_i = tl.zeros([BLOCK_M], tl.float32)
         acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
@@ -206,20 +256,15 @@ def _bwd_dq_blocks(dq, q, do, lse2, delta, k_base, v_base, stride_kt, stride_vt,
         offs_n = start_n + offs_n0
         k_ptrs = k_base + offs_n[:, None] * stride_kt + offs_d[None, :]      # (BLOCK_N, D)
         v_ptrs = v_base + offs_n[:, None] * stride_vt + offs_d[None, :]
+        kmask = offs_n < len_k
         if MASK:
-            kmask = offs_n < len_k
             k = tl.load(k_ptrs, mask=kmask[:, None], other=0.0)
             v = tl.load(v_ptrs, mask=kmask[:, None], other=0.0)
         else:
             k = tl.load(k_ptrs)
             v = tl.load(v_ptrs)
-        s = tl.dot(q.to(DOT_T), tl.trans(k).to(DOT_T), input_precision=PREC) * qk_scale
-        if MASK:
-            ok = kmask[None, :]
-            if CAUSAL:
-                ok = ok & (offs_n[None, :] <= offs_m[:, None] + shift)
-            s = tl.where(ok, s, float("-inf"))
-        p = tl.math.exp2(s - lse2[:, None])
+        p = _probs(q, tl.trans(k), offs_m[:, None], offs_n[None, :], kmask[None, :],
+                   lse2[:, None], shift, qk_scale, MASK, CAUSAL, DOT_T, PREC)
         dp = tl.dot(do.to(DOT_T), tl.trans(v).to(DOT_T), input_precision=PREC)
         ds = p * (dp - delta[:, None])
         dq = tl.dot(ds.to(k.dtype).to(DOT_T), k.to(DOT_T), dq, input_precision=PREC)
@@ -236,10 +281,7 @@ def _bwd_dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, cu_q, cu_k, qk_scale, sm_scale, 
     start_m = tl.num_programs(0) - 1 - tl.program_id(0)
     h = tl.program_id(1)
     b = tl.program_id(2)
-    q_start = tl.load(cu_q + b)
-    len_q = tl.load(cu_q + b + 1) - q_start
-    k_start = tl.load(cu_k + b)
-    len_k = tl.load(cu_k + b + 1) - k_start
+    q_start, len_q, k_start, len_k = _seq_bounds(cu_q, cu_k, b)
     m0 = start_m * BLOCK_M
     if m0 < len_q:
         offs_m = m0 + tl.arange(0, BLOCK_M)
@@ -253,20 +295,11 @@ def _bwd_dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, cu_q, cu_k, qk_scale, sm_scale, 
                      mask=row_ok[:, None], other=0.0)
         lse = tl.load(LSE + h * stride_lh + q_start + offs_m, mask=row_ok, other=0.0)
         delta = tl.load(DELTA + h * stride_lh + q_start + offs_m, mask=row_ok, other=0.0)
-        # lse = -inf marks a row with no visible key: +inf makes its P (and dS) exactly 0
-        lse2 = tl.where(lse == float("-inf"), float("inf"), lse * 1.4426950408889634)
+        lse2 = _lse_log2(lse)
         hk = h // GROUP
         k_base = K + k_start * stride_kt + hk * stride_kh
         v_base = V + k_start * stride_vt + hk * stride_vh
-        if CAUSAL:
-            shift = len_k - len_q
-            hi = tl.maximum(tl.minimum(len_k, m0 + BLOCK_M + shift), 0)
-            full = tl.maximum(tl.minimum(len_k, m0 + shift + 1), 0)
-        else:
-            shift = 0
-            hi = len_k
-            full = len_k
-        full_end = (full // BLOCK_N) * BLOCK_N
+        shift, full_end, hi = _key_range(m0, len_q, len_k, CAUSAL, BLOCK_M, BLOCK_N)
         dq = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
         dq = _bwd_dq_blocks(dq, q, do, lse2, delta, k_base, v_base, stride_kt, stride_vt,
                             offs_m, offs_d, 0, full_end, len_k, shift, qk_scale,
@@ -297,11 +330,9 @@ def _bwd_dkdv_blocks(dk, dv, k, v, q_base, do_base, lse_base, delta_base,
                      mask=row_ok[:, None], other=0.0)
         lse = tl.load(lse_base + offs_m, mask=row_ok, other=0.0)
         delta = tl.load(delta_base + offs_m, mask=row_ok, other=0.0)
-        lse2 = tl.where(lse == float("-inf"), float("inf"), lse * 1.4426950408889634)
-        st = tl.dot(k.to(DOT_T), tl.trans(q).to(DOT_T), input_precision=PREC) * qk_scale  # (N, M)
-        if MASK:
-            st = tl.where(offs_n[:, None] <= offs_m[None, :] + shift, st, float("-inf"))
-        pt = tl.math.exp2(st - lse2[None, :])
+        # k_ok = True: keys past len_k need no mask (see above)
+        pt = _probs(k, tl.trans(q), offs_m[None, :], offs_n[:, None], True,
+                    _lse_log2(lse)[None, :], shift, qk_scale, MASK, CAUSAL, DOT_T, PREC)  # (N, M)
         dv = tl.dot(pt.to(do.dtype).to(DOT_T), do.to(DOT_T), dv, input_precision=PREC)
         dpt = tl.dot(v.to(DOT_T), tl.trans(do).to(DOT_T), input_precision=PREC)
         dst = pt * (dpt - delta[None, :])
@@ -320,10 +351,7 @@ def _bwd_dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV, cu_q, cu_k, qk_scale, sm_s
     start_n = tl.num_programs(0) - 1 - tl.program_id(0)
     hk = tl.program_id(1)
     b = tl.program_id(2)
-    q_start = tl.load(cu_q + b)
-    len_q = tl.load(cu_q + b + 1) - q_start
-    k_start = tl.load(cu_k + b)
-    len_k = tl.load(cu_k + b + 1) - k_start
+    q_start, len_q, k_start, len_k = _seq_bounds(cu_q, cu_k, b)
     n0 = start_n * BLOCK_N
     if n0 < len_k:
         offs_n = n0 + tl.arange(0, BLOCK_N)

@@ -3,10 +3,10 @@ CPU path, bit-identical, documents per second.
 
 Corpus: 20,000 synthetic documents of 300 Zipf-distributed words (~2 KB each, ~40 MB; 5% of
 the vocabulary non-ASCII), 128 permutations, word 5-grams, seed 1 — the sizes of the MinHash
-reference numbers in DESIGN.md. Rows: the CPU path (all cores), the GPU path end to end
-(shingling and hashing on the CPU, permutations on the GPU, result copied back), and the
-kernel alone on pre-hashed shingles already on the GPU. Each timing is the median of 3 runs
-after one warm-up run (which also compiles the kernel).
+reference numbers in docs/architecture.md ("Reference numbers"). Rows: the CPU path (all
+cores), the GPU path end to end (shingling and hashing on the CPU, permutations on the GPU,
+result copied back), and the kernel alone on pre-hashed shingles already on the GPU. Each
+timing is the median of 3 runs after one warm-up run (which also compiles the kernel).
 Needs the C++ extension (``fastsynth._native``) for the CPU side.
 """
 from __future__ import annotations

@@ -3,9 +3,9 @@
 Discovers the modules beside this file (``benchmarks/gpu/<name>.py``, not starting with ``_``);
 each exposes ``run(device) -> list[dict]`` (rows of the table; a ``deadline`` keyword, a
 ``time.monotonic()`` value, is passed when the function accepts one) — the contract in
-DESIGN.md. Runs them in name order on ``cuda:0``, prints one Markdown table (paste it into
-benchmarks/RESULTS.md with the card, versions and date printed above it) and writes every row
-plus the machine facts as JSON.
+docs/attention.md, "The GPU check suite". Runs them in name order on ``cuda:0``, prints one
+Markdown table (paste it into benchmarks/RESULTS.md with the card, versions and date printed
+above it) and writes every row plus the machine facts as JSON.
 
 Sized for one run on one H100 in under 4 minutes (``--budget-s``: a check that would start
 after the budget is skipped and listed). Without CUDA it prints why and exits 0 (a GPU CI job
