@@ -132,8 +132,10 @@ class _Candidates:
 
 def _candidates_on(executor, records: list[dict], args: argparse.Namespace, cfg, gen):
     """Every document batch's candidates made as parts on ``executor`` (an actor pool under
-    Ray) into ``OUT/gen/docs/``; batches already there for these settings are skipped.
-    Returns that folder, for :func:`fastsynth.synth.synthesize`'s ``pregenerated``."""
+    Ray) into ``OUT/gen/candidates/docs/``; batches already there for these settings, or
+    already finished in the synthesis run at OUT, are skipped. Returns that folder, for
+    :func:`fastsynth.synth.synthesize`'s ``pregenerated``."""
+    import json
     from pathlib import Path
 
     from fastsynth.run.stage import Part
@@ -149,7 +151,14 @@ def _candidates_on(executor, records: list[dict], args: argparse.Namespace, cfg,
     docs, _ = fit_documents(records, cfg.max_doc_chars, cfg.on_long, cfg.max_chunks)
     batches = doc_batches(docs, cfg)
     folder = work / "candidates" / "docs"
-    todo = [b for b in batches if load_candidates(folder, b[0], candidates_key(b[1], b[2], b[3], cfg, gen)) is None]
+    finished: set[str] = set()
+    if not args.overwrite and (Path(args.output) / "manifest.json").exists():
+        try:
+            finished = set(json.loads((Path(args.output) / "manifest.json").read_text())["parts"])
+        except (ValueError, KeyError):
+            finished = set()  # synthesize names the damaged manifest itself
+    todo = [b for b in batches if b[0] not in finished
+            and load_candidates(folder, b[0], candidates_key(b[1], b[2], b[3], cfg, gen)) is None]
     stage.write_batch_inputs(work / "input", todo)
     parts = [Part(str(work), "candidates", "docs", b[0], (f"input/{b[0]}.parquet",)) for b in todo]
     config = _Candidates(args.backend, args.model, args.base_url, args.cache_dir, cfg)
