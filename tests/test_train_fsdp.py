@@ -56,14 +56,19 @@ WORKER = textwrap.dedent("""
     # export the sharded model: collective, rank 0 writes, both return once it is complete
     tok = train_bpe(json.loads(sys.argv[3]), 320)
     folder = export(again.model, os.path.join(out, "model"), tokenizer=tok)
-    files = sorted(os.listdir(folder))       # seen by rank 1 too: the barrier came first
+    files = sorted(os.listdir(folder))       # seen by rank 1 too: rank 0's outcome came first
+    try:                                     # rank 0 cannot write there (a file, not a folder)
+        export(again.model, os.path.join(out, "..", "blocker"))
+        failed = None
+    except Exception as e:
+        failed = f"{type(e).__name__}: {e}"
     # `fastsynth train` under the same two ranks: shards read per rank, export at the end
     from fastsynth.cli import main
     assert main(["train", sys.argv[4], "-o", os.path.join(out, "cli")]) == 0
     with open(os.path.join(out, f"result{os.environ['RANK']}.json"), "w") as f:
         json.dump({"losses": r.losses, "start": r.start_step, "eval": r.eval_loss,
                    "resumed_losses": again.losses, "resumed_start": again.start_step,
-                   "export_files": files}, f)
+                   "export_files": files, "failed_export": failed}, f)
     dist.destroy_process_group()
 """)
 
@@ -118,6 +123,7 @@ def test_fsdp2_two_cpu_ranks_match_one_process_resume_from_dcp_and_export(tmp_pa
 
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
+    (tmp_path / "blocker").write_text("a file where the export's folder would go")
     out = tmp_path / "run"
     shards = markov_shards(tmp_path / "shards", n_docs=60)
     cli_config = tmp_path / "cli.toml"
@@ -149,6 +155,10 @@ def test_fsdp2_two_cpu_ranks_match_one_process_resume_from_dcp_and_export(tmp_pa
     assert sharded["export_files"] == expected
     assert json.loads((out / "result1.json").read_text())["export_files"] == expected
     assert sorted(p.name for p in (out / "model").iterdir()) == expected
+    # a write that fails on rank 0 raises on every rank (none waits forever or returns)
+    assert sharded["failed_export"].startswith("FileExistsError")
+    rank1 = json.loads((out / "result1.json").read_text())["failed_export"]
+    assert rank1.startswith("FastsynthError: rank 0 could not write") and "FileExistsError" in rank1
 
     # offline export of the step-4 DCP checkpoint (no process group): the same tensors
     from_dcp = export_checkpoint(step4, tmp_path / "from_dcp")

@@ -7,7 +7,7 @@ Three sources (docs/training.md, "Export"):
 - a model in this process (:func:`export`);
 - a model sharded with FSDP2 (``fully_shard``) across a process group: every rank calls
   :func:`export`; the full weights are gathered to rank 0's CPU memory, rank 0 writes, the
-  other ranks wait at a barrier;
+  other ranks wait for its outcome;
 - a checkpoint folder (``OUT/checkpoints/step_NNNNNN``), offline and without a process group
   (:func:`export_checkpoint`): ``state.pt`` of a one-process run or ``dcp/`` of an FSDP run.
 
@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from fastsynth.errors import ConfigError, InputError
+from fastsynth.errors import ConfigError, FastsynthError, InputError
 from fastsynth.model.hf import save_hf
 from fastsynth.model.llama import Llama
 from fastsynth.model.tokenizer import END_OF_TURN, Tokenizer
@@ -84,8 +84,9 @@ def export(model: torch.nn.Module, out_dir: str | os.PathLike, *, tokenizer: Any
     ``dtype``: the stored weight dtype (default: the model's). Returns the folder.
 
     Under FSDP2 (the model's parameters are DTensors) this is collective: call it on every
-    rank; rank 0 gathers the full weights into CPU memory and writes, the others wait at a
-    barrier, so no rank returns before the folder is complete. The files are written as
+    rank; rank 0 gathers the full weights into CPU memory and writes, the others wait for
+    its outcome, so no rank returns before the folder is complete, and if rank 0 fails every
+    rank raises. The files are written as
     :func:`fastsynth.model.save_hf` does: each one to a temporary sibling and renamed,
     ``config.json`` last (a folder without it is an unfinished export).
     """
@@ -98,13 +99,20 @@ def export(model: torch.nn.Module, out_dir: str | os.PathLike, *, tokenizer: Any
         save_hf(model, out, tokenizer=tok, dtype=dtype)
         return out
     plain = _unsharded(model)
-    try:
-        if plain is not None:
+    error: BaseException | None = None
+    if plain is not None:
+        try:
             save_hf(plain, out, tokenizer=tok, dtype=dtype)
-    finally:
-        # a failed write on rank 0 must not leave the others waiting forever: they pass
-        # the barrier too and rank 0 raises
-        torch.distributed.barrier()
+        except Exception as e:      # re-raised below, once the other ranks know
+            error = e
+    # rank 0's outcome reaches every rank (this is also the barrier): a failed write must
+    # neither leave the others waiting nor let them return as if the folder were complete
+    outcome = [None if error is None else f"{type(error).__name__}: {error}"]
+    torch.distributed.broadcast_object_list(outcome, src=0)
+    if error is not None:
+        raise error
+    if outcome[0] is not None:
+        raise FastsynthError(f"rank 0 could not write the export to {out}: {outcome[0]}")
     return out
 
 
