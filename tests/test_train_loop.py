@@ -94,10 +94,11 @@ def _concat(a: dict, b: dict) -> dict:
 
 def test_gradient_accumulation_equals_one_large_batch():
     src, _ = make_data(rows=2)
-    pairs = [_concat(src.batches[2 * i], src.batches[2 * i + 1]) for i in range(6)]
-    one = train(tiny_config(steps=6, micro_batch_rows=4, grad_accum=1), ListSource(pairs))
-    acc = train(tiny_config(steps=6, micro_batch_rows=2, grad_accum=2),
-                ListSource(src.batches[:12]))
+    # 3 optimizer steps at three learning rates (two of warm-up, one of decay)
+    pairs = [_concat(src.batches[2 * i], src.batches[2 * i + 1]) for i in range(3)]
+    one = train(tiny_config(steps=3, micro_batch_rows=4, grad_accum=1), ListSource(pairs))
+    acc = train(tiny_config(steps=3, micro_batch_rows=2, grad_accum=2),
+                ListSource(src.batches[:6]))
     assert one.losses == pytest.approx(acc.losses, rel=1e-5)
     for (n, p), (_, q) in zip(one.model.named_parameters(), acc.model.named_parameters()):
         torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-6, msg=n)
