@@ -3,11 +3,14 @@
 Both train the same model (fastsynth Llama, 2 layers x 64, vocabulary 1,024; built and
 initialised the same way), on the same packed batches (4 rows x 256 tokens, real
 ``fastsynth.train.pack`` output of Markov-chain documents), with the same attention backend
-(``sdpa``, whose varlen path runs self-attention per segment), AdamW (0.9, 0.95, weight decay 0.1 on matrices) and global-norm clipping at 1.0, for
-``STEPS`` optimizer steps in fp32 on the CPU. The anchor is the loop everyone writes first:
-full logits, ``F.cross_entropy``, ``backward``, ``clip_grad_norm_``, ``step``. The candidate
-adds what the issue asks of a training loop (chunked LM head + CE, schedule, metrics, NaN
-checks, token accounting); it must not be slower (issue 13 target: >= 1.0x).
+(``sdpa``, whose varlen path runs self-attention per segment), AdamW (0.9, 0.95, weight
+decay 0.1 on matrices) and global-norm clipping at 1.0, for ``STEPS`` optimizer steps in fp32
+on the CPU. The anchor is the loop everyone writes first: full logits, ``F.cross_entropy``,
+``backward``, ``clip_grad_norm_``, ``step``, with torch's default AdamW implementation; the
+candidate uses its fused one (``build_optimizer``), worth ~10% of the anchor's time at load
+~13 (benchmarks/RESULTS.md, 2026-11-26 18:02 UTC). The candidate adds what the issue asks of
+a training loop (chunked LM head + CE, schedule, metrics, NaN checks, token accounting); it
+must not be slower (issue 13 target: >= 1.0x).
 
 Gated in floors.toml as ``train_loop_vs_plain_torch`` (ratio = anchor time / candidate time).
 """
