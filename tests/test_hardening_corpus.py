@@ -165,7 +165,7 @@ def test_gzip_member_failing_its_crc_rejects_its_records(tmp_path):
 
 
 def test_gzip_member_larger_than_the_buffer_is_checked_then_decoded(tmp_path, monkeypatch):
-    """Members past GZIP_MEMBER_BUFFER take the check-then-decode path (bounded memory)."""
+    """Members past MEMBER_BUFFER take the check-then-decode path (bounded memory)."""
     monkeypatch.setattr(compressed_mod, "MEMBER_BUFFER", 4096)
     objs = [{"text": f"line {i} " + "x" * (i % 97)} for i in range(3000)]
     path = tmp_path / "big.jsonl.gz"
