@@ -118,6 +118,21 @@ def _seq_bounds(cu_q, cu_k, b):
 
 
 @triton.jit
+def _load_rows(base, rows, stride_t, head, offs_d, ok):
+    """The ``(len(rows), D)`` tile of tokens ``rows`` of one head: element ``d`` of token ``t``
+    at ``base + t * stride_t + head + d``; rows where ``ok`` is false read 0."""
+    return tl.load(base + rows[:, None] * stride_t + head + offs_d[None, :], mask=ok[:, None],
+                   other=0.0)
+
+
+@triton.jit
+def _store_rows(base, rows, stride_t, head, offs_d, ok, value):
+    """Store ``value`` into the tile :func:`_load_rows` reads, rows where ``ok`` is true."""
+    tl.store(base + rows[:, None] * stride_t + head + offs_d[None, :],
+             value.to(base.dtype.element_ty), mask=ok[:, None])
+
+
+@triton.jit
 def _key_range(m0, len_q, len_k, CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr,
                BLOCK_N: tl.constexpr):
     """Keys of the query block starting at local row ``m0``: ``(shift, full_end, hi)``, with
@@ -222,8 +237,7 @@ def _fwd_kernel(Q, K, V, O, LSE, cu_q, cu_k, qk_scale, seq_bucket,
         offs_m = m0 + tl.arange(0, BLOCK_M)
         offs_d = tl.arange(0, HEAD_DIM)
         row_ok = offs_m < len_q
-        q = tl.load(Q + (q_start + offs_m)[:, None] * stride_qt + h * stride_qh + offs_d[None, :],
-                    mask=row_ok[:, None], other=0.0)
+        q = _load_rows(Q, q_start + offs_m, stride_qt, h * stride_qh, offs_d, row_ok)
         hk = h // GROUP
         k_base = K + k_start * stride_kt + hk * stride_kh
         v_base = V + k_start * stride_vt + hk * stride_vh
@@ -241,8 +255,7 @@ def _fwd_kernel(Q, K, V, O, LSE, cu_q, cu_k, qk_scale, seq_bucket,
         l_safe = tl.where(empty, 1.0, l_i)
         out = acc / l_safe[:, None]
         lse = tl.where(empty, float("-inf"), (m_i + tl.math.log2(l_safe)) * 0.6931471805599453)
-        tl.store(O + (q_start + offs_m)[:, None] * stride_ot + h * stride_oh + offs_d[None, :],
-                 out.to(O.dtype.element_ty), mask=row_ok[:, None])
+        _store_rows(O, q_start + offs_m, stride_ot, h * stride_oh, offs_d, row_ok, out)
         tl.store(LSE + h * stride_lh + q_start + offs_m, lse, mask=row_ok)
 
 
@@ -287,12 +300,10 @@ def _bwd_dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, cu_q, cu_k, qk_scale, sm_scale, 
         offs_m = m0 + tl.arange(0, BLOCK_M)
         offs_d = tl.arange(0, HEAD_DIM)
         row_ok = offs_m < len_q
-        rows = (q_start + offs_m)[:, None]
+        rows = q_start + offs_m
         # rows past the sequence load q = dO = 0, lse = delta = 0: their dS is exactly 0
-        q = tl.load(Q + rows * stride_qt + h * stride_qh + offs_d[None, :],
-                    mask=row_ok[:, None], other=0.0)
-        do = tl.load(DO + rows * stride_dot + h * stride_doh + offs_d[None, :],
-                     mask=row_ok[:, None], other=0.0)
+        q = _load_rows(Q, rows, stride_qt, h * stride_qh, offs_d, row_ok)
+        do = _load_rows(DO, rows, stride_dot, h * stride_doh, offs_d, row_ok)
         lse = tl.load(LSE + h * stride_lh + q_start + offs_m, mask=row_ok, other=0.0)
         delta = tl.load(DELTA + h * stride_lh + q_start + offs_m, mask=row_ok, other=0.0)
         lse2 = _lse_log2(lse)
@@ -307,8 +318,7 @@ def _bwd_dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, cu_q, cu_k, qk_scale, sm_scale, 
         dq = _bwd_dq_blocks(dq, q, do, lse2, delta, k_base, v_base, stride_kt, stride_vt,
                             offs_m, offs_d, full_end, hi, len_k, shift, qk_scale,
                             True, CAUSAL, BLOCK_N, DOT_T, PREC)
-        tl.store(DQ + rows * stride_dqt + h * stride_dqh + offs_d[None, :],
-                 (dq * sm_scale).to(DQ.dtype.element_ty), mask=row_ok[:, None])
+        _store_rows(DQ, rows, stride_dqt, h * stride_dqh, offs_d, row_ok, dq * sm_scale)
 
 
 @triton.jit
@@ -324,10 +334,8 @@ def _bwd_dkdv_blocks(dk, dv, k, v, q_base, do_base, lse_base, delta_base,
     for start_m in range(lo, hi, BLOCK_M):
         offs_m = start_m + offs_m0
         row_ok = offs_m < len_q
-        q = tl.load(q_base + offs_m[:, None] * stride_qt + offs_d[None, :],
-                    mask=row_ok[:, None], other=0.0)
-        do = tl.load(do_base + offs_m[:, None] * stride_dot + offs_d[None, :],
-                     mask=row_ok[:, None], other=0.0)
+        q = _load_rows(q_base, offs_m, stride_qt, 0, offs_d, row_ok)
+        do = _load_rows(do_base, offs_m, stride_dot, 0, offs_d, row_ok)
         lse = tl.load(lse_base + offs_m, mask=row_ok, other=0.0)
         delta = tl.load(delta_base + offs_m, mask=row_ok, other=0.0)
         # k_ok = True: keys past len_k need no mask (see above)
@@ -357,11 +365,9 @@ def _bwd_dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV, cu_q, cu_k, qk_scale, sm_s
         offs_n = n0 + tl.arange(0, BLOCK_N)
         offs_d = tl.arange(0, HEAD_DIM)
         col_ok = offs_n < len_k
-        cols = (k_start + offs_n)[:, None]
-        k = tl.load(K + cols * stride_kt + hk * stride_kh + offs_d[None, :],
-                    mask=col_ok[:, None], other=0.0)
-        v = tl.load(V + cols * stride_vt + hk * stride_vh + offs_d[None, :],
-                    mask=col_ok[:, None], other=0.0)
+        cols = k_start + offs_n
+        k = _load_rows(K, cols, stride_kt, hk * stride_kh, offs_d, col_ok)
+        v = _load_rows(V, cols, stride_vt, hk * stride_vh, offs_d, col_ok)
         end_q = tl.cdiv(len_q, BLOCK_M) * BLOCK_M
         if CAUSAL:
             shift = len_k - len_q
@@ -389,10 +395,8 @@ def _bwd_dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV, cu_q, cu_k, qk_scale, sm_s
             dk, dv = _bwd_dkdv_blocks(dk, dv, k, v, q_base, do_base, lse_base, delta_base,
                                       stride_qt, stride_dot, offs_n, offs_d, full, end_q, len_q,
                                       shift, qk_scale, False, CAUSAL, BLOCK_M, DOT_T, PREC)
-        tl.store(DK + cols * stride_dkt + hk * stride_dkh + offs_d[None, :],
-                 (dk * sm_scale).to(DK.dtype.element_ty), mask=col_ok[:, None])
-        tl.store(DV + cols * stride_dvt + hk * stride_dvh + offs_d[None, :],
-                 dv.to(DV.dtype.element_ty), mask=col_ok[:, None])
+        _store_rows(DK, cols, stride_dkt, hk * stride_dkh, offs_d, col_ok, dk * sm_scale)
+        _store_rows(DV, cols, stride_dvt, hk * stride_dvh, offs_d, col_ok, dv)
 
 
 # ------------------------------------------------------------------------------ host side
