@@ -218,9 +218,14 @@ def _training(doc: Document, root: Path, order: list[str], stages: dict, figs: P
               "shown in their place.")
         return
     runs, fit = info["runs"], info["fit"]
-    doc.p(f"{len(runs)} runs on this run's mix: {info['unique_tokens']:,} unique training tokens, "
-          f"{info['heldout_tokens']:,} held-out tokens (documents held out by a hash of their id; "
-          "the BPE is trained on the training part only). N = non-embedding parameters, D = real "
+    data = info.get("data") or {}
+    made = (f"trained on the tokenize stage's shards as they are (tokenizer "
+            f"{str(data.get('tokenizer_fingerprint', ''))[:12]}, {data.get('vocab_size', 0):,} tokens; "
+            "a BPE trained on the mix sees the held-out documents' text too)"
+            if data.get("source") == "shards" else "the mix tokenized by the sweep")
+    doc.p(f"{len(runs)} runs on this run's mix, {made}: {info['unique_tokens']:,} unique training "
+          f"tokens, {info['heldout_tokens']:,} held-out tokens (documents held out by a hash of "
+          "their record id). N = non-embedding parameters, D = real "
           "training tokens, loss = held-out cross-entropy (nats/token) on the same batches for "
           f"every run. Sweep files: {info['files']['runs']}, {info['files']['fit']}, "
           f"{info['files'].get('html', '')}.")
