@@ -138,3 +138,42 @@ def test_progress_bar_only_on_a_terminal(tmp_path):
     res = fastsynth("score", src, "-o", tmp_path / "pipe", "--no-histogram")
     assert res.returncode == 0
     assert "doc/s" not in res.stderr and "%|" not in res.stderr  # quiet when not on a terminal
+
+
+def test_parts_path_resumes_after_a_failed_part_and_equals_the_streaming_path(tmp_path, monkeypatch):
+    """The path `--executor ray` takes (score as parts in OUT/.fastsynth-work), here on the
+    local executor: a part failing midway leaves the work directory; the same call again
+    runs only the parts not finished, then removes it; the files equal run_score's."""
+    from dataclasses import replace
+
+    from fastsynth.run.executor import LocalExecutor
+    from fastsynth.run.rundir import RunError
+    from fastsynth.run.score_job import run_score, run_score_parts
+    from fastsynth.run.stages import score as stage
+
+    src = tmp_path / "c.jsonl"
+    n_records = write_corpus(src)
+    ran: list[str] = []
+
+    def flaky(config, part):
+        ran.append(part.id)
+        if part.id == "00002" and fail:
+            raise OSError(5, "simulated I/O error")
+        return stage.score_part(config, part)
+
+    phase = replace(stage.STAGE.phases[0], fn=flaky)
+    monkeypatch.setattr(stage, "STAGE", replace(stage.STAGE, phases=(phase,)))
+    kw = dict(on_error="skip", write_kept=True, batch_size=2, histogram=False)
+    fail = True
+    with pytest.raises(RunError, match="part out/00002"):
+        run_score_parts(src, tmp_path / "parts", LocalExecutor(show_progress=False), **kw)
+    assert (tmp_path / "parts" / ".fastsynth-work" / "manifest.json").exists()
+    assert ran == ["00000", "00001", "00002"] and not (tmp_path / "parts" / "summary.json").exists()
+    fail, ran[:] = False, []
+    summary = run_score_parts(src, tmp_path / "parts", LocalExecutor(show_progress=False), **kw)
+    assert ran == ["00002"]  # 6 scored documents in parts of 2: 00000 and 00001 were kept
+    assert not (tmp_path / "parts" / ".fastsynth-work").exists()
+    run_score(src, tmp_path / "stream", **kw)
+    for name in ("scores.parquet", "kept.parquet", "rejects.jsonl"):
+        assert (tmp_path / "parts" / name).read_bytes() == (tmp_path / "stream" / name).read_bytes(), name
+    assert summary["counts"]["input_records"] == n_records and summary["settings"]["executor"] == "local"
