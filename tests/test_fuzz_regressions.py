@@ -72,6 +72,53 @@ def test_server_request_target_parses_as_the_server_does():
         assert outcomes[0] == outcomes[1], seed.name
 
 
+def test_shared_checks_fail_on_entry_points_that_break_them(tmp_path):
+    """The checks several targets share (fuzz/shared_checks.py) raise on each violation."""
+    import shared_checks as sc
+
+    def refuse():
+        raise ValueError("texts[1] holds a lone surrogate")
+
+    def refuse_unnamed():
+        raise ValueError("bad input")
+
+    with pytest.raises(harness.Finding, match="accepted_lone_surrogate"):
+        sc.call_refusing_lone_surrogates(lambda: [0.5, 0.5], ["ok", "\ud800"])
+    with pytest.raises(harness.Finding, match="refused_valid_input"):
+        sc.call_refusing_lone_surrogates(refuse, ["ok", "fine"])
+    with pytest.raises(harness.Finding, match="unnamed_item"):
+        sc.call_refusing_lone_surrogates(refuse_unnamed, ["ok", "\ud800"])
+    assert sc.call_refusing_lone_surrogates(refuse, ["ok", "\ud800"]) is None
+    assert sc.call_refusing_lone_surrogates(lambda: 7, ["ok", b"\xff"]) == 7
+
+    class Reader:  # a reader whose counts do not add up, or that raises
+        def __init__(self, stats, fail=False):
+            self.stats, self.fail = stats, fail
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def __iter__(self):
+            if self.fail:
+                raise RuntimeError("boom")
+            return iter([{"id": "a", "text": "t"}])
+
+    from fastsynth.corpus import ReadStats
+    with pytest.raises(harness.Finding, match="accounting"):
+        sc.read_accounted(lambda sink: Reader(ReadStats(read=2, yielded=1)))
+    with pytest.raises(harness.Finding, match="raised_in_skip_mode"):
+        sc.read_accounted(lambda sink: Reader(ReadStats(), fail=True))
+    path = tmp_path / "x.jsonl"
+    path.write_bytes(b'{"text": "a"}\nnot json\n')
+    items, stats, rejects = sc.read_accounted(
+        lambda sink: fs.corpus.read(path, on_error="skip", rejects=sink))
+    assert [r["text"] for r in items] == ["a"] and stats.rejected == len(rejects) == 1
+    assert sc.raise_mode_is_clean(path) is None                     # an InputError: clean
+
+
 def test_every_known_defect_has_its_xfail_test():
     here = sys.modules[__name__]
     for name in TARGETS:
