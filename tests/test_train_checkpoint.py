@@ -155,6 +155,8 @@ def test_cli_train_trains_exports_and_resumes(shards, tmp_path, capsys):
     assert all(torch.equal(exported[k], offline[k]) for k in exported)
     assert main(["train", str(cfg), "-o", str(out)]) == 0
     assert "nothing to train" in capsys.readouterr().err
+    assert main(["train", str(cfg), "-o", str(tmp_path / "empty"), "--export-only"]) == 2
+    assert f"{tmp_path / 'empty'} holds no checkpoint to export" in capsys.readouterr().err
     cfg.write_text(cfg.read_text().replace("steps = 4", "steps = 4\nlearning_rate = 1"))
     assert main(["train", str(cfg), "-o", str(out)]) == 2
     err = capsys.readouterr().err

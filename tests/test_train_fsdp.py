@@ -5,14 +5,15 @@ What torch 2.13 supports on the CPU and is tested here, in one start of the two 
 rank takes every other batch of the one stream, so a step equals one process with
 ``grad_accum=2``), evaluation, torch.distributed.checkpoint save + resume (bit-exact on the
 same world size), the HF export of the sharded model (gathered to rank 0) and of its
-``dcp/`` checkpoint (offline, no process group), and ``fastsynth train`` on token shards
-under two ranks with its export. bf16 mixed precision is not exercised (the
-CPU path trains in fp32).
+``dcp/`` checkpoint (offline, no process group), ``fastsynth train`` on token shards under
+two ranks with its export, and ``fastsynth train --export-only`` of its DCP checkpoint. bf16
+mixed precision is not exercised (the CPU path trains in fp32).
 """
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -186,9 +187,13 @@ def test_fsdp2_two_cpu_ranks_match_one_process_resume_from_dcp_and_export(tmp_pa
     assert "trained steps 1-2" in logs[0] and "trained steps" not in logs[1]
     assert f"model: {out / 'cli' / 'model'}" in logs[0]
     cli_model = load_file(out / "cli" / "model" / "model.safetensors")
-    cli_ckpt = load_file(export_checkpoint(out / "cli" / "checkpoints" / "step_000002",
-                                           tmp_path / "cli_dcp") / "model.safetensors")
+    shard_tok = json.loads((shards / "tokenizer.json").read_text())
+    assert json.loads((out / "cli" / "model" / "tokenizer.json").read_text()) == shard_tok
+    # `fastsynth train --export-only`, here in one process: OUT/model again, from the DCP
+    from fastsynth.cli import main
+    shutil.rmtree(out / "cli" / "model")
+    assert main(["train", str(cli_config), "-o", str(out / "cli"), "--export-only"]) == 0
+    cli_ckpt = load_file(out / "cli" / "model" / "model.safetensors")
     assert sorted(cli_model) == sorted(cli_ckpt)
     assert all(torch.equal(cli_model[k], cli_ckpt[k]) for k in cli_model)
-    assert json.loads((out / "cli" / "model" / "tokenizer.json").read_text()) == \
-        json.loads((shards / "tokenizer.json").read_text())
+    assert json.loads((out / "cli" / "model" / "tokenizer.json").read_text()) == shard_tok

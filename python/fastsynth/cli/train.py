@@ -7,6 +7,8 @@ Writes ``OUT/metrics.jsonl``, ``OUT/checkpoints/`` and ``OUT/model/`` (HF safete
 tokenizer, loadable by transformers and ``fastsynth generate --model OUT/model``). Rerunning
 resumes from the newest checkpoint. Under ``torchrun --nproc-per-node N`` the ranks shard
 the model with FSDP2, and the export gathers the full weights to rank 0, which writes them.
+``--export-only`` writes ``OUT/model`` from OUT's newest checkpoint without training, in one
+process, whatever world size wrote the checkpoint.
 """
 from __future__ import annotations
 
@@ -21,7 +23,11 @@ def register(sub: Any) -> None:
     p.add_argument("-o", "--out", help="output folder (overrides the file's out_dir)")
     p.add_argument("--no-resume", action="store_true",
                    help="start from scratch even if OUT holds checkpoints")
-    p.add_argument("--no-export", action="store_true", help="do not write OUT/model")
+    what = p.add_mutually_exclusive_group()
+    what.add_argument("--no-export", action="store_true", help="do not write OUT/model")
+    what.add_argument("--export-only", action="store_true",
+                      help="do not train: write OUT/model from OUT's newest checkpoint (one "
+                           "process, whatever world size wrote it)")
     p.set_defaults(func=run)
 
 
@@ -33,7 +39,8 @@ def run(args: argparse.Namespace) -> int:
 
     from fastsynth.errors import ConfigError
     from fastsynth.train.config import load_config
-    from fastsynth.train.export import export
+    from fastsynth.train import checkpoint as ckpt
+    from fastsynth.train.export import export, export_checkpoint
     from fastsynth.train.loader import LoaderConfig, PackedLoader
     from fastsynth.train.loop import train
 
@@ -42,6 +49,15 @@ def run(args: argparse.Namespace) -> int:
         config = config.replace(out_dir=str(Path(args.out).resolve()))
     if not config.out_dir:
         raise ConfigError(f"{args.config}: out_dir is not set; give -o/--out")
+    if args.export_only:
+        found = ckpt.latest(config.out_dir)
+        if found is None:
+            raise ConfigError(f"{config.out_dir} holds no checkpoint to export")
+        tok = config.tokenizer or (str(Path(config.data) / "tokenizer.json") if config.data
+                                   else None)
+        out = export_checkpoint(found, Path(config.out_dir) / "model", tokenizer=tok)
+        print(f"model: {out} (from {found})", file=sys.stderr)
+        return 0
     if not config.data:
         raise ConfigError(f"{args.config}: 'data' (a token shard folder) is required")
     rank = int(os.environ.get("RANK", "0"))
