@@ -14,7 +14,7 @@ lines. One decompressor call turns at most ``_GZIP_OUT`` bytes of output (gzip) 
 ``_ZSTD_IN`` bytes of input (zstd: its decompressor has no output bound; a frame of RLE
 blocks expands 4 bytes into 128 KiB, so 2 KiB of input is at most 64 MiB) into memory.
 
-Zstandard frames are read with the ``zstandard`` package (extra ``zstd``): pyarrow's zstd
+Zstandard frames are read with the ``zstandard`` package (a core dependency): pyarrow's zstd
 stream hides frame boundaries, so with it a damaged frame's lines could not be held back.
 """
 from __future__ import annotations

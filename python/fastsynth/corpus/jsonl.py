@@ -26,7 +26,7 @@ Conventions:
   that call, so the member's lines cannot be counted one by one). The rest of that file
   is not read (the next member's start cannot be trusted); reading goes on with the next
   file. A file that cannot be opened gives ``unreadable_file``. Reading ``.zst`` needs the
-  ``zstandard`` package (extra ``zstd``); without it ``read`` raises ``DependencyError``
+  ``zstandard`` package (a core dependency); were it missing, ``read`` raises ``DependencyError``
   before reading anything.
 * Every string in a yielded record (keys and values at any depth, not only the text and
   id) is valid UTF-8: an escape that encodes a lone surrogate anywhere is ``invalid_utf8``.
