@@ -18,8 +18,9 @@ def add_executor_arguments(parser: argparse.ArgumentParser | Any) -> None:
         if isinstance(parser, argparse.ArgumentParser) else parser
     g.add_argument("--executor", choices=EXECUTORS, default="local",
                    help="local: every part in this process; ray: one Ray task per part, on a local "
-                        "Ray started for the run (temp dir RUN_DIR/ray) or the cluster at --ray-address "
-                        "(needs the ray extra: pip install 'fastsynth[ray]')")
+                        "Ray started for the run (temp dir RUN_DIR/ray; for score/dedup/tokenize/synth: "
+                        "in their work directory beside OUT, docs/scale.md) or the cluster at "
+                        "--ray-address (needs the ray extra: pip install 'fastsynth[ray]')")
     g.add_argument("--ray-address", default=None, metavar="HOST:PORT",
                    help="an existing Ray cluster's address (HOST:PORT, ray://HOST:PORT or auto); its "
                         "workers need this fastsynth installed")
