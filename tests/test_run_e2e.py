@@ -155,7 +155,7 @@ def test_every_stage_accounted_for(setup):
     assert d["train_tokens"] + d["heldout_tokens"] == shards.n_tokens
     assert d["train_documents"] + d["heldout_documents"] == shards.n_docs
     assert info["unique_tokens"] == d["train_tokens"] > 0 and info["heldout_tokens"] == d["heldout_tokens"] > 0
-    assert all(r["key"]["corpus"] == d["source_path"] and r["key"]["tokenizer_fingerprint"] == shards.fingerprint
+    assert all(r["key"]["corpus"].startswith("shards:") and r["key"]["tokenizer_fingerprint"] == shards.fingerprint
                for r in runs)
     assert fit["n_points"] == 6 and fit["heldout"]["run"] in {r["name"] for r in runs}
     # every run wrote its training curve

@@ -132,6 +132,13 @@ def test_sweep_on_shards_equals_sweep_on_the_corpus_that_made_them(corpus, shard
     assert [(r["name"], r["n_tokens"], r["eval_loss"], r["final_train_loss"]) for r in runs] == \
            [(r["name"], r["n_tokens"], r["eval_loss"], r["final_train_loss"]) for r in ref.runs]
     assert fit["heldout"]["predicted_eval_loss"] == ref.fit["heldout"]["predicted_eval_loss"]
+    # the same shard set under another path (a run directory resumed from elsewhere) is the
+    # same data: nothing retrains or refits
+    import shutil
+    moved = shutil.copytree(shards, tmp_path / "moved")
+    again = sweep(tiny_sweep(moved), tmp_path / "o")
+    assert [r["seconds"] for r in again.runs] == [r["seconds"] for r in runs]
+    assert again.fit["fit_of"] == fit["fit_of"] and again.fit["seconds"] == fit["seconds"]
 
 
 def test_shard_inputs_are_checked(corpus, shards, tmp_path):

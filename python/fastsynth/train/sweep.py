@@ -224,6 +224,7 @@ class SweepData:
     heldout_documents: int = 0
     source: str = "corpus"
     source_path: str = ""
+    source_key: str = ""         # for a shard set: a hash of its content (_shards_key)
 
     def as_dict(self) -> dict[str, Any]:
         return {"source": self.source, "source_path": self.source_path,
@@ -298,9 +299,11 @@ def split_shards(source: Any, permille: int, train_dir: Path, heldout_dir: Path,
 
 
 def _shards_key(path: Path) -> dict[str, Any]:
-    """What identifies a shard set's content: its tokenizer, counts and shard checksums."""
+    """What identifies a shard set's content: its tokenizer, counts and shard checksums
+    (not its path: a run directory resumed under another path, or a copied set, is the
+    same data)."""
     m = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
-    return {"path": str(path.resolve()), "fingerprint": m.get("tokenizer_fingerprint"),
+    return {"fingerprint": m.get("tokenizer_fingerprint"),
             "documents": m.get("documents"), "tokens": m.get("tokens"),
             "shards": [(s.get("name"), s.get("bin_crc32")) for s in m.get("shards", [])]}
 
@@ -397,7 +400,9 @@ def prepare_data(config: SweepConfig, out: Path, show_progress: bool | None = No
                      vocab_size=train_set.vocab_size, train_documents=train_set.n_docs,
                      heldout_documents=held_set.n_docs,
                      source="shards" if from_shards else "corpus",
-                     source_path=str(config.corpus))
+                     source_path=str(config.corpus),
+                     source_key=(hashlib.sha256(json.dumps(key["shards"], sort_keys=True).encode())
+                                 .hexdigest()[:16] if from_shards else ""))
 
 
 def _eval_batches(config: SweepConfig, data: SweepData) -> list[dict[str, Any]]:
@@ -434,7 +439,9 @@ def _run_key(config: SweepConfig, size: SweepSize, budget: int, data: SweepData)
     return {"n_layers": size.n_layers, "hidden": size.hidden, "lr": size.lr, "budget": budget,
             "vocab": data.vocab_size, "seq_len": config.seq_len,
             "micro_batch_rows": config.micro_batch_rows, "seed": config.seed,
-            "corpus": config.corpus, "eval_corpus": config.eval_corpus,
+            # a shard set by its content, so a set read under another path is the same data
+            "corpus": f"shards:{data.source_key}" if data.source == "shards" else config.corpus,
+            "eval_corpus": config.eval_corpus,
             "tokenizer_fingerprint": data.fingerprint, "train_tokens": data.unique_tokens,
             "heldout_tokens": data.heldout_tokens,
             "heldout_permille": config.heldout_permille,
