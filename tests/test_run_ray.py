@@ -26,7 +26,8 @@ import ray  # the ray extra: scripts/test.sh installs it, so this test runs in C
 
 from fastsynth.errors import ConfigError  # noqa: E402
 from fastsynth.run.executor import LocalExecutor, run_stage  # noqa: E402
-from fastsynth.run.ray_executor import RayExecutor, check_address, log_path, temp_dir_for  # noqa: E402
+from fastsynth.run.ray_executor import (RayExecutor, check_address, log_path,  # noqa: E402
+                                        remove_fallback_temp_dir, temp_dir_for)
 from fastsynth.run.rundir import PartResult, RunDir, RunError  # noqa: E402
 from fastsynth.run.stage import Map, Part, Stage, View, one_to_one  # noqa: E402
 from fastsynth.run.stages import dedup, ingest, score  # noqa: E402
@@ -231,6 +232,9 @@ def test_long_run_dir_falls_back_to_short_temp_dir(tmp_path):
     assert (long / "ray").resolve() == got.resolve()
     short, none = temp_dir_for("/tmp/r")
     assert none is None and short == Path("/tmp/r/ray")
+    (got / "session_x").mkdir()
+    remove_fallback_temp_dir(long, got)      # what RayExecutor.shutdown does with it
+    assert not got.exists() and not (long / "ray").is_symlink()
 
 
 def test_local_ray_temp_dir_is_inside_the_run(executor, base):

@@ -37,6 +37,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import socket
 import sys
 import tempfile
@@ -143,6 +144,19 @@ def temp_dir_for(root: str | os.PathLike) -> tuple[Path, str | None]:
                    f"limit); its temp dir and logs are in {short}")
 
 
+def remove_fallback_temp_dir(root: str | os.PathLike, short: Path) -> None:
+    """Remove the short temp folder :func:`temp_dir_for` made outside the run (Ray's session
+    files and raylet logs; the parts' own logs live in the run directory) and the ``RUN/ray``
+    link to it, so that a finished run leaves nothing behind in the system temp dir."""
+    shutil.rmtree(short, ignore_errors=True)
+    link = Path(root).resolve() / "ray"
+    try:
+        if link.is_symlink() and Path(os.readlink(link)) == short:
+            link.unlink()
+    except OSError:
+        pass
+
+
 def check_address(address: str, timeout: float = 5.0) -> None:
     """ConfigError unless something accepts TCP connections at ``address``
     (``host:port`` or ``ray://host:port``); Ray itself would retry for minutes."""
@@ -189,6 +203,7 @@ class RayExecutor:
         self.temp_dir: Path | None = None
         self._started_here = False
         self._checked = False
+        self._fallback: tuple[Path, Path] | None = None   # (run root, short temp dir) to remove
 
     # -- cluster ------------------------------------------------------------------------
     def start(self, root: str | os.PathLike) -> None:
@@ -210,6 +225,7 @@ class RayExecutor:
             else:
                 self.temp_dir, note = temp_dir_for(root)
                 if note:
+                    self._fallback = (Path(root), self.temp_dir)
                     print(note, file=sys.stderr)
                 for attempt in (1, 2):
                     try:
@@ -232,6 +248,9 @@ class RayExecutor:
             _import_ray().shutdown()
             self._started_here = False
             self._checked = False
+        if self._fallback is not None:
+            remove_fallback_temp_dir(*self._fallback)
+            self._fallback = None
 
     def __enter__(self) -> "RayExecutor":
         return self
