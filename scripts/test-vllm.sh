@@ -69,7 +69,7 @@ PYEOF
 }
 
 echo "== synth through the in-process vllm backend"
-synth_run vllm-inprocess --backend vllm --model "$WORK/smollm2-hf"
+synth_run vllm-inprocess --backend vllm --model "$WORK/smollm2-hf" --engine-arg dtype=float32 --engine-arg max_model_len=2048
 
 echo "== synth through vLLM's OpenAI server + the openai backend"
 PORT=$("$PY" -c "import socket; s=socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")

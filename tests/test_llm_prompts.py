@@ -65,3 +65,28 @@ def test_engine_args_are_typed():
     for bad in (["dtype"], ["=1"], ["a-b=1"], ["a=1", "a=2"]):
         with pytest.raises(ConfigError, match="engine-arg"):
             parse_engine_args(bad)
+
+
+def test_synth_engine_args_need_a_vllm_backend(tmp_path, capsys):
+    from fastsynth.cli import main
+
+    rc = main(["synth", "builtin:python-docs", "-o", str(tmp_path / "out"), "--limit", "1",
+               "--engine-arg", "dtype=float32"])
+    assert rc == 2
+    assert "--engine-arg is only for --backend vllm" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_synth_engine_args_reach_only_the_vllm_generators(monkeypatch):
+    # The recorder replaces the backend factory, not the code under test (the CLI's plumbing);
+    # vLLM itself is exercised by scripts/test-vllm.sh, which passes --engine-arg to synth.
+    import fastsynth.llm
+    from fastsynth.cli import synth
+
+    made = []
+    monkeypatch.setattr(fastsynth.llm, "generator", lambda backend, **kw: made.append((backend, kw)))
+    engine = parse_engine_args(["dtype=float32", "max_model_len=2048"])
+    synth._gen("vllm", "/m", None, None, engine)
+    synth._gen("openai", "m", "http://127.0.0.1:1/v1", None, engine)
+    assert made == [("vllm", {"dtype": "float32", "max_model_len": 2048, "model": "/m", "cache_dir": None}),
+                    ("openai", {"model": "m", "base_url": "http://127.0.0.1:1/v1", "cache_dir": None})]

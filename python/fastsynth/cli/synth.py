@@ -6,6 +6,7 @@ import itertools
 import sys
 from dataclasses import dataclass
 
+from fastsynth.cli.local_options import add_engine_options, parse_engine_args
 from fastsynth.errors import ConfigError
 
 
@@ -56,16 +57,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--redo-damaged", action="store_true",
                    help="generate again the finished parts whose files are damaged")
     p.add_argument("--max-tokens", type=int, default=None, help="cap new tokens of every request")
+    add_engine_options(p)  # for --backend vllm and/or --answer-backend vllm
     from fastsynth.run.executor_options import add_executor_arguments
 
     add_executor_arguments(p)  # ray: each batch's candidates on an actor pool, OUT/gen (docs/scale.md)
     p.set_defaults(func=run)
 
 
-def _gen(backend: str, model: str | None, base_url: str | None, cache_dir: str | None):
+def _gen(backend: str, model: str | None, base_url: str | None, cache_dir: str | None,
+         engine: dict | None = None):
     from fastsynth.llm import generator
 
-    opts = {}
+    opts = dict(engine or {}) if backend == "vllm" else {}
     if model:
         opts["model"] = model
     if base_url:
@@ -93,8 +96,12 @@ def run(args: argparse.Namespace) -> int:
                       on_long=args.on_long, answer_samples=args.answer_samples, evolve_fraction=args.evolve,
                       judge_threshold=args.judge_threshold, dedup=args.dedup,
                       diversity_embeddings=not args.no_embeddings, **kw)
-    gen = _gen(args.backend, args.model, args.base_url, args.cache_dir)
-    ans = (_gen(args.answer_backend, args.answer_model, args.answer_base_url, args.cache_dir)
+    engine = parse_engine_args(args.engine_arg)
+    if engine and "vllm" not in (args.backend, args.answer_backend):
+        raise ConfigError("--engine-arg is only for --backend vllm or --answer-backend vllm "
+                          f"(got --backend {args.backend})")
+    gen = _gen(args.backend, args.model, args.base_url, args.cache_dir, engine)
+    ans = (_gen(args.answer_backend, args.answer_model, args.answer_base_url, args.cache_dir, engine)
            if args.answer_backend else None)
     from fastsynth.corpus import read
 
@@ -125,6 +132,7 @@ class _Candidates:
     base_url: str | None
     cache_dir: str | None
     synth: object
+    engine_args: tuple = ()   # (key, value) pairs of vllm.LLM arguments (--engine-arg)
 
     def synth_config(self):
         return self.synth
@@ -161,7 +169,9 @@ def _candidates_on(executor, records: list[dict], args: argparse.Namespace, cfg,
             and load_candidates(folder, b[0], candidates_key(b[1], b[2], b[3], cfg, gen)) is None]
     stage.write_batch_inputs(work / "input", todo)
     parts = [Part(str(work), "candidates", "docs", b[0], (f"input/{b[0]}.parquet",)) for b in todo]
-    config = _Candidates(args.backend, args.model, args.base_url, args.cache_dir, cfg)
+    engine = parse_engine_args(args.engine_arg) if args.backend == "vllm" else {}
+    config = _Candidates(args.backend, args.model, args.base_url, args.cache_dir, cfg,
+                         tuple(engine.items()))
     try:
         executor.map_parts(stage.candidates_part, config, parts, lambda part, res: None,
                            phase=stage.STAGE.phases[0])

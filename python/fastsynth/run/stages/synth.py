@@ -88,13 +88,16 @@ _GENERATORS: dict[tuple, object] = {}
 
 def cached_generator(config) -> object:
     """This process's generator for ``config``'s ``backend``/``model``/``base_url``/
-    ``cache_dir`` (loaded once per process: per actor under Ray, once in a local run)."""
+    ``cache_dir`` and optional ``engine_args`` (``(key, value)`` pairs of ``vllm.LLM``
+    arguments), loaded once per process: per actor under Ray, once in a local run."""
     from fastsynth.llm import generator
 
-    spec = (config.backend, config.model, config.base_url, getattr(config, "cache_dir", None))
+    engine = dict(getattr(config, "engine_args", ()) or ())   # vllm.LLM arguments, if any
+    spec = (config.backend, config.model, config.base_url, getattr(config, "cache_dir", None),
+            repr(sorted(engine.items())))
     if spec not in _GENERATORS:
         opts = {k: v for k, v in (("model", config.model), ("base_url", config.base_url)) if v}
-        _GENERATORS[spec] = generator(config.backend, cache_dir=spec[3], **opts)
+        _GENERATORS[spec] = generator(config.backend, cache_dir=spec[3], **opts, **engine)
     return _GENERATORS[spec]
 
 
