@@ -14,9 +14,7 @@ on the sequence of documents, so the shard set is the one the local path writes
 """
 from __future__ import annotations
 
-import itertools
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,28 +78,13 @@ def run_tokenize_parts(source: Any, out: str | os.PathLike, executor: Any, *, to
                        rejects: str | None = None, overwrite: bool = False) -> Any:
     """:func:`fastsynth.train.tokenize.tokenize` with the encoding done as parts on
     ``executor``; returns the same :class:`~fastsynth.train.tokenize.TokenizeSummary`."""
-    from fastsynth.corpus import read
     from fastsynth.run import command_parts as cp
-    from fastsynth.train.shards import ShardWriter
-    from fastsynth.train.tokenize import TokenizeSummary, _describe, _LengthHistogram
-    from fastsynth.train.vocab import load_tokenizer, parse_tokenizer
+    from fastsynth.train.tokenize import ShardSetBuilder
 
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
-    t0 = time.perf_counter()
-    spec = parse_tokenizer(tokenizer)
-    texts = None
-    if spec.kind == "bpe":
-        reader = read(source, text_field, on_error=on_error)
-        limit = spec.train_documents
-        texts = (r["text"] for r in (reader if limit is None else itertools.islice(reader, limit)))
-    tok = load_tokenizer(spec, texts)
-    summary = TokenizeSummary(out=os.fspath(out), tokenizer=tok.description, fingerprint=tok.fingerprint,
-                              vocab_size=tok.vocab_size, separator=tok.separator)
-    summary.tokenizer_seconds = time.perf_counter() - t0
-    writer = ShardWriter(out, vocab_size=tok.vocab_size, tokenizer_json=tok.json,
-                         fingerprint=tok.fingerprint, separator=tok.separator,
-                         separator_id=tok.separator_id, shard_tokens=shard_tokens, overwrite=overwrite)
+    build = ShardSetBuilder(source, out, tokenizer=tokenizer, shard_tokens=shard_tokens,
+                            batch_size=batch_size, text_field=text_field, on_error=on_error,
+                            overwrite=overwrite)
+    tok = build.tok
     work = cp.work_dir_for(out, out_is_dir=False)
     read_cfg = cp.ReadConfig(source=str(source), text_field=text_field, on_error=on_error,
                              part_docs=batch_size, rejects=rejects)
@@ -110,7 +93,6 @@ def run_tokenize_parts(source: Any, out: str | os.PathLike, executor: Any, *, to
     work.mkdir(parents=True, exist_ok=True)
     tok_file = work.parent / f"{work.name}.tokenizer.json"
     atomic_write_text(tok_file, tok.json)
-    hist = _LengthHistogram()
     try:
         rd = cp.run_in_work_dir(work, identity, [(cp.READ, read_cfg),
                                                  (STAGE, EncodeConfig(str(tok_file), tok.fingerprint, tok.separator))], executor)
@@ -119,29 +101,13 @@ def run_tokenize_parts(source: Any, out: str | os.PathLike, executor: Any, *, to
             col = t.column("tokens").combine_chunks()
             flat = col.values.to_numpy(zero_copy_only=False)
             lengths = np.diff(col.offsets.to_numpy(zero_copy_only=False)).astype(np.int64)
-            keep = lengths > 0
-            ids = t.column("id").to_pylist()
-            if not keep.all():
-                ids = [i for i, k in zip(ids, keep.tolist()) if k]
-            writer.add_flat(flat, lengths[keep], ids)
-            hist.add(lengths[keep])
-            summary.documents_tokenized += int(keep.sum())
-            summary.documents_empty += int((~keep).sum())
-            summary.tokens += int(flat.size)
+            build.add(t.column("id").to_pylist(), flat, lengths)
     except BaseException:
-        writer.abort()
+        build.abort()
         raise
     stats = rd.parts("ingest", "out")["global"]["info"]["stats"]
-    summary.documents_rejected = int(stats.get("rejected", 0))
-    summary.rejected = dict(stats.get("rejected_by_reason", {}))
-    summary.documents_read = int(stats.get("read", 0))
-    summary.length_percentiles = hist.percentiles()
-    summary.seconds = time.perf_counter() - t0
-    manifest_extra = {"made_by": {"source": _describe(source), "tokenizer": tok.description,
-                                  "counts": {k: v for k, v in summary.as_dict().items()
-                                             if k.startswith("documents") or k in ("rejected", "tokens")}}}
-    manifest = writer.close(manifest_extra)
-    summary.shards = len(manifest["shards"])
+    summary = build.finish(stats.get("read", 0), stats.get("rejected", 0),
+                           stats.get("rejected_by_reason", {}))
     cp.remove_work_dir(work)
     tok_file.unlink(missing_ok=True)
     return summary

@@ -107,6 +107,72 @@ def encode_documents(tok: LoadedTokenizer, texts: list[str]) -> tuple[np.ndarray
     return flat, lengths
 
 
+class ShardSetBuilder:
+    """The part of tokenizing that does not depend on where documents are encoded: the
+    tokenizer loaded (or trained, for ``bpe:N``), the open :class:`ShardWriter`, the
+    running counts and length histogram, and the summary and manifest at the end. Used by
+    :func:`tokenize` (encoding in-process) and by ``fastsynth tokenize --executor ray``
+    (:mod:`fastsynth.run.tokenize_job`: encoding in parts, appended here in part order)."""
+
+    def __init__(self, source: Any, out: str | os.PathLike, *, tokenizer: Any, shard_tokens: int,
+                 batch_size: int, text_field: str, on_error: str, overwrite: bool):
+        from fastsynth.corpus import read
+
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+        self.t0 = time.perf_counter()
+        self.source = source
+        if isinstance(tokenizer, LoadedTokenizer):  # already loaded (e.g. reused across calls)
+            tok = tokenizer
+        else:
+            spec = parse_tokenizer(tokenizer)
+            texts = None
+            if spec.kind == "bpe":
+                reader = read(source, text_field, on_error=on_error)
+                limit = spec.train_documents
+                texts = (r["text"] for r in (reader if limit is None else itertools.islice(reader, limit)))
+            tok = load_tokenizer(spec, texts)
+        self.tok = tok
+        self.summary = TokenizeSummary(out=os.fspath(out), tokenizer=tok.description,
+                                       fingerprint=tok.fingerprint, vocab_size=tok.vocab_size,
+                                       separator=tok.separator)
+        self.summary.tokenizer_seconds = time.perf_counter() - self.t0
+        self.writer = ShardWriter(out, vocab_size=tok.vocab_size, tokenizer_json=tok.json,
+                                  fingerprint=tok.fingerprint, separator=tok.separator,
+                                  separator_id=tok.separator_id, shard_tokens=shard_tokens,
+                                  overwrite=overwrite)
+        self.hist = _LengthHistogram()
+
+    def add(self, ids: list, flat: np.ndarray, lengths: np.ndarray) -> None:
+        """One batch in input order: ``flat`` its tokens, ``lengths`` per document (0 =
+        empty: counted, not written)."""
+        keep = lengths > 0
+        if not keep.all():
+            ids = [i for i, k in zip(ids, keep.tolist()) if k]
+        self.writer.add_flat(flat, lengths[keep], ids)
+        self.hist.add(lengths[keep])
+        self.summary.documents_tokenized += int(keep.sum())
+        self.summary.documents_empty += int((~keep).sum())
+        self.summary.tokens += int(flat.size)
+
+    def abort(self) -> None:
+        self.writer.abort()
+
+    def finish(self, read: int, rejected: int, rejected_by_reason: dict[str, int]) -> TokenizeSummary:
+        """Close the shard set with the reader's counts (``read`` includes its rejects:
+        read = tokenized + empty + rejected) and return the summary."""
+        s = self.summary
+        s.documents_read, s.documents_rejected = int(read), int(rejected)
+        s.rejected = dict(rejected_by_reason)
+        s.length_percentiles = self.hist.percentiles()
+        s.seconds = time.perf_counter() - self.t0
+        manifest_extra = {"made_by": {"source": _describe(self.source), "tokenizer": self.tok.description,
+                                      "counts": {k: v for k, v in s.as_dict().items()
+                                                 if k.startswith("documents") or k in ("rejected", "tokens")}}}
+        s.shards = len(self.writer.close(manifest_extra)["shards"])
+        return s
+
+
 def tokenize(source: Any, out: str | os.PathLike, *,
              tokenizer: str | os.PathLike | TokenizerSpec | LoadedTokenizer | None = None,
              shard_tokens: int = DEFAULT_SHARD_TOKENS, batch_size: int = DEFAULT_BATCH,
@@ -122,67 +188,29 @@ def tokenize(source: Any, out: str | os.PathLike, *,
     :func:`fastsynth.corpus.read`. Returns a :class:`TokenizeSummary`; the manifest holds
     the same counts.
     """
-    from fastsynth.corpus import read, read_batches
+    from fastsynth.corpus import read_batches
     from fastsynth.progress import progress
 
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
-    t0 = time.perf_counter()
-    if isinstance(tokenizer, LoadedTokenizer):  # already loaded (e.g. reused across calls)
-        tok = tokenizer
-    else:
-        spec = parse_tokenizer(tokenizer)
-        texts = None
-        if spec.kind == "bpe":
-            reader = read(source, text_field, on_error=on_error)
-            limit = spec.train_documents
-            texts = (r["text"] for r in (reader if limit is None else itertools.islice(reader, limit)))
-        tok = load_tokenizer(spec, texts)
-    summary = TokenizeSummary(out=os.fspath(out), tokenizer=tok.description, fingerprint=tok.fingerprint,
-                              vocab_size=tok.vocab_size, separator=tok.separator)
-    summary.tokenizer_seconds = time.perf_counter() - t0
-    writer = ShardWriter(out, vocab_size=tok.vocab_size, tokenizer_json=tok.json,
-                         fingerprint=tok.fingerprint, separator=tok.separator,
-                         separator_id=tok.separator_id, shard_tokens=shard_tokens, overwrite=overwrite)
-    hist = _LengthHistogram()
+    build = ShardSetBuilder(source, out, tokenizer=tokenizer, shard_tokens=shard_tokens,
+                            batch_size=batch_size, text_field=text_field, on_error=on_error,
+                            overwrite=overwrite)
     bar = progress(desc="tokenize", unit="doc", enabled=show_progress)
     batches = read_batches(source, batch_size, text_field, on_error=on_error, rejects=rejects)
     try:
         with batches:
             for batch in batches:
                 texts_b = batch.column(1).to_pylist()
-                flat, lengths = encode_documents(tok, texts_b)
-                keep = lengths > 0
-                ids = batch.column(0).to_pylist()
-                if not keep.all():
-                    ids = [i for i, k in zip(ids, keep.tolist()) if k]
-                lengths = lengths[keep]
-                writer.add_flat(flat, lengths, ids)
-                hist.add(lengths)
-                summary.documents_read += len(texts_b)
-                summary.documents_tokenized += int(keep.sum())
-                summary.documents_empty += int((~keep).sum())
-                summary.tokens += int(flat.size)
+                flat, lengths = encode_documents(build.tok, texts_b)
+                build.add(batch.column(0).to_pylist(), flat, lengths)
                 bar.update(len(texts_b))
-                bar.set_postfix(tokens=summary.tokens, refresh=False)
+                bar.set_postfix(tokens=build.summary.tokens, refresh=False)
             stats = batches.stats
     except BaseException:
-        writer.abort()
+        build.abort()
         bar.close()
         raise
     bar.close()
-    summary.documents_rejected = int(stats.rejected)
-    summary.rejected = dict(stats.rejected_by_reason)
-    # the reader's count includes its rejects: read = tokenized + empty + rejected
-    summary.documents_read = int(stats.read)
-    summary.length_percentiles = hist.percentiles()
-    summary.seconds = time.perf_counter() - t0
-    manifest_extra = {"made_by": {"source": _describe(source), "tokenizer": tok.description,
-                                  "counts": {k: v for k, v in summary.as_dict().items()
-                                             if k.startswith("documents") or k in ("rejected", "tokens")}}}
-    manifest = writer.close(manifest_extra)
-    summary.shards = len(manifest["shards"])
-    return summary
+    return build.finish(stats.read, stats.rejected, stats.rejected_by_reason)
 
 
 def _describe(source: Any) -> Any:
