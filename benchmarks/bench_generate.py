@@ -206,6 +206,10 @@ for line in sys.stdin:
 
 
 def _llamacpp_python() -> str | None:
+    """The interpreter with llama_cpp: $FASTSYNTH_LLAMACPP_PYTHON, else the venv's python
+    ($FASTSYNTH_LLAMACPP_VENV or .llamacpp-venv; built on request, FASTSYNTH_LLAMACPP_SETUP=1)."""
+    if os.environ.get("FASTSYNTH_LLAMACPP_PYTHON"):
+        return os.environ["FASTSYNTH_LLAMACPP_PYTHON"]
     venv = os.environ.get("FASTSYNTH_LLAMACPP_VENV") or os.path.join(
         os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".llamacpp-venv")
     py = os.path.join(venv, "bin", "python")

@@ -19,7 +19,11 @@ if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c "import llama_cpp" >/dev/n
 fi
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 "$VENV/bin/python" -m pip install --disable-pip-version-check -q --upgrade pip
-# nice: the compile must not starve whatever else runs on the machine.
-nice -n 19 "$VENV/bin/python" -m pip install --disable-pip-version-check -q \
+# LLAVA_BUILD=OFF: the multimodal library (mtmd + llama.cpp's common/, ~100 of 178 objects)
+# is not needed to decode text; llama_cpp imports it only for multimodal chat handlers.
+# nice: the compile must not starve whatever else runs on the machine (on a heavily loaded
+# machine nice 19 stretches it past an hour; FASTSYNTH_LLAMACPP_NICE=0 to hurry it).
+export CMAKE_ARGS="${CMAKE_ARGS:--DLLAVA_BUILD=OFF}"
+nice -n "${FASTSYNTH_LLAMACPP_NICE:-19}" "$VENV/bin/python" -m pip install --disable-pip-version-check -q \
   --no-binary llama-cpp-python "llama-cpp-python==$VERSION"
 "$VENV/bin/python" -c "import llama_cpp; print('llama-cpp-python', llama_cpp.__version__)"
