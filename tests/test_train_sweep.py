@@ -76,6 +76,14 @@ def test_tiny_sweep_writes_runs_fit_and_report_and_resumes(corpus_sweep):
     assert held["measured_eval_loss"] == biggest["eval_loss"]
     assert held["relative_error"] == pytest.approx(
         abs(held["predicted_eval_loss"] - held["measured_eval_loss"]) / held["measured_eval_loss"])
+    # fit.json carries the whole fit: rebuilt, it has the same constants and the same
+    # bootstrap intervals (what the run's plan stage uses instead of fitting again)
+    from fastsynth.train.sweep import fit_from_json
+    rebuilt = fit_from_json(fit)
+    assert {k: getattr(rebuilt.constants, k) for k in ("E", "A", "B", "alpha", "beta")} == \
+           pytest.approx({k: fit[k] for k in ("E", "A", "B", "alpha", "beta")}, rel=1e-12)
+    assert {k: list(v) for k, v in rebuilt.param_intervals().items()} == fit["intervals_95"]
+    assert rebuilt.r2 == fit["r2"] and rebuilt.bootstrap.shape == (cfg.n_bootstrap, 5)
     md = (tmp_path / "sweep.md").read_text()
     assert "Held-out check" in md and "R^2" in md and "epochs" in md
     assert "data:image/png;base64" in (tmp_path / "sweep.html").read_text()

@@ -558,6 +558,13 @@ def fit_runs(runs: list[dict[str, Any]], n_bootstrap: int = 200,
     return {
         "E": c.E, "A": c.A, "B": c.B, "alpha": c.alpha, "beta": c.beta, "r2": full.r2,
         "converged": full.converged, "message": full.message, "n_points": full.n_points,
+        # the whole fit (optimum in log space, bootstrap rows, search counts): enough to
+        # rebuild the ChinchillaFit (fit_from_json) without fitting again
+        "fit_state": {"x": full.x.tolist(), "bootstrap": full.bootstrap.tolist(),
+                      "objective": full.objective, "n_starts": full.n_starts,
+                      "n_starts_at_best": full.n_starts_at_best,
+                      "bootstrap_converged": full.bootstrap_converged,
+                      "max_n_params": full.max_n_params, "max_n_tokens": full.max_n_tokens},
         "intervals_95": {k: list(v) for k, v in intervals.items()},
         "n_convention": "non-embedding parameters",
         "d_convention": "real (non-padding) training tokens",
@@ -646,6 +653,27 @@ def write_report(out: Path, config: SweepConfig, runs: list[dict[str, Any]],
     except ImportError as e:     # matplotlib missing: the report keeps its tables
         doc.p(f"(plots skipped: {e})")
     return doc.write(out, "sweep")
+
+
+def fit_from_json(fit: dict[str, Any]) -> Any:
+    """The :class:`~fastsynth.plan.fit.ChinchillaFit` that ``fit.json``'s content (``fit``)
+    was written from, rebuilt from its ``fit_state`` (its predictions and bootstrap
+    intervals are the original's); ``None`` for a fit.json without one."""
+    from fastsynth.plan.fit import ChinchillaFit
+    from fastsynth.plan.constants import ChinchillaConstants
+    st = fit.get("fit_state")
+    if not st:
+        return None
+    x = np.array(st["x"], dtype=np.float64)   # (ln A, ln B, ln E, alpha, beta)
+    c = ChinchillaConstants(E=float(np.exp(x[2])), A=float(np.exp(x[0])), B=float(np.exp(x[1])),
+                            alpha=float(x[3]), beta=float(x[4]), name="fit")
+    return ChinchillaFit(constants=c, r2=fit["r2"], objective=st["objective"],
+                         converged=fit["converged"], message=fit["message"],
+                         n_points=fit["n_points"], n_starts=st["n_starts"],
+                         n_starts_at_best=st["n_starts_at_best"],
+                         max_n_params=st["max_n_params"], max_n_tokens=st["max_n_tokens"],
+                         bootstrap=np.array(st["bootstrap"], dtype=np.float64).reshape(-1, 5),
+                         bootstrap_converged=st["bootstrap_converged"], x=x)
 
 
 def _previous_fit(path: Path) -> dict[str, Any]:

@@ -58,10 +58,9 @@ def plan(config: PlanStageConfig, view: View) -> PartResult:
 
 def _fitted_on_this_run(view: View) -> tuple:
     """(ChinchillaFit, its points, the fitted constants with R^2) from the train stage's
-    ``runs.jsonl``, or (None, None, None) when the run has no finished sweep. The law is
-    refitted from the runs with the sweep's own settings (fit.json holds numbers, the
-    plan report needs the fit object for its predictions and figure); the constants are
-    checked against fit.json's."""
+    ``runs.jsonl``, or (None, None, None) when the run has no finished sweep. The fit
+    object (the plan report needs it for predictions, intervals and its figure) is
+    rebuilt from fit.json's ``fit_state``; its constants are checked against fit.json's."""
     import numpy as np
 
     from fastsynth.plan.fit import fit_chinchilla, start_grid
@@ -74,12 +73,15 @@ def _fitted_on_this_run(view: View) -> tuple:
     points = {"n_params": np.array([r["n_params"] for r in runs], dtype=np.float64),
               "n_tokens": np.array([r["n_tokens"] for r in runs], dtype=np.float64),
               "loss": np.array([r["eval_loss"] for r in runs], dtype=np.float64)}
-    cfg = saved["config"]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        fit = fit_chinchilla(points["n_params"], points["n_tokens"], points["loss"],
-                             n_bootstrap=cfg["n_bootstrap"],
-                             starts=start_grid()[::cfg["fit_start_stride"]])
+    from fastsynth.train.sweep import fit_from_json
+    fit = fit_from_json(saved)  # the sweep's own fit, as it wrote it: no second fit
+    if fit is None:  # a fit.json from before fit_state: refit with the sweep's settings
+        cfg = saved["config"]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            fit = fit_chinchilla(points["n_params"], points["n_tokens"], points["loss"],
+                                 n_bootstrap=cfg["n_bootstrap"],
+                                 starts=start_grid()[::cfg["fit_start_stride"]])
     c = fit.constants
     # the same data and procedure as the sweep's fit: the same point estimate
     if not math.isclose(c.E, saved["E"], rel_tol=1e-6, abs_tol=1e-9):
