@@ -25,7 +25,7 @@ import pyarrow as pa
 
 from fastsynth.atomic import write_parquet
 from fastsynth.errors import ConfigError
-from fastsynth.run.records import DOC_SCHEMA
+from fastsynth.run.records import DOC_SCHEMA, fixed_size_tables
 from fastsynth.run.rundir import PartResult, RunDir, part_path
 from fastsynth.run.stage import Global, Stage, View
 
@@ -76,34 +76,23 @@ def read_into_parts(config: ReadConfig, view: View) -> PartResult:
     reader = read_batches(config.source, batch_size=config.part_docs, text_field=config.text_field,
                           id_field=config.id_field, on_error=config.on_error, rejects=config.rejects)
     parts: list[str] = []
-    buf: list[pa.Table] = []
-    rows = n_out = n_bytes = 0
+    n_out = n_bytes = 0
 
-    def flush() -> None:
-        nonlocal buf, rows
-        if not buf:
-            return
-        table = pa.concat_tables(buf)
-        if scores is not None:
-            start = n_out - table.num_rows
-            table = table.append_column(config.score_field, pa.array(scores[start:n_out], pa.float64()))
-        write_parquet(part_path(view.root, "ingest", "out", f"{len(parts):05d}"), table)
-        parts.append(f"{len(parts):05d}")
-        buf, rows = [], 0
-
-    with reader:
-        for batch in reader:
+    def counted(batches):
+        nonlocal n_bytes
+        for batch in batches:
             table = pa.Table.from_batches([batch]).select(["id", "text"]).cast(DOC_SCHEMA)
             n_bytes += int(pa.compute.sum(pa.compute.binary_length(table.column("text"))).as_py() or 0)
-            while table.num_rows:
-                take = min(table.num_rows, config.part_docs - rows)
-                buf.append(table.slice(0, take))
-                rows += take
-                n_out += take
-                table = table.slice(take)
-                if rows == config.part_docs:
-                    flush()
-        flush()
+            yield table
+
+    with reader:
+        for table in fixed_size_tables(counted(reader), config.part_docs):
+            n_out += table.num_rows
+            if scores is not None:
+                table = table.append_column(config.score_field,
+                                            pa.array(scores[n_out - table.num_rows:n_out], pa.float64()))
+            write_parquet(part_path(view.root, "ingest", "out", f"{len(parts):05d}"), table)
+            parts.append(f"{len(parts):05d}")
     stats = reader.stats.as_dict()
     if scores is not None and scores.size != n_out:
         raise ConfigError(f"{config.scores_file}: {scores.size} scores for {n_out} records; "

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -13,6 +13,24 @@ from fastsynth.atomic import write_parquet
 DOC_SCHEMA = pa.schema([("id", pa.string()), ("text", pa.large_string())])
 # A dropped record: its id, a short machine reason, and a human detail (may be empty).
 REJECT_SCHEMA = pa.schema([("id", pa.string()), ("reason", pa.string()), ("detail", pa.string())])
+
+
+def fixed_size_tables(tables: Iterable[pa.Table], size: int) -> Iterator[pa.Table]:
+    """The rows of ``tables``, in order, regrouped into tables of exactly ``size`` rows (the
+    last may be shorter): how a source read in arbitrary batches becomes parts."""
+    buf: list[pa.Table] = []
+    rows = 0
+    for table in tables:
+        while table.num_rows:
+            take = min(table.num_rows, size - rows)
+            buf.append(table.slice(0, take))
+            rows += take
+            table = table.slice(take)
+            if rows == size:
+                yield pa.concat_tables(buf)
+                buf, rows = [], 0
+    if buf:
+        yield pa.concat_tables(buf)
 
 
 def reject_table(rows: Iterable[tuple[str, str, str]]) -> pa.Table:

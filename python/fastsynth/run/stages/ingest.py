@@ -13,7 +13,7 @@ import pyarrow as pa
 
 from fastsynth.atomic import write_parquet
 from fastsynth.run.config import check, option
-from fastsynth.run.records import DOC_SCHEMA, reject_table, write_rejects
+from fastsynth.run.records import DOC_SCHEMA, fixed_size_tables, reject_table, write_rejects
 from fastsynth.run.rundir import PartResult, part_path, rejects_path
 from fastsynth.run.stage import Global, Stage, View
 
@@ -42,34 +42,24 @@ def read(config: IngestConfig, view: View) -> PartResult:
                           id_field=config.id_field, on_error=config.on_error, rejects=rejected)
     parts: list[str] = []
     n_out = 0
-    buf: list[pa.Table] = []
-    rows = 0
 
-    def flush() -> None:
-        nonlocal buf, rows
-        if not buf:
-            return
-        pid = f"{len(parts):05d}"
-        write_parquet(part_path(view.root, "ingest", "out", pid), pa.concat_tables(buf))
-        parts.append(pid)
-        buf, rows = [], 0
+    def limited(batches):
+        seen = 0
+        for table in batches:
+            if config.limit is not None:
+                table = table.slice(0, max(0, config.limit - seen))
+            seen += table.num_rows
+            yield table
+            if config.limit is not None and seen >= config.limit:
+                break
 
     with reader:
         batches = (pa.Table.from_batches([b]).select(["id", "text"]).cast(DOC_SCHEMA) for b in reader)
-        for table in batches:
-            if config.limit is not None:
-                table = table.slice(0, max(0, config.limit - n_out))
-            while table.num_rows:
-                take = min(table.num_rows, config.part_docs - rows)
-                buf.append(table.slice(0, take))
-                rows += take
-                n_out += take
-                table = table.slice(take)
-                if rows == config.part_docs:
-                    flush()
-            if config.limit is not None and n_out >= config.limit:
-                break
-        flush()
+        for table in fixed_size_tables(limited(batches), config.part_docs):
+            pid = f"{len(parts):05d}"
+            write_parquet(part_path(view.root, "ingest", "out", pid), table)
+            parts.append(pid)
+            n_out += table.num_rows
         stats = reader.stats
     by_reason = write_rejects(rejects_path(view.root, "ingest", "read"), reject_table(
         (f"{r.get('source')}:{r.get('line') or r.get('row')}", r["reason"], r.get("detail") or "")
