@@ -68,6 +68,39 @@ class _AtomicParquet:
         self.tmp.unlink(missing_ok=True)
 
 
+class _ScoreOutputs:
+    """``scores.parquet`` and, when asked, ``kept.parquet``: written to temp siblings,
+    closed, then renamed into place together (or both removed on failure)."""
+
+    def __init__(self, out: Path, write_kept: bool):
+        self.scores = _AtomicParquet(out / "scores.parquet", scores_schema())
+        self.kept = _AtomicParquet(out / "kept.parquet", pa.schema([("id", pa.string()),
+                                                                   ("text", pa.large_string())])) \
+            if write_kept else None
+
+    def _each(self) -> list[_AtomicParquet]:
+        return [w for w in (self.scores, self.kept) if w is not None]
+
+    def close(self) -> None:
+        for w in self._each():
+            w.close()
+
+    def commit(self) -> None:
+        for w in self._each():
+            w.commit()
+
+    def abort(self) -> None:
+        for w in self._each():
+            w.abort()
+
+
+def _settings(source: Any, level: int, backend: str, threads: int | None, text_field: str,
+              on_error: str, quality_filter: QualityFilter, executor: str) -> dict[str, Any]:
+    return {"source": str(source), "level": level, "backend": backend, "threads": threads,
+            "text_field": text_field, "on_error": on_error, "filter": _filter_settings(quality_filter),
+            "executor": executor}
+
+
 def run_score(source: Any, out_dir: str | Path, *, text_field: str = "text", id_field: str = "id",
               on_error: str = "raise", level: int = 6, backend: str = "zlib",
               threads: int | None = None, quality_filter: QualityFilter | None = None,
@@ -83,9 +116,8 @@ def run_score(source: Any, out_dir: str | Path, *, text_field: str = "text", id_
     rejects_path = out / "rejects.jsonl"
     reader = corpus.read_batches(source, batch_size=batch_size, text_field=text_field, id_field=id_field,
                                  on_error=on_error, rejects=str(rejects_path) if on_error == "skip" else None)
-    scores = _AtomicParquet(out / "scores.parquet", scores_schema())
-    kept = _AtomicParquet(out / "kept.parquet", pa.schema([("id", pa.string()), ("text", pa.large_string())])) \
-        if write_kept else None
+    outs = _ScoreOutputs(out, write_kept)
+    scores, kept = outs.scores, outs.kept
     started = time.perf_counter()
     n_scored = n_kept = n_bytes = 0
     try:
@@ -100,23 +132,16 @@ def run_score(source: Any, out_dir: str | Path, *, text_field: str = "text", id_
                 n_kept += int(np.count_nonzero(keep.to_numpy(zero_copy_only=False)))
                 n_bytes += int(pa.compute.sum(pa.compute.binary_length(batch.column("text"))).as_py() or 0)
                 bar.update(batch.num_rows)
-        scores.close()
-        if kept is not None:
-            kept.close()
+        outs.close()
         elapsed = time.perf_counter() - started
         summary = _summarize(scores.tmp, quality_filter, reader.stats.as_dict() if reader.stats is not None
                              else {}, n_scored, n_kept, n_bytes, elapsed)
     except BaseException:
-        scores.abort()
-        if kept is not None:
-            kept.abort()
+        outs.abort()
         raise
-    summary["settings"] = {"source": str(source), "level": level, "backend": backend, "threads": threads,
-                           "text_field": text_field, "on_error": on_error, "filter": _filter_settings(quality_filter),
-                           "executor": "local"}
-    scores.commit()
-    if kept is not None:
-        kept.commit()
+    summary["settings"] = _settings(source, level, backend, threads, text_field, on_error, quality_filter,
+                                    "local")
+    outs.commit()
     return _finish(summary, out, quality_filter, write_kept=kept is not None, on_error=on_error,
                    histogram=histogram)
 
@@ -170,9 +195,8 @@ def run_score_parts(source: Any, out_dir: str | Path, executor: Any, *, text_fie
     work = cp.work_dir_for(out, out_is_dir=True)
     rd = cp.run_in_work_dir(work, identity, [(cp.READ, read), (STAGE, score_cfg)], executor)
     info = rd.parts("ingest", "out")["global"]["info"]
-    scores = _AtomicParquet(out / "scores.parquet", scores_schema())
-    kept = _AtomicParquet(out / "kept.parquet", pa.schema([("id", pa.string()), ("text", pa.large_string())])) \
-        if write_kept else None
+    outs = _ScoreOutputs(out, write_kept)
+    scores, kept = outs.scores, outs.kept
     n_scored = n_kept = 0
     try:
         for pid in rd.parts("score", "out"):  # each part also wrote score/scores/<part>.parquet
@@ -182,23 +206,16 @@ def run_score_parts(source: Any, out_dir: str | Path, executor: Any, *, text_fie
         if kept is not None:
             for path in cp.part_files(rd, "score", "out"):
                 kept.write(pq.read_table(path, columns=["id", "text"]).cast(kept.writer.schema))
-        scores.close()
-        if kept is not None:
-            kept.close()
+        outs.close()
         n_kept = int(rd.manifest["stages"]["score"]["counts"]["out"])
         summary = _summarize(scores.tmp, quality_filter, info["stats"], n_scored, n_kept, info["text_bytes"],
                              time.perf_counter() - started)
     except BaseException:
-        scores.abort()
-        if kept is not None:
-            kept.abort()
+        outs.abort()
         raise
-    summary["settings"] = {"source": str(source), "level": level, "backend": backend, "threads": threads,
-                           "text_field": text_field, "on_error": on_error, "filter": _filter_settings(quality_filter),
-                           "executor": getattr(executor, "name", type(executor).__name__)}
-    scores.commit()
-    if kept is not None:
-        kept.commit()
+    summary["settings"] = _settings(source, level, backend, threads, text_field, on_error, quality_filter,
+                                    getattr(executor, "name", type(executor).__name__))
+    outs.commit()
     summary = _finish(summary, out, quality_filter, write_kept=write_kept, on_error=on_error, histogram=histogram)
     cp.remove_work_dir(work)
     return summary
