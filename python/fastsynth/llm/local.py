@@ -45,7 +45,8 @@ class LocalGenerator(Generator):
     checkpoints without GGUF blocks it speeds batched decoding ~1.5x.
     ``native_decode``: with ``quantized`` blocks, decode steps of up to 16 rows run as one
     native call per step (:mod:`fastsynth.model.native_decode`): ``"float32"`` (default; same
-    arithmetic as the torch ops, decode logits within 1e-4), ``"int8"`` (opt-in, faster:
+    arithmetic as the torch ops, decode logits within 1e-4), ``"int8"`` (opt-in, ~10% faster at
+    batch 1, slower at batch 16:
     activations quantised to 8 bits per block as llama.cpp does; logits move by up to
     ``native_decode.INT8_MAX_LOGIT_ERROR``, greedy text may differ), or ``None`` (torch ops).
     """
