@@ -35,7 +35,7 @@ import math
 import time
 import warnings
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,7 @@ import numpy as np
 
 from fastsynth.errors import ConfigError
 from fastsynth.model.config import LlamaConfig
+from fastsynth.train.config import check_keys
 
 DEFAULT_CORPUS = "builtin:python-stdlib:train"
 DEFAULT_EVAL_CORPUS = "builtin:python-stdlib:eval"
@@ -176,18 +177,12 @@ def sweep_config_from_mapping(raw: dict[str, Any], where: str = "config") -> Swe
     of token counts, ``[[size]]`` tables of ``n_layers``, ``hidden``, ``lr``. Unknown keys
     raise :class:`ConfigError` naming the key and ``where``."""
     raw = dict(raw)
+    check_keys(raw, (_SWEEP_KEYS - {"sizes"}) | {"size"}, where)
     sizes = raw.pop("size", None)
-    unknown = sorted(set(raw) - (_SWEEP_KEYS - {"sizes"}))
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: "
-                          f"{', '.join(sorted(_SWEEP_KEYS - {'sizes'} | {'size'}))}")
     if sizes is not None:
         parsed = []
         for i, s in enumerate(sizes):
-            extra = sorted(set(s) - {"n_layers", "hidden", "lr"})
-            if extra:
-                raise ConfigError(f"{where}: [[size]] #{i + 1}: unknown key(s) {', '.join(extra)}; "
-                                  f"allowed: hidden, lr, n_layers")
+            check_keys(s, {"n_layers", "hidden", "lr"}, where, f" in [[size]] #{i + 1}")
             try:
                 parsed.append(SweepSize(**s))
             except TypeError as e:
