@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
     pregenerated = None
     if executor.name != "local":
         records = list(records)
-        pregenerated = _candidates_on(executor, records, args, cfg, gen)
+        pregenerated = _candidates_on(executor, records, args, cfg, gen, engine)
     summary = synthesize(records, args.output, generator=gen, answer_generator=ans, config=cfg,
                          eval_set=args.eval_set, overwrite=args.overwrite,
                          redo_damaged=args.redo_damaged, pregenerated=pregenerated)
@@ -138,11 +138,13 @@ class _Candidates:
         return self.synth
 
 
-def _candidates_on(executor, records: list[dict], args: argparse.Namespace, cfg, gen):
+def _candidates_on(executor, records: list[dict], args: argparse.Namespace, cfg, gen,
+                   engine: dict[str, object]):
     """Every document batch's candidates made as parts on ``executor`` (an actor pool under
     Ray) into ``OUT/gen/candidates/docs/``; batches already there for these settings, or
     already finished in the synthesis run at OUT, are skipped. Returns that folder, for
-    :func:`fastsynth.synth.synthesize`'s ``pregenerated``."""
+    :func:`fastsynth.synth.synthesize`'s ``pregenerated``. ``engine``: the parsed
+    ``--engine-arg`` pairs (used only when the candidates' ``--backend`` is vllm)."""
     import json
     from pathlib import Path
 
@@ -169,9 +171,8 @@ def _candidates_on(executor, records: list[dict], args: argparse.Namespace, cfg,
             and load_candidates(folder, b[0], candidates_key(b[1], b[2], b[3], cfg, gen)) is None]
     stage.write_batch_inputs(work / "input", todo)
     parts = [Part(str(work), "candidates", "docs", b[0], (f"input/{b[0]}.parquet",)) for b in todo]
-    engine = parse_engine_args(args.engine_arg) if args.backend == "vllm" else {}
     config = _Candidates(args.backend, args.model, args.base_url, args.cache_dir, cfg,
-                         tuple(engine.items()))
+                         tuple(engine.items()) if args.backend == "vllm" else ())
     try:
         executor.map_parts(stage.candidates_part, config, parts, lambda part, res: None,
                            phase=stage.STAGE.phases[0])
