@@ -101,18 +101,25 @@ def _settings(source: Any, level: int, backend: str, threads: int | None, text_f
             "executor": executor}
 
 
+def _prepare(out_dir: str | Path, quality_filter: QualityFilter | None, level: int, backend: str,
+             threads: int | None) -> tuple[QualityFilter, Path]:
+    """Check the settings, create ``out_dir`` and remove a stale ``summary.json`` (the commit
+    record of an earlier run): the set-up :func:`run_score` and :func:`run_score_parts` share."""
+    check_gzip_settings(level, backend)
+    resolve_threads(threads)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.json").unlink(missing_ok=True)
+    return quality_filter or QualityFilter(), out
+
+
 def run_score(source: Any, out_dir: str | Path, *, text_field: str = "text", id_field: str = "id",
               on_error: str = "raise", level: int = 6, backend: str = "zlib",
               threads: int | None = None, quality_filter: QualityFilter | None = None,
               batch_size: int = 4096, write_kept: bool = False, histogram: bool = True,
               show_progress: bool | None = None) -> dict[str, Any]:
     """Score ``source`` into ``out_dir``; returns the summary (also written as JSON)."""
-    quality_filter = quality_filter or QualityFilter()
-    check_gzip_settings(level, backend)
-    resolve_threads(threads)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "summary.json").unlink(missing_ok=True)  # the commit record of an earlier run
+    quality_filter, out = _prepare(out_dir, quality_filter, level, backend, threads)
     rejects_path = out / "rejects.jsonl"
     reader = corpus.read_batches(source, batch_size=batch_size, text_field=text_field, id_field=id_field,
                                  on_error=on_error, rejects=str(rejects_path) if on_error == "skip" else None)
@@ -177,12 +184,7 @@ def run_score_parts(source: Any, out_dir: str | Path, executor: Any, *, text_fie
     from fastsynth.run import command_parts as cp
     from fastsynth.run.stages.score import STAGE, ScoreConfig
 
-    quality_filter = quality_filter or QualityFilter()
-    check_gzip_settings(level, backend)
-    resolve_threads(threads)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "summary.json").unlink(missing_ok=True)  # the commit record of an earlier run
+    quality_filter, out = _prepare(out_dir, quality_filter, level, backend, threads)
     started = time.perf_counter()
     changes = {k: v for k, v in asdict(quality_filter).items() if k != "gzip_band"}
     read = cp.ReadConfig(source=str(source), text_field=text_field, id_field=id_field, on_error=on_error,
