@@ -35,7 +35,7 @@ def test_version_matches_pyproject():
 
 # docs/architecture.md, "Floors": a package may import its own floor and the ones below.
 FLOORS = {
-    "_version": 0, "errors": 0, "progress": 0, "atomic": 0, "report": 0, "_native": 0,
+    "_version": 0, "errors": 0, "progress": 0, "atomic": 0, "report": 0, "_native": 0, "partstore": 0,
     "_texts": 0, "kernels": 0,
     "corpus": 1, "plan": 1,
     "quality": 2, "dedup": 2, "model": 2, "llm": 2,

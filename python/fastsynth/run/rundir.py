@@ -11,23 +11,24 @@ Rules (docs/architecture.md, "Run directory"): every file is written through
 :mod:`fastsynth.atomic` (temp sibling + rename); a part counts as finished only once the
 manifest (also replaced atomically) lists it, so a killed run redoes at most the parts
 that were in flight, and files of unlisted parts are never read. Only the driver process
-writes the manifest; workers write part files and return a :class:`PartResult`.
+writes the manifest; workers write part files and return a :class:`PartResult`. The
+manifest, config and version checks and the part listing are
+:class:`fastsynth.partstore.PartStore`'s, shared with the synthesis run directory.
 """
 from __future__ import annotations
 
-import json
 import os
-import platform
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fastsynth._version import __version__
-from fastsynth.atomic import atomic_write_text, sweep_temps
-from fastsynth.errors import ConfigError, FastsynthError
+from fastsynth.errors import FastsynthError
+from fastsynth.partstore import MANIFEST, PartStore, config_diff, versions
 
-MANIFEST = "manifest.json"
+__all__ = ["FORMAT", "MANIFEST", "PartResult", "RunDir", "RunError", "config_diff", "part_path",
+           "rejects_path", "versions"]
+
 FORMAT = 1  # bump when the layout changes; runs of another format are refused
 
 
@@ -55,15 +56,7 @@ class PartResult:
                            f"{self.n_rejected}; the part is not recorded")
 
 
-def versions() -> dict[str, str]:
-    import numpy
-    import pyarrow
-
-    return {"fastsynth": __version__, "python": platform.python_version(),
-            "numpy": numpy.__version__, "pyarrow": pyarrow.__version__}
-
-
-class RunDir:
+class RunDir(PartStore):
     """A run directory opened for one configuration.
 
     ``config`` maps stage name -> that stage's config as plain JSON (see
@@ -73,38 +66,13 @@ class RunDir:
     """
 
     def __init__(self, root: str | os.PathLike, config: dict[str, Any], *, overwrite: bool = False):
-        self.root = Path(root)
-        if self.root.exists() and not self.root.is_dir():
-            raise ConfigError(f"run directory {self.root} exists and is not a directory")
-        path = self.root / MANIFEST
-        if path.exists() and overwrite:
-            path.unlink()
-        if path.exists():
-            try:
-                self.manifest = json.loads(path.read_text(encoding="utf-8"))
-            except (json.JSONDecodeError, UnicodeDecodeError) as e:
-                raise ConfigError(f"{path}: unreadable manifest ({e}); use a new run directory "
-                                  "or --overwrite") from None
-            got = (self.manifest.get("format"), self.manifest.get("versions", {}).get("fastsynth"))
-            if got != (FORMAT, __version__):
-                raise ConfigError(f"{path}: written by fastsynth {got[1]} (run format {got[0]}); this "
-                                  f"is fastsynth {__version__} (format {FORMAT}): use a new run "
-                                  "directory or --overwrite")
-            diff = config_diff(self.manifest.get("config", {}), config)
-            if diff:
-                raise ConfigError(f"{self.root} holds a run with another config (differs in: "
-                                  f"{', '.join(diff)}); use a new run directory or --overwrite")
-        else:
-            self.root.mkdir(parents=True, exist_ok=True)
-            self.manifest = {"format": FORMAT, "versions": versions(), "config": config,
-                             "created": _now(), "stages": {}}
-            self.save()
-        sweep_temps(self.root)
+        super().__init__(root, config, overwrite=overwrite, format=FORMAT,
+                         fresh={"created": _now(), "stages": {}})
 
     # -- manifest -------------------------------------------------------------------------
     def save(self) -> None:
         self.manifest["updated"] = _now()
-        atomic_write_text(self.root / MANIFEST, json.dumps(self.manifest, indent=1, sort_keys=True))
+        super().save()
 
     def stage(self, name: str) -> dict[str, Any]:
         return self.manifest["stages"].setdefault(
@@ -117,18 +85,18 @@ class RunDir:
         self.save()
 
     def part_done(self, stage: str, phase: str, part: str) -> bool:
-        return part in self.stage(stage)["phases"].get(phase, {})
+        self.stage(stage)
+        return self.is_listed(_group(stage, phase), part)
 
     def finish_part(self, stage: str, phase: str, part: str, result: PartResult) -> None:
         """Record a part whose files are already in place (this is its commit)."""
         result.check(f"stage {stage}, phase {phase}, part {part}")
-        self.stage(stage)["phases"].setdefault(phase, {})[part] = asdict(result)
-        self.save()
+        self.stage(stage)
+        self.record(_group(stage, phase), part, asdict(result))
 
     def parts(self, stage: str, phase: str) -> dict[str, dict[str, Any]]:
         """Finished parts of ``stage``'s ``phase``, in part order."""
-        found = self.manifest["stages"].get(stage, {}).get("phases", {}).get(phase, {})
-        return {k: found[k] for k in sorted(found)}
+        return self.listed(_group(stage, phase))
 
     # -- paths ------------------------------------------------------------------------------
     def path(self, *parts: str) -> Path:
@@ -144,17 +112,9 @@ def rejects_path(root: str | os.PathLike, stage: str, part: str) -> Path:
     return Path(root) / "rejects" / stage / f"{part}.parquet"
 
 
-def config_diff(old: Any, new: Any, prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ between two JSON-like configs."""
-    if isinstance(old, dict) and isinstance(new, dict):
-        out: list[str] = []
-        for k in sorted(set(old) | set(new), key=str):
-            out += config_diff(old.get(k, _ABSENT), new.get(k, _ABSENT), f"{prefix}{k}.")
-        return out
-    return [] if old == new else [prefix.rstrip(".") or "config"]
-
-
-_ABSENT = "<absent>"
+def _group(stage: str, phase: str) -> tuple[str, ...]:
+    """Where the manifest lists ``stage``'s finished ``phase`` parts."""
+    return ("stages", stage, "phases", phase)
 
 
 def _now() -> str:

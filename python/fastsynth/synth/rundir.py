@@ -13,11 +13,12 @@ it counts as finished only once the manifest (also replaced atomically) lists it
 run killed at any moment resumes by redoing at most the part it was writing. A listed
 part whose file is damaged (a disk fault, a hand edit) stops the run naming the part;
 ``redo_damaged=True`` (``fastsynth synth --redo-damaged``) forgets such parts so they are
-generated again. The same rules hold for every run directory (docs/architecture.md).
+generated again. The manifest, config check, part listing and damaged-part check are
+:class:`fastsynth.partstore.PartStore`'s, shared with the run layer's run directory
+(docs/architecture.md, "Run directory").
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -25,11 +26,12 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from fastsynth.atomic import atomic_write_bytes, sweep_temps, write_parquet
-from fastsynth.errors import ConfigError, InputError
+from fastsynth.atomic import atomic_write_bytes, write_parquet
+from fastsynth.errors import InputError
+from fastsynth.partstore import MANIFEST, PartStore
 
-MANIFEST = "manifest.json"
 FOLDERS = ("qa", "rejects", "concepts")
+PARTS = ("parts",)  # the manifest's one group of finished parts
 
 __all__ = ["RunDir", "MANIFEST", "atomic_write_bytes", "write_table"]
 
@@ -38,78 +40,37 @@ def write_table(path: Path, table: pa.Table) -> None:
     write_parquet(path, table)
 
 
-class RunDir:
+class RunDir(PartStore):
     """A run directory; ``config`` must match the one a previous run recorded there."""
 
     def __init__(self, root: str | os.PathLike, config: dict[str, Any], overwrite: bool = False,
                  redo_damaged: bool = False):
-        self.root = Path(root)
-        if self.root.exists() and not self.root.is_dir():
-            raise ConfigError(f"output {self.root} exists and is not a directory")
-        path = self.root / MANIFEST
-        if path.exists() and not overwrite:
-            try:
-                self.manifest = json.loads(path.read_text())
-            except json.JSONDecodeError as e:
-                raise ConfigError(f"{path}: unreadable manifest ({e}); use a new output or overwrite") from None
-            if self.manifest.get("config") != config:
-                old = self.manifest.get("config", {})
-                diff = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k))
-                raise ConfigError(f"{self.root} holds a run with other settings ({', '.join(diff)}); "
-                                  "use a new output directory or overwrite=True")
-            sweep_temps(self.root)
-            self._check_parts(redo_damaged)
-        else:
-            if overwrite and self.root.exists():
-                for sub in FOLDERS:
-                    for p in (self.root / sub).glob("*.parquet"):
-                        p.unlink()
-            self.manifest = {"config": config, "parts": {}}
-            self.save()
-
-    def _check_parts(self, redo: bool) -> None:
-        """Every listed part's files must be readable Parquet (footer and schema)."""
-        damaged = []
-        for part in sorted(self.manifest["parts"]):
+        if overwrite and Path(root).is_dir():
             for sub in FOLDERS:
-                f = self.root / sub / f"{part}.parquet"
-                if not f.exists():
-                    continue
-                try:
-                    pq.read_metadata(f)
-                except (pa.ArrowInvalid, OSError) as e:
-                    damaged.append((part, f, e))
-        if not damaged:
-            return
-        if redo:
-            for part, f, _ in damaged:
-                self.manifest["parts"].pop(part, None)
-                f.unlink(missing_ok=True)
-            self.save()
-            return
-        part, f, e = damaged[0]
-        more = f" (and {len(damaged) - 1} more)" if len(damaged) > 1 else ""
-        raise InputError(f"finished part {part!r}{more} is damaged ({e}); re-run the same command "
-                         "with --redo-damaged (fastsynth synth) or redo_damaged=True "
-                         "(synthesize) to generate it again", source=str(f))
+                for p in (Path(root) / sub).glob("*.parquet"):
+                    p.unlink()
+        super().__init__(root, config, overwrite=overwrite, fresh={"parts": {}}, what="output",
+                         remedy="use a new output directory or overwrite=True")
+        self.check_damaged(PARTS, self._files, redo=redo_damaged,
+                           hint="re-run the same command with --redo-damaged (fastsynth synth) or "
+                                "redo_damaged=True (synthesize) to generate it again")
 
-    def save(self) -> None:
-        atomic_write_bytes(self.root / MANIFEST, json.dumps(self.manifest, indent=1, sort_keys=True).encode())
+    def _files(self, part: str) -> list[Path]:
+        return [self.root / sub / f"{part}.parquet" for sub in FOLDERS]
 
     def done(self, part: str) -> bool:
-        return part in self.manifest["parts"]
+        return self.is_listed(PARTS, part)
 
     def finish(self, part: str, tables: dict[str, pa.Table], info: dict[str, Any]) -> None:
         """Write ``tables`` (folder -> table) as ``<folder>/<part>.parquet``, then record the part."""
         for folder, table in tables.items():
             write_parquet(self.root / folder / f"{part}.parquet", table)
-        self.manifest["parts"][part] = info
-        self.save()
+        self.record(PARTS, part, info)
 
     def read(self, folder: str, schema: pa.Schema) -> pa.Table:
         """All finished parts of ``folder`` in part order (an empty table if none)."""
         tables = []
-        for p in sorted(self.manifest["parts"]):
+        for p in self.listed(PARTS):
             f = self.root / folder / f"{p}.parquet"
             if f.exists():
                 try:
