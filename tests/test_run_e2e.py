@@ -168,6 +168,26 @@ def test_every_stage_accounted_for(setup):
     assert fitted == {k: fit[k] for k in ("E", "A", "B", "alpha", "beta", "r2")}
 
 
+def test_tokenize_bpe_learns_only_from_the_training_side(setup):
+    """The tokenize stage's BPE is trained on the documents the sweep trains on: the
+    documents of the sweep's own held-out shard set take no part in its merges."""
+    from fastsynth.corpus import read
+    from fastsynth.train.shards import ShardSet
+    from fastsynth.train.vocab import load_tokenizer
+
+    _, _, ref, _ = setup
+    shards = ShardSet(ref / "tokenize" / "shards")
+    info = manifest(ref)["stages"]["train"]["phases"]["sweep"]["global"]["info"]
+    held = ShardSet(ref / info["data"]["heldout"])  # an absolute path stays as it is
+    held_ids = {held.record_id(i) for i in range(held.n_docs)}
+    mix = list(read(str(ref / "mix" / "out" / "00000.parquet")))
+    assert 0 < len(held_ids) < len(mix)
+    train_side = load_tokenizer("bpe:384", (r["text"] for r in mix if str(r["id"]) not in held_ids))
+    assert shards.fingerprint == train_side.fingerprint
+    # the check can fail: the held-out documents would have changed the merges
+    assert load_tokenizer("bpe:384", (r["text"] for r in mix)).fingerprint != shards.fingerprint
+
+
 def test_report_sections(setup):
     _, _, ref, _ = setup
     md = (ref / "report.md").read_text()

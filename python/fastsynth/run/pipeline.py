@@ -145,7 +145,7 @@ def run(plan_: Plan, out: str | os.PathLike, *, overwrite: bool = False,
         rd.stage(name).setdefault("description", BY_NAME[name].description)
     rd.save()
     for name in plan_.run.stages:
-        run_stage(rd, BY_NAME[name], plan_.configs[name], executor)
+        run_stage(rd, BY_NAME[name], _job_config(plan_, name), executor)
     rd.manifest["pending_stages"] = [n for n in plan_.run.stages
                                      if rd.manifest["stages"][n]["state"] == "pending"]
     rd.save()
@@ -153,6 +153,15 @@ def run(plan_: Plan, out: str | os.PathLike, *, overwrite: bool = False,
         from fastsynth.run.report import write_report
         write_report(rd)
     return rd
+
+
+def _job_config(plan_: Plan, name: str) -> Any:
+    """What stage ``name`` runs with: its config; for ``tokenize``, with the train stage's
+    held-out share beside it, so a BPE never learns from held-out documents
+    (docs/architecture.md, "The training half")."""
+    if name == "tokenize" and "train" in plan_.configs:
+        return train.TokenizeJob(plan_.configs["tokenize"], plan_.configs["train"].heldout_permille)
+    return plan_.configs[name]
 
 
 def stage_table(plan_: Plan) -> list[tuple[str, str]]:

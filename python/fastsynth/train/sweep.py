@@ -230,7 +230,10 @@ class SweepData:
                 "heldout_documents": self.heldout_documents}
 
 
-def _is_heldout(record_id: str, permille: int) -> bool:
+def is_heldout(record_id: str, permille: int) -> bool:
+    """The sweep's split rule: a document is held out if the CRC-32 of its record id
+    (UTF-8) mod 1000 is below ``permille``. The run's tokenize stage applies it too, so
+    its BPE learns only from the documents the sweep trains on."""
     return zlib.crc32(record_id.encode("utf-8")) % 1000 < permille
 
 
@@ -263,7 +266,7 @@ def split_shards(source: Any, permille: int, train_dir: Path, heldout_dir: Path,
     from fastsynth.progress import progress
     from fastsynth.train.shards import ShardWriter
 
-    held = np.fromiter((_is_heldout(source.record_id(i), permille) for i in range(source.n_docs)),
+    held = np.fromiter((is_heldout(source.record_id(i), permille) for i in range(source.n_docs)),
                        dtype=bool, count=source.n_docs)
     n_held = int(held.sum())
     n_train = source.n_docs - n_held
@@ -370,7 +373,7 @@ def prepare_data(config: SweepConfig, out: Path, show_progress: bool | None = No
             from fastsynth.corpus import read
             spec = parse_tokenizer(f"bpe:{config.vocab}")
             tok = load_tokenizer(spec, (r["text"] for r in read(config.corpus)
-                                        if not _is_heldout(str(r["id"]), config.heldout_permille)))
+                                        if not is_heldout(str(r["id"]), config.heldout_permille)))
         tokenize(config.corpus, data / "corpus", tokenizer=tok, overwrite=True,
                  show_progress=show_progress)
         split_shards(ShardSet(data / "corpus"), config.heldout_permille, train_dir, held_dir,

@@ -45,22 +45,58 @@ def shards_dir(root: str | Path) -> Path:
 @dataclass(frozen=True)
 class TokenizeConfig:
     # a BPE trained on the mix by default: the train stage's tiny models would be mostly
-    # embedding with SmolLM2's 49,152-token vocabulary
-    tokenizer: str = option("bpe:1024", "tokenizer: bpe:N (N tokens trained on the mix), embedded "
-                                        "(SmolLM2's), or a tokenizer.json/.gguf path")
+    # embedding with SmolLM2's 49,152-token vocabulary. Only the documents the train stage
+    # trains on teach it (TokenizeJob): its held-out documents stay unseen.
+    tokenizer: str = option("bpe:1024", "tokenizer: bpe:N (N tokens trained on the mix's training "
+                                        "side), embedded (SmolLM2's), or a tokenizer.json/.gguf path")
     shard_tokens: int = option(1 << 24, "most tokens per shard")
 
     def __post_init__(self) -> None:
         check(self.shard_tokens >= 1, "tokenize.shard_tokens", f"must be >= 1, got {self.shard_tokens}")
 
 
-def tokenize_mix(config: TokenizeConfig, view: View) -> PartResult:
+@dataclass(frozen=True)
+class TokenizeJob:
+    """What the tokenize step runs with: its stage's config and the train stage's
+    ``heldout_permille``, so that a ``bpe:N`` tokenizer learns its merges only from the
+    documents the sweep will train on (the sweep holds out documents of the shard set by
+    :func:`fastsynth.train.sweep.is_heldout`; held-out text must stay unseen, as in the
+    stand-alone sweep on a corpus). Built by :func:`fastsynth.run.pipeline.run`."""
+
+    config: TokenizeConfig
+    heldout_permille: int
+
+
+def _bpe_on_training_side(spec_text: str, source: str, permille: int) -> Any:
+    """``spec_text`` loaded; a ``bpe:N`` trained on the documents of ``source`` that are
+    not held out at ``permille`` (its ``train_documents`` limit counts those)."""
+    import itertools
+
+    from fastsynth.corpus import read
+    from fastsynth.train.sweep import is_heldout
+    from fastsynth.train.vocab import load_tokenizer, parse_tokenizer
+
+    spec = parse_tokenizer(spec_text)
+    if spec.kind != "bpe":
+        return spec_text
+    texts = (r["text"] for r in read(source) if not is_heldout(str(r["id"]), permille))
+    if spec.train_documents is not None:
+        texts = itertools.islice(texts, spec.train_documents)
+    return load_tokenizer(spec, texts)
+
+
+def tokenize_mix(job: TokenizeJob | TokenizeConfig, view: View) -> PartResult:
+    """The mix tokenized into :func:`shards_dir`. Given a bare :class:`TokenizeConfig`
+    (no train stage to hold documents out for), a BPE learns from the whole mix."""
     from fastsynth.train.tokenize import tokenize
 
+    config, permille = (job.config, job.heldout_permille) if isinstance(job, TokenizeJob) else (job, 0)
     (rel,) = view.files("mix", "out")
+    src = str(view.path(rel))
     out = shards_dir(view.root)
-    s = tokenize(str(view.path(rel)), out, tokenizer=config.tokenizer,
-                       shard_tokens=config.shard_tokens, overwrite=True, show_progress=False)
+    tokenizer = _bpe_on_training_side(config.tokenizer, src, permille) if permille else config.tokenizer
+    s = tokenize(src, out, tokenizer=tokenizer,
+                 shard_tokens=config.shard_tokens, overwrite=True, show_progress=False)
     n_rej = int(s.documents_rejected)
     # empty documents hold no tokens: they leave the data here, counted as rejects
     by_reason = dict(s.rejected)
