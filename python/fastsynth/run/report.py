@@ -221,7 +221,7 @@ def _training(doc: Document, root: Path, order: list[str], stages: dict, figs: P
     data = info.get("data") or {}
     made = (f"trained on the tokenize stage's shards as they are (tokenizer "
             f"{str(data.get('tokenizer_fingerprint', ''))[:12]}, {data.get('vocab_size', 0):,} tokens; "
-            "a BPE trained on the mix sees the held-out documents' text too)"
+            "a BPE there learned only from the training side's documents)"
             if data.get("source") == "shards" else "the mix tokenized by the sweep")
     doc.p(f"{len(runs)} runs on this run's mix, {made}: {info['unique_tokens']:,} unique training "
           f"tokens, {info['heldout_tokens']:,} held-out tokens (documents held out by a hash of "
