@@ -516,11 +516,11 @@ def test_dedup_command_on_ray_refuses_local_only_options(tmp_path, messy, capsys
     assert not list(tmp_path.iterdir())
 
 
-SHORT_DOCS = [
+SHORT_DOCS = [  # two documents sharing concepts (tides, Moon, gravity, Sun): one Level-3 walk
     ("tides", "Tides are the rise and fall of sea levels caused by the gravity of the Moon and the Sun. "
               "Most coasts see two high tides and two low tides every day."),
-    ("bread", "Bread is made by mixing flour, water, salt and yeast. The yeast ferments the sugars in the "
-              "dough and releases carbon dioxide, which makes the loaf rise in the oven."),
+    ("moon", "The Moon orbits the Earth once every 27 days. Its gravity pulls on the oceans and raises the "
+             "tides, and its phases change as the Sun lights different sides."),
 ]
 
 
@@ -528,18 +528,39 @@ def _rows(table) -> str:
     return json.dumps(table.to_pylist(), default=str)  # NaN == NaN as text
 
 
-def test_synth_command_on_ray_equals_local(tmp_path, executor):
-    """The candidates of each document batch made on a Ray actor pool (one model load per
-    actor) and the order-dependent rest on the driver give the records a local run gives.
-    Tiny on purpose: 2 short documents, Levels 1-2, 12 new tokens per request."""
+class _CountingGenerator:
+    """Passes every call to ``inner`` and counts the requests (the driver's generator)."""
+
+    def __init__(self, inner):
+        self.inner, self.requests = inner, 0
+        self.model_name = getattr(inner, "model_name", "")
+
+    def generate(self, requests, **kw):
+        self.requests += len(requests)
+        return self.inner.generate(requests, **kw)
+
+
+def test_synth_command_on_ray_equals_local(tmp_path, executor, monkeypatch):
+    """Every generation call of a synthesis made on Ray actor pools — each document batch's
+    candidates, the Level-3 walk batch's questions, each part's answers and QA — with only
+    the ordered filter (and evolution, none here) on the driver gives the records, rejects
+    and token counts a local run gives, and the driver's final pass makes no call.
+    Tiny on purpose: 2 short documents, Levels 1-3, 12 new tokens per request."""
     import pyarrow.parquet as pq
+
+    from fastsynth.cli import synth as synth_cli
 
     src = tmp_path / "docs.jsonl"
     src.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in SHORT_DOCS))
-    common = ["--levels", "1,2", "--batch-docs", "1", "--max-tokens", "12", "--no-embeddings"]
+    common = ["--batch-docs", "1", "--max-tokens", "12", "--no-embeddings"]
     assert _cli("synth", src, "-o", tmp_path / "local", *common) == 0
+    made = []
+    real_gen = synth_cli._gen
+    monkeypatch.setattr(synth_cli, "_gen", lambda *a, **k: made.append(_CountingGenerator(real_gen(*a, **k)))
+                        or made[-1])
     assert _cli("synth", src, "-o", tmp_path / "ray", *common, "--executor", "ray",
-                "--ray-address", _address()) == 0
+                "--ray-address", _address(), "--gen-actors", "1") == 0
+    assert len(made) == 1 and made[0].requests == 0  # the driver generated nothing
     for sub in ("qa", "rejects", "concepts"):
         names = sorted(p.name for p in (tmp_path / "local" / sub).glob("*.parquet"))
         assert names and names == sorted(p.name for p in (tmp_path / "ray" / sub).glob("*.parquet"))
@@ -548,10 +569,14 @@ def test_synth_command_on_ray_equals_local(tmp_path, executor):
                 _rows(pq.read_table(tmp_path / "ray" / sub / n)), f"{sub}/{n}"
     a, b = (json.loads((tmp_path / d / "summary.json").read_text()) for d in ("local", "ray"))
     assert a["requested_questions"] == b["requested_questions"] and a["yield"] == b["yield"]
+    assert a["rejections"] == b["rejections"]
     ta, tb = a["tokens"], b["tokens"]
     assert (ta["prompt"], ta["completion"], ta["requests"]) == (tb["prompt"], tb["completion"], tb["requests"])
-    assert ta["requests"] >= 6  # concepts, Level-1 and Level-2 questions of 2 documents, answers
-    assert not (tmp_path / "ray" / "gen").exists()  # the candidates' parts are swept
+    m = json.loads((tmp_path / "local" / "manifest.json").read_text())["parts"]
+    assert m["walks-00000"]["calls"]["requests"] >= 1  # a Level-3 walk batch was asked
+    # concepts, Level-1 and Level-2 questions of 2 documents, the walk's questions, answers
+    assert ta["requests"] >= 7 and "answer" in json.dumps(a["rejections"]) + json.dumps(a["yield"])
+    assert not (tmp_path / "ray" / "gen").exists()  # the generation parts are swept
 
 
 def test_tokenize_command_on_ray_equals_local(tmp_path, messy, executor):

@@ -60,7 +60,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_engine_options(p)  # for --backend vllm and/or --answer-backend vllm
     from fastsynth.run.executor_options import add_executor_arguments
 
-    add_executor_arguments(p)  # ray: each batch's candidates on an actor pool, OUT/gen (docs/scale.md)
+    add_executor_arguments(p)  # ray: the generation calls on an actor pool, OUT/gen (docs/scale.md)
+    p.add_argument("--gen-actors", type=int, default=2,
+                   help="--executor ray: actors making the generation calls (each loads the model)")
+    p.add_argument("--gen-gpus", type=float, default=0.0,
+                   help="--executor ray: GPUs each generation actor asks Ray for (e.g. 1)")
     p.set_defaults(func=run)
 
 
@@ -79,10 +83,16 @@ def _gen(backend: str, model: str | None, base_url: str | None, cache_dir: str |
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from fastsynth.run.executor_options import executor_from_args
     from fastsynth.synth.config import SynthConfig
     from fastsynth.synth.pipeline import synthesize
 
+    if args.gen_actors < 1:
+        raise ConfigError(f"--gen-actors must be >= 1, got {args.gen_actors}")
+    if args.gen_gpus < 0:
+        raise ConfigError(f"--gen-gpus must be >= 0, got {args.gen_gpus}")
     executor = executor_from_args(args)
 
     if args.limit is not None and args.limit < 0:
@@ -111,21 +121,21 @@ def run(args: argparse.Namespace) -> int:
     pregenerated = None
     if executor.name != "local":
         records = list(records)
-        pregenerated = _candidates_on(executor, records, args, cfg, gen, engine)
+        pregenerated = _generation_on(executor, records, args, cfg, gen, ans, engine)
     summary = synthesize(records, args.output, generator=gen, answer_generator=ans, config=cfg,
                          eval_set=args.eval_set, overwrite=args.overwrite,
                          redo_damaged=args.redo_damaged, pregenerated=pregenerated)
     if pregenerated is not None:
         import shutil
 
-        shutil.rmtree(pregenerated.parent.parent, ignore_errors=True)  # OUT/gen: its records are in qa/ now
+        shutil.rmtree(Path(args.output) / "gen", ignore_errors=True)  # its records are in qa/ now
     _print(summary, args.output)
     return 0
 
 
 @dataclass(frozen=True)
-class _Candidates:
-    """What a worker needs to make a batch's candidates (``synth_config()`` as the stage's)."""
+class _Generation:
+    """What a worker needs to make generation calls (``synth_config()`` as the stage's)."""
 
     backend: str
     model: str | None
@@ -133,25 +143,34 @@ class _Candidates:
     cache_dir: str | None
     synth: object
     engine_args: tuple = ()   # (key, value) pairs of vllm.LLM arguments (--engine-arg)
+    answer_backend: str | None = None
+    answer_model: str | None = None
+    answer_base_url: str | None = None
+    answer_engine_args: tuple = ()
+    eval_set: str | None = None
+    gen_actors: int = 2
+    gen_gpus: float = 0.0
 
     def synth_config(self):
         return self.synth
 
 
-def _candidates_on(executor, records: list[dict], args: argparse.Namespace, cfg, gen,
-                   engine: dict[str, object]):
-    """Every document batch's candidates made as parts on ``executor`` (an actor pool under
-    Ray) into ``OUT/gen/candidates/docs/``; batches already there for these settings, or
-    already finished in the synthesis run at OUT, are skipped. Returns that folder, for
-    :func:`fastsynth.synth.synthesize`'s ``pregenerated``. ``engine``: the parsed
-    ``--engine-arg`` pairs (used only when the candidates' ``--backend`` is vllm)."""
-    import json
+def _generation_on(executor, records: list[dict], args: argparse.Namespace, cfg, gen, ans,
+                   engine: dict[str, object]) -> list:
+    """The synthesis's generation calls made as parts on ``executor`` (actor pools under
+    Ray), in OUT/gen/ (docs/scale.md, "Generation on an actor pool"): every document
+    batch's candidates, then every walk batch's Level-3 questions, then the ordered
+    filter and evolution here (:func:`fastsynth.synth.pipeline.select_questions`), then
+    every part's answers and QA. Groups already saved for these settings are not made
+    again. Returns the folders for :func:`fastsynth.synth.synthesize`'s ``pregenerated``.
+    ``engine``: the parsed ``--engine-arg`` pairs (for whichever backend is vllm)."""
     from pathlib import Path
 
     from fastsynth.run.stage import Part
     from fastsynth.run.stages import synth as stage
+    from fastsynth.synth.pipeline import (candidates_key, doc_batches, load_candidates, load_group,
+                                          select_questions)
     from fastsynth.synth.documents import fit_documents
-    from fastsynth.synth.pipeline import candidates_key, doc_batches, load_candidates
 
     work = Path(args.output) / "gen"  # parts, logs and a local Ray's temp dir; swept after success
     if args.overwrite:
@@ -160,25 +179,44 @@ def _candidates_on(executor, records: list[dict], args: argparse.Namespace, cfg,
         shutil.rmtree(work, ignore_errors=True)
     docs, _ = fit_documents(records, cfg.max_doc_chars, cfg.on_long, cfg.max_chunks)
     batches = doc_batches(docs, cfg)
-    folder = work / "candidates" / "docs"
-    finished: set[str] = set()
-    if not args.overwrite and (Path(args.output) / "manifest.json").exists():
-        try:
-            finished = set(json.loads((Path(args.output) / "manifest.json").read_text())["parts"])
-        except (ValueError, KeyError):
-            finished = set()  # synthesize names the damaged manifest itself
-    todo = [b for b in batches if b[0] not in finished
-            and load_candidates(folder, b[0], candidates_key(b[1], b[2], b[3], cfg, gen)) is None]
-    stage.write_batch_inputs(work / "input", todo)
-    parts = [Part(str(work), "candidates", "docs", b[0], (f"input/{b[0]}.parquet",)) for b in todo]
-    config = _Candidates(args.backend, args.model, args.base_url, args.cache_dir, cfg,
-                         tuple(engine.items()) if args.backend == "vllm" else ())
+    folders = {k: work / "candidates" / k for k in ("docs", "walks", "select", "answers")}
+    config = _Generation(args.backend, args.model, args.base_url, args.cache_dir, cfg,
+                         tuple(engine.items()) if args.backend == "vllm" else (),
+                         args.answer_backend, args.answer_model, args.answer_base_url,
+                         tuple(engine.items()) if args.answer_backend == "vllm" else (),
+                         args.eval_set, args.gen_actors, args.gen_gpus)
+    gen_phase, walk_phase, _, answer_phase, _ = stage.STAGE.phases
     try:
-        executor.map_parts(stage.candidates_part, config, parts, lambda part, res: None,
-                           phase=stage.STAGE.phases[0])
+        # 1. candidates of every document batch (the select step needs them all, finished parts too)
+        todo = [b for b in batches if load_candidates(folders["docs"], b[0],
+                                                      candidates_key(b[1], b[2], b[3], cfg, gen)) is None]
+        stage.write_batch_inputs(work / "input", todo)
+        executor.map_parts(stage.candidates_part, config,
+                           [Part(str(work), "candidates", "docs", b[0], (f"input/{b[0]}.parquet",)) for b in todo],
+                           lambda part, res: None, phase=gen_phase)
+        # 2. Level-3 questions of every walk batch
+        stage.write_batch_inputs(work / "input", [b for b in batches if b not in todo])
+        inputs = [f"input/{b[0]}.parquet" for b in batches]
+        concepts = [f"candidates/docs/{b[0]}.concepts.parquet" for b in batches]
+        _, wparts, _ = stage.walk_plan(config, [work / p for p in inputs], [work / p for p in concepts])
+        executor.map_parts(stage.walk_questions_part, config,
+                           [Part(str(work), "candidates", "walks", n, tuple(inputs + concepts)) for n, _ in wparts
+                            if not (folders["walks"] / f"{n}.cands.json").exists()],
+                           lambda part, res: None, phase=walk_phase)
+        # 3. the filter and evolution, in order, here; 4. answers and QA of every part
+        names = select_questions(records, folders["select"], generator=gen, answer_generator=ans, config=cfg,
+                                 eval_set=args.eval_set, pregenerated=[folders["docs"], folders["walks"]])
+        import json
+
+        todo_a = [n for n in names if load_group([folders["answers"]], f"{n}.answer", json.loads(
+            (folders["select"] / f"{n}.selected.json").read_text())["key"]) is None]
+        executor.map_parts(stage.answer_part, config,
+                           [Part(str(work), "candidates", "answers", n, (f"candidates/select/{n}.selected.json",))
+                            for n in todo_a],
+                           lambda part, res: None, phase=answer_phase)
     finally:
         getattr(executor, "shutdown", lambda: None)()
-    return folder
+    return list(folders.values())
 
 
 def _print(s: dict, out: str) -> None:

@@ -25,7 +25,8 @@ phases without them get the defaults): ``resources`` — Ray resources of one pa
 ``{"num_cpus": 2}`` or ``{"num_gpus": 1}`` (default one CPU); ``actors`` — 0 runs each part
 as a task, N > 0 runs the parts on a pool of N long-lived actors, so that what ``fn``
 keeps per process (a loaded model, cached by the stage's own code) is loaded once per
-actor rather than once per part. A config with a ``threads`` field left at ``None``
+actor rather than once per part. Either may also be a function of the stage's config
+(a setting such as ``synth.gen_actors``). A config with a ``threads`` field left at ``None``
 ("all cores") runs each part with ``threads`` = the part's CPUs, so parallel parts on
 one node do not oversubscribe it.
 
@@ -297,9 +298,11 @@ class RayExecutor:
         ray = _import_ray()
         if phase is None:
             phase = find_phase(parts[0].stage, parts[0].phase, fn)
-        resources = dict(getattr(phase, "resources", None) or {})
+        resources, actors = getattr(phase, "resources", None), getattr(phase, "actors", 0)
+        # either may be a function of the config (a setting, e.g. synth.gen_actors)
+        resources = dict((resources(config) if callable(resources) else resources) or {})
         resources.setdefault("num_cpus", 1)
-        actors = int(getattr(phase, "actors", 0) or 0)
+        actors = int((actors(config) if callable(actors) else actors) or 0)
         config = _with_threads(config, resources["num_cpus"])
         where = f"{parts[0].stage}/{parts[0].phase}"
         if actors:

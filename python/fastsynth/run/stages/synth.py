@@ -1,23 +1,32 @@
 """Stage ``synth``: SynthLLM question-answer pairs (Levels 1-3, answers, QA checks).
 
-Two phases (docs/scale.md, "Generation on an actor pool"):
+Five phases (docs/scale.md, "Generation on an actor pool"); the generation calls are in
+the three Map phases, which a distributed executor runs on a pool of ``gen_actors``
+actors (one model load per actor and phase):
 
 1. ``Map("gen")``, one part per document batch of the synthesis: the batch's concepts and
    Level-1/2 question candidates (:func:`fastsynth.synth.pipeline.generate_candidates`)
-   -> ``synth/gen/<batch>.*``. They do not depend on other batches, so a distributed
-   executor runs them on a pool of ``GEN_ACTORS`` actors, one model load per actor;
-2. ``Global("out")`` runs :func:`fastsynth.synth.synthesize` over the first ``max_docs``
+   -> ``synth/gen/<batch>.*``;
+2. ``Map("walks")``, one part per Level-3 walk batch: the concept graph over every
+   batch's concepts (rebuilt in each process: cheap next to generation) and the batch's
+   Level-3 questions -> ``synth/walks/<batch>.cands.*``;
+3. ``Global("select")``: the online near-duplicate filter (it sees every earlier question,
+   in part order) and evolution over all parts (:func:`fastsynth.synth.pipeline.select_questions`)
+   -> each part's selected questions in ``synth/select/``. Evolution runs here, on the
+   driver: which questions it gets depends on the filter, and what it returns goes back
+   through the filter before the next part;
+4. ``Map("answer")``, one part per part with selected questions: answers and QA
+   (:func:`fastsynth.synth.pipeline.answer_selection`) -> ``synth/answer/``;
+5. ``Global("out")`` runs :func:`fastsynth.synth.synthesize` over the first ``max_docs``
    deduplicated documents into ``synth/work/`` — a synthesis run directory with its own
-   parts (document batches -> the Level-3 concept graph -> walk batches) and its own
-   resume — taking each batch's candidates from ``synth/gen/``. What follows the
-   candidates is ordered, not independent: the online near-duplicate filter sees every
-   earlier question, and only the questions it keeps are evolved and answered
-   (docs/architecture.md, "Synthesis inside a run"). The step then writes the accepted
-   pairs as ``synth/out/00000.parquet`` (the QA schema plus ``text`` = "Question: ...
-   Answer: ...") and the rejected candidates to ``rejects/synth/`` with ``stage:reason``.
+   parts and resume — which finds every call group above (keyed by what it depends on;
+   a missing or stale one is made there) and replays the filter, then writes the
+   accepted pairs as ``synth/out/00000.parquet`` (the QA schema plus ``text`` =
+   "Question: ... Answer: ...") and the rejected candidates to ``rejects/synth/`` with
+   ``stage:reason``.
 
-The output equals a synthesis that generates every batch itself (the same calls in the
-same batches, whichever process makes them).
+The output equals a synthesis that makes every call itself (the same calls in the same
+request batches, whichever process makes them).
 
 Counts are in question candidates: in = accepted + rejected (documents the synthesis
 skipped at input count as rejected ``input:<reason>``).
@@ -25,7 +34,7 @@ skipped at input count as rejected ``input:<reason>``).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import pyarrow as pa
@@ -55,9 +64,16 @@ class SynthStageConfig:
     max_tokens: int = option(96, "new tokens per request (questions, concepts, answers)")
     seed: int = option(0, "sampling seed")
     gen_batch_size: int = option(8, "requests per generator call")
+    gen_actors: int = option(2, "actors making the generation calls under --executor ray (each loads "
+                                "the model); the local executor ignores it")
+    gen_gpus: float = option(0.0, "GPUs each generation actor asks Ray for (e.g. 1 on a GPU cluster); "
+                                  "the local executor ignores it")
 
     def __post_init__(self) -> None:
         check(self.max_docs >= 1, "synth.max_docs", f"must be >= 1, got {self.max_docs}")
+        check(isinstance(self.gen_actors, int) and self.gen_actors >= 1, "synth.gen_actors",
+              f"must be an integer >= 1, got {self.gen_actors!r}")
+        check(self.gen_gpus >= 0, "synth.gen_gpus", f"must be >= 0, got {self.gen_gpus}")
         check(self.max_tokens >= 1, "synth.max_tokens", f"must be >= 1, got {self.max_tokens}")
         check(self.base_url is None or self.backend == "openai", "synth.base_url",
               "is only for backend = openai")
@@ -80,8 +96,20 @@ def qa_text(question: str, answer: str) -> str:
     return f"Question: {question}\nAnswer: {answer}"
 
 
-#: Actors generating candidates under a distributed executor (each loads the model once).
+#: Actors making generation calls under a distributed executor when the config does not
+#: say (``gen_actors``): each loads the model once per Map phase.
 GEN_ACTORS = 2
+
+
+def gen_actors(config) -> int:
+    """The actor pool's size for a generation Map phase (``config.gen_actors``)."""
+    return int(getattr(config, "gen_actors", GEN_ACTORS))
+
+
+def gen_resources(config) -> dict[str, float] | None:
+    """Ray resources of one generation actor: ``num_gpus`` = ``config.gen_gpus`` when > 0."""
+    gpus = float(getattr(config, "gen_gpus", 0.0) or 0.0)
+    return {"num_gpus": gpus} if gpus > 0 else None
 
 _GENERATORS: dict[tuple, object] = {}
 
@@ -137,6 +165,84 @@ def candidates_part(config, part: Part) -> PartResult:
     return PartResult(info={"candidates": len(cands), "key": key})
 
 
+def answer_generator(config) -> object:
+    """This process's answer (and judge) generator: ``config.answer_backend`` etc. when set
+    (the synth command's ``--answer-backend``), else :func:`cached_generator`'s."""
+    backend = getattr(config, "answer_backend", None)
+    if not backend:
+        return cached_generator(config)
+    from types import SimpleNamespace
+
+    return cached_generator(SimpleNamespace(backend=backend, model=config.answer_model,
+                                            base_url=config.answer_base_url,
+                                            cache_dir=getattr(config, "cache_dir", None),
+                                            engine_args=getattr(config, "answer_engine_args", ())))
+
+
+def _batch_docs(paths) -> list:
+    """The documents of :func:`write_batch_inputs` files, in order."""
+    from fastsynth.synth.documents import Doc
+
+    docs = []
+    for p in paths:
+        t = pq.read_table(p, columns=["id", "text"]).to_pydict()
+        docs += [Doc(i, x) for i, x in zip(t["id"], t["text"])]
+    return docs
+
+
+def _concepts(paths) -> list:
+    """Every batch's concepts (``<batch>.concepts.parquet`` files, in batch order)."""
+    from fastsynth.synth.summary import CONCEPT_SCHEMA, read_concepts
+
+    tabs = [pq.read_table(p, schema=CONCEPT_SCHEMA) for p in paths]
+    return read_concepts(pa.concat_tables(tabs) if tabs else CONCEPT_SCHEMA.empty_table())
+
+
+def walk_plan(config, doc_inputs, concept_files) -> tuple[list, list, tuple]:
+    """``(docs, walk parts [(part, walks)], (graph, display))`` of the synthesis whose
+    document batches are ``doc_inputs`` (:func:`write_batch_inputs` files) with concepts
+    ``concept_files`` (both in batch order); no parts when Level 3 is off."""
+    from fastsynth.synth.pipeline import _quota, walk_batches
+
+    cfg = config.synth_config()
+    docs = _batch_docs(doc_inputs)
+    _, n_walks = _quota(len(docs), cfg)
+    if not n_walks:
+        return docs, [], (None, {})
+    graph, display, parts, _ = walk_batches(_concepts(concept_files), n_walks, cfg)
+    return docs, parts, (graph, display)
+
+
+def walk_questions_part(config, part: Part) -> PartResult:
+    """One walk batch's Level-3 questions, saved in ``ROOT/<stage>/<phase>/`` as the group
+    :func:`fastsynth.synth.synthesize` looks up. ``part.inputs``: every document batch's
+    input file, then every batch's concepts file (the graph needs them all)."""
+    from fastsynth.synth.pipeline import _Run
+
+    paths = part.input_paths()
+    n = len(paths) // 2
+    docs, parts, (graph, display) = walk_plan(config, paths[:n], paths[n:])
+    walks = dict(parts)[part.id]
+    cfg = config.synth_config()
+    gen = cached_generator(config)
+    run = _Run(docs, replace(cfg, judge_threshold=None), None, gen, gen, gen, [], save_to=part.out.parent)
+    cands, rejects = run.walk_candidates(part.id, walks, graph, display)
+    return PartResult(info={"candidates": len(cands), "rejected": len(rejects)})
+
+
+def answer_part(config, part: Part) -> PartResult:
+    """Answers and QA of one part's selected questions (``part.inputs[0]``: its
+    ``<part>.selected.json`` in the select folder), saved in ``ROOT/<stage>/<phase>/``
+    (:func:`fastsynth.synth.pipeline.answer_selection`)."""
+    from fastsynth.synth.pipeline import answer_selection
+
+    sel = part.input_paths()[0]
+    gen = answer_generator(config)
+    kept = answer_selection(sel.parent, part.id, part.out.parent, config.synth_config(), gen, gen,
+                            eval_set=getattr(config, "eval_set", None))
+    return PartResult(info={"kept": kept})
+
+
 def _docs(config: SynthStageConfig, view: View) -> pa.Table:
     return read_parts(view.root, view.files("dedup", "out"), ["id", "text"]).slice(0, config.max_docs)
 
@@ -153,6 +259,39 @@ def gen_parts(config: SynthStageConfig, view: View, stage: str, phase: str) -> l
     return [Part(view.root, stage, phase, n, (f"{stage}/{phase}-input/{n}.parquet",)) for n in names]
 
 
+def _gen_files(view: View, stage: str) -> tuple[list[str], list[str]]:
+    names = view.finished.get(stage, {}).get("gen", [])
+    return ([f"{stage}/gen-input/{n}.parquet" for n in names], [f"{stage}/gen/{n}.concepts.parquet" for n in names])
+
+
+def walk_parts(config: SynthStageConfig, view: View, stage: str, phase: str) -> list[Part]:
+    """The Level-3 walk batches (the graph built here once to count them)."""
+    inputs, concepts = _gen_files(view, stage)
+    _, parts, _ = walk_plan(config, [view.path(p) for p in inputs], [view.path(p) for p in concepts])
+    return [Part(view.root, stage, phase, name, tuple(inputs + concepts)) for name, _ in parts]
+
+
+def _folder(view: View, phase: str):
+    return view.global_dir("synth").parent / phase
+
+
+def select(config: SynthStageConfig, view: View) -> PartResult:
+    """The filter and evolution over every part, in order (on the driver)."""
+    from fastsynth.synth.pipeline import select_questions
+
+    names = select_questions(_docs(config, view).to_pylist(), _folder(view, "select"),
+                             generator=cached_generator(config), config=config.synth_config(),
+                             pregenerated=[_folder(view, "gen"), _folder(view, "walks")])
+    return PartResult(info={"parts": names})
+
+
+def answer_parts(config: SynthStageConfig, view: View, stage: str, phase: str) -> list[Part]:
+    """One part per part the select step kept questions of."""
+    folder = _folder(view, "select")
+    names = sorted(p.name[:-len(".selected.json")] for p in folder.glob("*.selected.json"))
+    return [Part(view.root, stage, phase, n, (f"{stage}/select/{n}.selected.json",)) for n in names]
+
+
 def generate(config: SynthStageConfig, view: View) -> PartResult:
     from fastsynth.synth import synthesize
     from fastsynth.synth.provenance import QA_SCHEMA, REJECT_SCHEMA
@@ -161,7 +300,7 @@ def generate(config: SynthStageConfig, view: View) -> PartResult:
     work = view.global_dir("synth").parent / "work"
     summary = synthesize(docs.to_pylist(), work, generator=cached_generator(config),
                          config=config.synth_config(), show_progress=False, redo_damaged=True,
-                         pregenerated=view.global_dir("synth").parent / "gen")
+                         pregenerated=[_folder(view, f) for f in ("gen", "walks", "select", "answer")])
     manifest_parts = sorted(p for p in (work / "qa").glob("*.parquet"))
     import json
     listed = set(json.loads((work / "manifest.json").read_text())["parts"])
@@ -186,7 +325,11 @@ def generate(config: SynthStageConfig, view: View) -> PartResult:
 
 
 STAGE = Stage("synth", SynthStageConfig,
-              (Map("gen", candidates_part, gen_parts, actors=GEN_ACTORS), Global("out", generate, counts=True)),
+              (Map("gen", candidates_part, gen_parts, resources=gen_resources, actors=gen_actors),
+               Map("walks", walk_questions_part, walk_parts, resources=gen_resources, actors=gen_actors),
+               Global("select", select),
+               Map("answer", answer_part, answer_parts, resources=gen_resources, actors=gen_actors),
+               Global("out", generate, counts=True)),
               needs=("dedup",),
               output="out", unit="questions",
               description="SynthLLM questions (levels 1-3), answers and QA checks")
