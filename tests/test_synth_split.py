@@ -87,3 +87,23 @@ def test_answers_made_for_other_questions_are_not_used(tmp_path):
     synthesize(docs, tmp_path / "whole", generator=RuleModel(), config=cfg)
     assert gen.calls > 0
     assert _rows(tmp_path / "whole", "qa", QA_SCHEMA) == _rows(tmp_path / "split", "qa", QA_SCHEMA)
+
+
+def test_gen_actors_and_gpus_checked_once_naming_the_key():
+    from fastsynth.errors import ConfigError
+    from fastsynth.run.stages.synth import SynthStageConfig, gen_actors, gen_resources
+
+    with pytest.raises(ConfigError, match=r"^synth\.gen_actors must be an integer >= 1, got 0"):
+        SynthStageConfig(gen_actors=0)
+    with pytest.raises(ConfigError, match=r"^synth\.gen_gpus must be >= 0"):
+        SynthStageConfig(gen_gpus=-1)
+    c = SynthStageConfig(gen_actors=3, gen_gpus=1)
+    assert gen_actors(c) == 3 and gen_resources(c) == {"num_gpus": 1.0}
+    assert gen_resources(SynthStageConfig()) is None and gen_actors(SynthStageConfig()) == 2
+
+
+def test_synth_command_refuses_zero_actors(tmp_path, capsys):
+    from fastsynth.cli import main
+
+    assert main(["synth", str(tmp_path / "none.jsonl"), "-o", str(tmp_path / "o"), "--gen-actors", "0"]) == 2
+    assert "--gen-actors must be >= 1, got 0" in capsys.readouterr().err
