@@ -215,6 +215,16 @@ class _Run:
                                       "seconds": time.perf_counter() - t0 + self.extra.get("seconds", 0.0)})
 
 
+def walk_questions(part: str, walks: list, graph: Any, display: dict[str, str], docs: list[Doc],
+                   cfg: SynthConfig, generator: Any, out: str | os.PathLike) -> tuple[int, int]:
+    """A walk batch's Level-3 questions (``walks`` of :func:`walk_batches`) generated and
+    saved in ``out`` as the group :func:`synthesize` looks up (``<part>.cands.*``).
+    Returns the counts of questions and rejects."""
+    run = _Run(docs, cfg, None, generator, generator, generator, [], save_to=out)
+    recs, rejects = run.walk_candidates(part, walks, graph, display)
+    return len(recs), len(rejects)
+
+
 def answer_records(fresh: list[QARecord], context: Any, cfg: SynthConfig, driver: Driver,
                    decontam: Decontaminator | None, judge: Judge | None) -> tuple[list[QARecord], list[Reject]]:
     """Answers (``cfg.answer_samples`` per question through ``driver``) and QA checks
@@ -242,7 +252,7 @@ def walk_batches(concepts: list[DocConcepts], n_walks: int, cfg: SynthConfig) ->
     return graph, display, parts, n_bad
 
 
-def _quota(n_docs: int, cfg: SynthConfig) -> tuple[dict[int, int], int]:
+def level_quotas(n_docs: int, cfg: SynthConfig) -> tuple[dict[int, int], int]:
     """Questions asked per level, and the number of Level-3 walks."""
     total = round(cfg.questions_per_doc * n_docs)
     quota = {lv: round(total * cfg.level_share(lv)) for lv in (1, 2, 3)}
@@ -315,7 +325,7 @@ def synthesize(source: Any, out: str | os.PathLike, *, generator: Any = None, an
     if not rd.done("input"):
         rd.finish("input", {"rejects": reject_table([Reject(0, "input", r, [d]) for d, r in skipped])}, {})
 
-    quota, n_walks = _quota(len(docs), cfg)
+    quota, n_walks = level_quotas(len(docs), cfg)
     n_batches = math.ceil(len(docs) / cfg.batch_docs)
     from fastsynth.progress import progress
     with progress(total=n_batches + math.ceil(n_walks / cfg.batch_docs), desc="synth", unit="part",
@@ -390,7 +400,7 @@ def select_questions(source: Any, folder: str | os.PathLike, *, generator: Any, 
         cands, rejects, cs = run.doc_candidates(part, batch, q1, q2)
         concepts.append(concepts_table(cs))
         keep(part, run.select(part, cands, rejects))
-    _, n_walks = _quota(len(docs), cfg)
+    _, n_walks = level_quotas(len(docs), cfg)
     if n_walks:
         graph, display, wparts, _ = walk_batches(read_concepts(pa.concat_tables(concepts)), n_walks, cfg)
         for part, walks in wparts:
@@ -582,4 +592,4 @@ def _name(gen: Any) -> str:
 
 __all__ = ["SynthConfig", "synthesize", "spread", "generate_candidates", "doc_batches", "candidates_key",
            "save_candidates", "load_candidates", "select_questions", "answer_selection", "answer_records",
-           "walk_batches", "save_group", "load_group"]
+           "walk_batches", "walk_questions", "level_quotas", "save_group", "load_group"]

@@ -34,7 +34,7 @@ skipped at input count as rejected ``input:<reason>``).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Literal
 
 import pyarrow as pa
@@ -202,11 +202,11 @@ def walk_plan(config, doc_inputs, concept_files) -> tuple[list, list, tuple]:
     """``(docs, walk parts [(part, walks)], (graph, display))`` of the synthesis whose
     document batches are ``doc_inputs`` (:func:`write_batch_inputs` files) with concepts
     ``concept_files`` (both in batch order); no parts when Level 3 is off."""
-    from fastsynth.synth.pipeline import _quota, walk_batches
+    from fastsynth.synth.pipeline import level_quotas, walk_batches
 
     cfg = config.synth_config()
     docs = _batch_docs(doc_inputs)
-    _, n_walks = _quota(len(docs), cfg)
+    _, n_walks = level_quotas(len(docs), cfg)
     if not n_walks:
         return docs, [], (None, {})
     graph, display, parts, _ = walk_batches(_concepts(concept_files), n_walks, cfg)
@@ -217,17 +217,14 @@ def walk_questions_part(config, part: Part) -> PartResult:
     """One walk batch's Level-3 questions, saved in ``ROOT/<stage>/<phase>/`` as the group
     :func:`fastsynth.synth.synthesize` looks up. ``part.inputs``: every document batch's
     input file, then every batch's concepts file (the graph needs them all)."""
-    from fastsynth.synth.pipeline import _Run
+    from fastsynth.synth.pipeline import walk_questions
 
     paths = part.input_paths()
     n = len(paths) // 2
     docs, parts, (graph, display) = walk_plan(config, paths[:n], paths[n:])
-    walks = dict(parts)[part.id]
-    cfg = config.synth_config()
-    gen = cached_generator(config)
-    run = _Run(docs, replace(cfg, judge_threshold=None), None, gen, gen, gen, [], save_to=part.out.parent)
-    cands, rejects = run.walk_candidates(part.id, walks, graph, display)
-    return PartResult(info={"candidates": len(cands), "rejected": len(rejects)})
+    n_q, n_rej = walk_questions(part.id, dict(parts)[part.id], graph, display, docs, config.synth_config(),
+                                cached_generator(config), part.out.parent)
+    return PartResult(info={"candidates": n_q, "rejected": n_rej})
 
 
 def answer_part(config, part: Part) -> PartResult:
