@@ -242,10 +242,11 @@ def test_html_report_renders_in_headless_chromium(setup, tmp_path):
 
 
 # Kill points: (stage, phase or None, parts of that phase already finished) — the run is
-# killed as soon as the manifest shows it, i.e. while the next part is being computed.
+# killed as soon as the manifest shows it, i.e. while the next part is being computed
+# (("synth", "select", 1): during synth's answer phase, docs/scale.md).
 # "runs": inside the sweep, once runs.jsonl lists n finished runs.
 KILLS = [("ingest", None, 0), ("score", "out", 1), ("score", "out", 3), ("dedup", "sig", 2),
-         ("dedup", "verify", 1), ("synth", None, 0), ("synth", "work", 1), ("qa_dedup", None, 0),
+         ("dedup", "verify", 1), ("synth", None, 0), ("synth", "select", 1), ("qa_dedup", None, 0),
          ("mix", None, 0), ("tokenize", None, 0), ("train", None, 0), ("train", "runs", 2),
          ("plan", None, 0)]
 
