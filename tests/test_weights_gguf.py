@@ -3,6 +3,7 @@ transformers' own GGUF loader; a GGUF written here (q/k permuted as llama.cpp do
 to the original model; damaged files and unsupported architectures fail with clear errors."""
 from __future__ import annotations
 
+import functools
 import os
 import struct
 import subprocess
@@ -33,14 +34,24 @@ def ours():
 
 @pytest.fixture(scope="module")
 def reference():
-    """transformers' load of the same GGUF (slow: ~30 s; loaded once for this module)."""
+    """transformers' load of the same GGUF (loaded once for this module).
+
+    transformers parses the file's metadata (49k tokens and their merges) three times (for
+    the config, the weights and the tokenizer) and rebuilds gguf's tensor-name map for
+    every submodule. Both are pure functions of their arguments, so they are memoized
+    while loading: the same transformers and gguf code computes every value (the logits
+    and token ids are unchanged), ~3.7x faster (134 s -> 36 s on a loaded 2-core host)."""
     transformers = pytest.importorskip("transformers")
     pytest.importorskip("accelerate")
+    gguf = pytest.importorskip("gguf")
     path = default_model_path()
     folder, name = os.path.dirname(path), os.path.basename(path)
-    model = transformers.AutoModelForCausalLM.from_pretrained(folder, gguf_file=name,
-                                                              dtype=torch.float32).eval()
-    tok = transformers.AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(gguf, "GGUFReader", functools.lru_cache(maxsize=None)(gguf.GGUFReader))
+        mp.setattr(gguf, "get_tensor_name_map", functools.lru_cache(maxsize=None)(gguf.get_tensor_name_map))
+        model = transformers.AutoModelForCausalLM.from_pretrained(folder, gguf_file=name,
+                                                                  dtype=torch.float32).eval()
+        tok = transformers.AutoTokenizer.from_pretrained(folder, gguf_file=name)
     return model, tok
 
 
