@@ -429,6 +429,10 @@ PYBIND11_MODULE(_native, m) {
 
   // ---- quantised weights (GGML blocks): fastsynth.model.quant_linear is the API ------
   m.def("quant_simd_available", &quant_simd_available);
+  m.def("quant_avx512_available", &quant_avx512_available,
+        "True when batched GGUF-block products use AVX-512 tiles on this CPU.");
+  m.def("quant_allow_avx512", &quant_allow_avx512, py::arg("allowed"),
+        "Allow (default) or forbid the AVX-512 tiles process-wide; returns the previous setting.");
   m.def(
       "quant_matmul",
       [](const py::array& blocks, const std::string& fmt, py::ssize_t out_features, const py::array& x,

@@ -27,10 +27,16 @@ inline int resolve_threads(int requested, size_t n_items) {
 }
 
 // Worker threads kept for the life of the process, so a parallel loop costs a wake-up
-// (a few microseconds) instead of thread start-ups (~20-50 us each; far more when other
-// processes hold the cores). Decode steps make ~120 small products per token, which is
-// where the difference shows. One loop runs on the pool at a time; a loop started while
-// the pool is busy (another Python thread, or a loop inside a loop) starts its own threads.
+// instead of thread start-ups (~20-50 us each; far more when other processes hold the
+// cores). Decode steps make ~120 small products per token, back to back, which is where
+// the difference shows. After a job a worker spins for a short while (spin_us(), default
+// 100 us; FASTSYNTH_SPIN_US=0 turns it off) before it sleeps on the condition variable, and
+// the caller spins as long for the workers to finish: a loop that follows within that time
+// starts at once, where a sleeping worker's futex wake-up takes ~10-50 us on these VMs —
+// a third of a batch-1 decode step's products (docs/serving.md, "Decode speed"). llama.cpp's
+// thread pool spins for the same reason. Work is claimed in jobs (generation numbers): one
+// loop runs on the pool at a time; a loop started while the pool is busy (another Python
+// thread, or a loop inside a loop) starts its own threads.
 class WorkerPool {
  public:
   // The pool of this process (a forked child gets a fresh one: its parent's workers do not
@@ -40,18 +46,24 @@ class WorkerPool {
   // pool workers; returns when all have returned. task must not throw. Returns false
   // without running anything when the pool is busy.
   bool run(int threads, void (*task)(void*, int), void* ctx);
+  // Microseconds a worker (and the caller) spins before sleeping: $FASTSYNTH_SPIN_US, read
+  // once; 100 when unset.
+  static long spin_us();
 
  private:
   void loop(int index);
+  // Job word: generation << 16 | workers wanted (indices 1..wanted). One atomic, so a worker
+  // never pairs one job's generation with another's worker count.
+  static constexpr int kWantedBits = 16;
 
   std::mutex run_mutex_;  // held for the whole of one run()
-  std::mutex mutex_;      // guards the fields below
+  std::mutex mutex_;      // guards sleeping on wake_/done_ (and workers_)
   std::condition_variable wake_, done_;
   int workers_ = 0;       // started so far (indices 1..workers_)
-  uint64_t generation_ = 0;
-  int wanted_ = 0;        // workers taking part in the current job: indices 1..wanted_
-  int remaining_ = 0;
-  void (*task_)(void*, int) = nullptr;
+  std::atomic<uint64_t> job_{0};
+  std::atomic<int> remaining_{0};
+  std::atomic<int> sleepers_{0};       // workers inside wake_.wait
+  void (*task_)(void*, int) = nullptr;  // written before job_ is published (release)
   void* ctx_ = nullptr;
 };
 

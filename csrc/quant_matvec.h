@@ -29,6 +29,12 @@ size_t quant_block_bytes(QuantFormat fmt);
 // True when the AVX2+FMA+F16C path is compiled in and this CPU supports it.
 bool quant_simd_available();
 
+// True when the CPU has AVX-512F: batches of 5+ rows then multiply in 16-lane tiles.
+bool quant_avx512_available();
+// Allows (default) or forbids the AVX-512 tiles process-wide, for tests and A/B benchmarks that
+// need the AVX2 path on an AVX-512 machine; returns the previous setting.
+bool quant_allow_avx512(bool allowed);
+
 // y (batch, out_features) = x (batch, in_features) @ W.T, W (out_features, in_features) given as
 // `blocks`: out_features rows of in_features/32 blocks each, row-major, as in a GGUF tensor.
 // Throws std::invalid_argument when in_features is not a multiple of 32. `simd=false` forces

@@ -50,18 +50,24 @@ def check_close(y: np.ndarray, w: np.ndarray, x: np.ndarray) -> None:
 
 @pytest.mark.parametrize("fmt", ["q4_1", "q8_0"])
 @pytest.mark.parametrize("out,inp", [(1, 32), (7, 96), (33, 576), (130, 1536)])
-@pytest.mark.parametrize("simd", [True, False])
-def test_kernel_matches_float64_product_of_dequantised_weights(fmt, out, inp, simd):
+@pytest.mark.parametrize("path", ["avx512", "avx2", "scalar"])
+def test_kernel_matches_float64_product_of_dequantised_weights(fmt, out, inp, path):
+    if path == "avx512" and not _native.quant_avx512_available():
+        pytest.skip("this CPU has no AVX-512F/BW: the 16-lane tiles cannot run here")
     blocks = random_blocks(fmt, out, inp, seed=out * 7 + inp)
     w = dequantised(blocks, fmt)
     assert np.all(np.isfinite(w))
     rng = np.random.default_rng(inp)
-    # 1-4 rows: blocks unpacked per use; 5+: rows dequantised once, 4x3 register tiles (with
-    # every remainder of output rows and activation rows)
-    for batch in range(1, 21):
-        x = rng.standard_normal((batch, inp)).astype(np.float32)
-        y = _native.quant_matmul(blocks, fmt, out, x, threads=2, simd=simd)
-        check_close(y, w, x)
+    # 1-4 rows: blocks unpacked per use; 5+: rows dequantised once, 4x3 register tiles (4x4 with
+    # AVX-512), with every remainder of output rows and activation rows
+    before = _native.quant_allow_avx512(path == "avx512")
+    try:
+        for batch in range(1, 21):
+            x = rng.standard_normal((batch, inp)).astype(np.float32)
+            y = _native.quant_matmul(blocks, fmt, out, x, threads=2, simd=path != "scalar")
+            check_close(y, w, x)
+    finally:
+        _native.quant_allow_avx512(before)
 
 
 def test_simd_and_scalar_paths_agree_and_nibble_order_is_ggmls():
