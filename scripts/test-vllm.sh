@@ -63,8 +63,8 @@ synth_run() {  # name, extra args...
   echo "$name: $(python3 -c "print(f'{$t1 - $t0:.1f}')") s for $DOCS documents"
   "$PY" - "$WORK/$name" <<'PYEOF'
 import json, sys, pathlib
-m = json.loads((pathlib.Path(sys.argv[1]) / "manifest.json").read_text())
-print("  counts:", json.dumps(m.get("counts", m.get("stages", {})))[:400])
+s = json.loads((pathlib.Path(sys.argv[1]) / "summary.json").read_text())
+print("  accepted per level:", json.dumps(s["yield"]), " tokens:", json.dumps(s["tokens"]))
 PYEOF
 }
 
