@@ -32,6 +32,15 @@ constexpr size_t kRowChunk = 16;
 // projection of a SmolLM2 decode step (331K multiply-adds and up at batch 1) is split.
 constexpr size_t kMinWorkPerThread = size_t{1} << 17;
 
+// Runs rows(p, r0, r1) over chunks of p's output rows on up to `threads` threads, one thread per
+// kMinWorkPerThread of `work` (multiply-adds, or their equivalent in time).
+template <class P>
+void split_rows(const P& p, size_t work, int threads, void (*rows)(const P&, size_t, size_t)) {
+  const int by_work = static_cast<int>(std::min<size_t>(work / kMinWorkPerThread + 1, 1024));
+  threads = std::min(resolve_threads(threads, p.out), by_work);
+  parallel_for(p.out, threads, kRowChunk, [&](int, size_t r0, size_t r1) { rows(p, r0, r1); });
+}
+
 // IEEE binary16 -> binary32, exact for every input (subnormals, infinities, NaN).
 float half_to_float(uint16_t h) {
   const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
@@ -413,20 +422,11 @@ void quant_matmul(const uint8_t* blocks, QuantFormat fmt, size_t out_features, s
 #ifdef FASTSYNTH_QUANT_SIMD
   p.wide = use_simd && avx512_available() && g_avx512_allowed.load(std::memory_order_relaxed);
 #endif
-  const size_t work = out_features * in_features * batch;
-  const int by_work = static_cast<int>(std::min<size_t>(work / kMinWorkPerThread + 1, 1024));
-  threads = resolve_threads(threads, out_features);
-  threads = std::min(threads, by_work);
-  parallel_for(out_features, threads, kRowChunk, [&](int, size_t r0, size_t r1) {
+  void (*rows)(const Problem&, size_t, size_t) = rows_scalar;
 #ifdef FASTSYNTH_QUANT_SIMD
-    if (use_simd) {
-      rows_simd(p, r0, r1);
-      return;
-    }
+  if (use_simd) rows = rows_simd;
 #endif
-    (void)use_simd;
-    rows_scalar(p, r0, r1);
-  });
+  split_rows(p, out_features * in_features * batch, threads, rows);
 }
 
 
@@ -570,21 +570,12 @@ void quant_matmul_q8(const uint8_t* blocks, QuantFormat fmt, size_t out_features
   if (out_features == 0 || batch == 0) return;
   ProblemQ8 p{blocks, fmt, out_features, in_features, in_features / kQuantBlock, batch, xq, y};
   const bool use_simd = simd && quant_simd_available();
-  // integer products run ~4x faster than the float path: split later
-  const size_t work = out_features * in_features * batch / 4;
-  const int by_work = static_cast<int>(std::min<size_t>(work / kMinWorkPerThread + 1, 1024));
-  threads = resolve_threads(threads, out_features);
-  threads = std::min(threads, by_work);
-  parallel_for(out_features, threads, kRowChunk, [&](int, size_t r0, size_t r1) {
+  void (*rows)(const ProblemQ8&, size_t, size_t) = rows_q8_scalar;
 #ifdef FASTSYNTH_QUANT_SIMD
-    if (use_simd) {
-      rows_q8_simd(p, r0, r1);
-      return;
-    }
+  if (use_simd) rows = rows_q8_simd;
 #endif
-    (void)use_simd;
-    rows_q8_scalar(p, r0, r1);
-  });
+  // integer products run ~4x faster than the float path: split later
+  split_rows(p, out_features * in_features * batch / 4, threads, rows);
 }
 
 }  // namespace fastsynth
