@@ -13,6 +13,10 @@
 
 #include "parallel.h"
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
+
 namespace fastsynth {
 namespace {
 
@@ -59,10 +63,89 @@ void project(const QuantMatrix& w, const float* x, size_t batch, float* y, int t
                   batch, y, threads, simd);
 }
 
+#if defined(__x86_64__) || defined(__i386__)
+// e^x for 8 floats: x = n ln2 + r with |r| <= ln2/2 (ln2 split in two parts so n ln2 is exact
+// enough), e^r from Cephes' degree-6 polynomial for expf, times 2^n built in the exponent bits.
+// Within 2 ulp of the correctly rounded value over [-87, 88] (tests/test_decode_native.py
+// checks it against float64); inputs are clamped to [-87.3, 88.3], so e^x of a very negative
+// x is ~1e-38 rather than 0 — callers that need an exact 0 (masked softmax slots) set it.
+__attribute__((target("avx2,fma"))) inline __m256 exp256(__m256 x) {
+  x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.3f)), _mm256_set1_ps(88.3f));
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 y = _mm256_set1_ps(1.9875691500e-4f);
+  y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.3981999507e-3f));
+  y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(8.3334519073e-3f));
+  y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(4.1665795894e-2f));
+  y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.6666665459e-1f));
+  y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(5.0000001201e-1f));
+  y = _mm256_fmadd_ps(y, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
+}
+
+__attribute__((target("avx2,fma"))) void store_exp256(const float* x, float* out) {
+  _mm256_storeu_ps(out, exp256(_mm256_loadu_ps(x)));
+}
+
+// a * silu(g) = g / (1 + e^-g) * u for n values (n a multiple of 8).
+__attribute__((target("avx2,fma"))) void swiglu_avx2(const float* g, const float* u, size_t n, float* a) {
+  const __m256 one = _mm256_set1_ps(1.0f);
+  for (size_t i = 0; i < n; i += 8) {
+    const __m256 gv = _mm256_loadu_ps(g + i);
+    const __m256 e = exp256(_mm256_sub_ps(_mm256_setzero_ps(), gv));
+    _mm256_storeu_ps(a + i, _mm256_mul_ps(_mm256_div_ps(gv, _mm256_add_ps(one, e)), _mm256_loadu_ps(u + i)));
+  }
+}
+
+// The vector pieces of attend() below (head_dim a multiple of 8). Scores are dot products of 8
+// lane-wise partial sums added at the end (the order torch's own vectorised kernels use, not the
+// scalar loop's). At batch 16 over a ~70-slot cache the scalar loops were about a third of a
+// decode step (docs/serving.md "Decode speed").
+__attribute__((target("avx2,fma"))) float dot_avx2(const float* a, const float* b, size_t n) {
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  size_t j = 0;
+  for (; j + 16 <= n; j += 16) {
+    acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + j), _mm256_loadu_ps(b + j), acc0);
+    acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + j + 8), _mm256_loadu_ps(b + j + 8), acc1);
+  }
+  for (; j < n; j += 8) acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + j), _mm256_loadu_ps(b + j), acc0);
+  const __m256 acc = _mm256_add_ps(acc0, acc1);
+  __m128 t = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+  t = _mm_add_ps(t, _mm_movehl_ps(t, t));
+  t = _mm_add_ss(t, _mm_movehdup_ps(t));
+  return _mm_cvtss_f32(t);
+}
+
+// scores[s] = e^(scores[s] - mx), exactly 0 where scores[s] is -inf (a masked slot).
+__attribute__((target("avx2,fma"))) void exp_scores_avx2(float* scores, size_t n, float mx) {
+  const __m256 vmx = _mm256_set1_ps(mx), ninf = _mm256_set1_ps(-INFINITY);
+  size_t s = 0;
+  for (; s + 8 <= n; s += 8) {
+    const __m256 sc = _mm256_loadu_ps(scores + s);
+    const __m256 visible = _mm256_cmp_ps(sc, ninf, _CMP_NEQ_OQ);
+    _mm256_storeu_ps(scores + s, _mm256_and_ps(exp256(_mm256_sub_ps(sc, vmx)), visible));
+  }
+  for (; s < n; ++s) scores[s] = scores[s] == -INFINITY ? 0.0f : std::exp(scores[s] - mx);
+}
+
+// out += p * v (n a multiple of 8)
+__attribute__((target("avx2,fma"))) void axpy_avx2(float p, const float* v, float* out, size_t n) {
+  const __m256 pv = _mm256_set1_ps(p);
+  for (size_t j = 0; j < n; j += 8)
+    _mm256_storeu_ps(out + j, _mm256_fmadd_ps(pv, _mm256_loadu_ps(v + j), _mm256_loadu_ps(out + j)));
+}
+#endif
+
 // out (hd) = softmax(q . k_s / sqrt(hd) over visible slots s <= length) @ v_s for one
 // (row, query head); k/v point at slot 0 of this row's KV head, slot stride `stride` floats.
-void attend_one(const float* q, const float* k, const float* v, size_t stride, size_t hd,
-                size_t n_slots, const uint8_t* mask, float scale, float* scores, float* out) {
+// Vec: the AVX2 pieces above; otherwise plain loops in the order of fastsynth.model.llama's ops.
+// The softmax total is summed in float64 on both.
+template <bool Vec>
+void attend(const float* q, const float* k, const float* v, size_t stride, size_t hd, size_t n_slots,
+            const uint8_t* mask, float scale, float* scores, float* out) {
   float mx = -INFINITY;
   for (size_t s = 0; s < n_slots; ++s) {
     if (mask != nullptr && !mask[s]) {
@@ -71,28 +154,49 @@ void attend_one(const float* q, const float* k, const float* v, size_t stride, s
     }
     const float* ks = k + s * stride;
     float dot = 0.0f;
-    for (size_t j = 0; j < hd; ++j) dot += q[j] * ks[j];
+#if defined(__x86_64__) || defined(__i386__)
+    if constexpr (Vec) dot = dot_avx2(q, ks, hd);
+    else
+#endif
+      for (size_t j = 0; j < hd; ++j) dot += q[j] * ks[j];
     scores[s] = dot * scale;
     mx = std::max(mx, scores[s]);
   }
   std::fill(out, out + hd, 0.0f);
   if (mx == -INFINITY) return;  // no visible key: 0, as attention.py defines it
+#if defined(__x86_64__) || defined(__i386__)
+  if constexpr (Vec) exp_scores_avx2(scores, n_slots, mx);
+  else
+#endif
+    for (size_t s = 0; s < n_slots; ++s) scores[s] = scores[s] == -INFINITY ? 0.0f : std::exp(scores[s] - mx);
   double total = 0.0;
-  for (size_t s = 0; s < n_slots; ++s) {
-    const float p = scores[s] == -INFINITY ? 0.0f : std::exp(scores[s] - mx);
-    scores[s] = p;
-    total += p;
-  }
+  for (size_t s = 0; s < n_slots; ++s) total += scores[s];
   const float inv = static_cast<float>(1.0 / total);
   for (size_t s = 0; s < n_slots; ++s) {
     if (scores[s] == 0.0f) continue;
     const float p = scores[s] * inv;
     const float* vs = v + s * stride;
+#if defined(__x86_64__) || defined(__i386__)
+    if constexpr (Vec) {
+      axpy_avx2(p, vs, out, hd);
+      continue;
+    }
+#endif
     for (size_t j = 0; j < hd; ++j) out[j] += p * vs[j];
   }
 }
 
 }  // namespace
+
+void exp_vector(const float* x, size_t n, float* out) {
+  size_t i = 0;
+#if defined(__x86_64__) || defined(__i386__)
+  if (quant_simd_available()) {
+    for (; i + 8 <= n; i += 8) store_exp256(x + i, out + i);
+  }
+#endif
+  for (; i < n; ++i) out[i] = std::exp(x[i]);
+}
 
 void decode_step(const DecoderModel& m, const int64_t* tokens, const int64_t* positions,
                  size_t batch, float* const* k_cache, float* const* v_cache, size_t capacity,
@@ -130,6 +234,11 @@ void decode_step(const DecoderModel& m, const int64_t* tokens, const int64_t* po
       s.sin[b * half + j] = std::sin(a);
     }
   }
+  bool vector_attention = false;
+#if defined(__x86_64__) || defined(__i386__)
+  vector_attention = simd && hd % 8 == 0 && quant_simd_available();
+  const bool vector_swiglu = simd && m.ffn % 8 == 0 && quant_simd_available();
+#endif
   const size_t att_work = batch * m.n_heads * n_slots * hd * 2;
   const int att_threads = att_work < kMinAttentionWork ? 1 : threads;
 
@@ -150,9 +259,9 @@ void decode_step(const DecoderModel& m, const int64_t* tokens, const int64_t* po
       for (size_t i = i0; i < i1; ++i) {
         const size_t b = i / m.n_heads, h = i % m.n_heads, kvh = h / group;
         const size_t base = b * capacity * slot_stride + kvh * hd;
-        attend_one(&s.qkv[b * qkv_out + h * hd], k_cache[l] + base, v_cache[l] + base, slot_stride, hd,
-                   n_slots, key_mask ? key_mask + b * mask_stride : nullptr, scale, scores.data(),
-                   &s.att[b * q_out + h * hd]);
+        (vector_attention ? attend<true> : attend<false>)(
+            &s.qkv[b * qkv_out + h * hd], k_cache[l] + base, v_cache[l] + base, slot_stride, hd, n_slots,
+            key_mask ? key_mask + b * mask_stride : nullptr, scale, scores.data(), &s.att[b * q_out + h * hd]);
       }
     });
     project(L.wo, s.att.data(), batch, s.tmp.data(), threads, mode, simd, s);
@@ -163,6 +272,12 @@ void decode_step(const DecoderModel& m, const int64_t* tokens, const int64_t* po
       const float* g = &s.gu[b * 2 * m.ffn];
       const float* u = g + m.ffn;
       float* a = &s.act[b * m.ffn];
+#if defined(__x86_64__) || defined(__i386__)
+      if (vector_swiglu) {
+        swiglu_avx2(g, u, m.ffn, a);
+        continue;
+      }
+#endif
       for (size_t i = 0; i < m.ffn; ++i) a[i] = (g[i] / (1.0f + std::exp(-g[i]))) * u[i];
     }
     project(L.w_down, s.act.data(), batch, s.tmp.data(), threads, mode, simd, s);

@@ -47,6 +47,11 @@ struct DecoderModel {
 
 enum class DecodeMode { Float32, Int8 };
 
+// out[i] = e^x[i] as the decode step computes it (SwiGLU, softmax): 8 at a time with AVX2
+// (within 2 ulp over [-87, 88]; inputs clamped to [-87.3, 88.3]), std::exp for the rest or
+// without AVX2. Exposed for tests.
+void exp_vector(const float* x, size_t n, float* out);
+
 // One step. tokens/positions: (batch,). k_cache[l], v_cache[l]: float32 (batch, capacity,
 // n_kv, head_dim), row-major; this step's keys/values are written at slot `length` and
 // attention reads slots [0, length] where key_mask (batch, mask_stride) bytes are non-zero

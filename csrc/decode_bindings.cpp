@@ -56,6 +56,16 @@ struct PyDecoder {
 
 void register_decode(py::module_& m) {
   m.def(
+      "decode_exp",
+      [](const py::array& x) {
+        const size_t n = static_cast<size_t>(x.size());
+        const float* xp = checked<float>(x, "x", "float32", n);
+        py::array_t<float> out(static_cast<py::ssize_t>(n));
+        exp_vector(xp, n, out.mutable_data());
+        return out;
+      },
+      py::arg("x"), "e^x of a 1-D float32 array as the native decode step computes it (tests).");
+  m.def(
       "quant_matmul_int8",
       [](const py::array& blocks, const std::string& fmt, py::ssize_t out_features, const py::array& x,
          int threads, bool simd) {
