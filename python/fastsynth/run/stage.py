@@ -82,8 +82,9 @@ class Map:
     # Ray resources of one part (e.g. {"num_cpus": 2} or {"num_gpus": 1}; none: one CPU),
     # and ``actors`` = N > 0 to run them on a pool of N long-lived workers, so what ``fn``
     # caches per process (a loaded model) loads once per worker (fastsynth.run.ray_executor).
-    resources: dict[str, float] | None = None
-    actors: int = 0
+    # Either may be a function of the stage's config (e.g. synth.gen_actors / gen_gpus).
+    resources: dict[str, float] | Callable[[Any], dict[str, float] | None] | None = None
+    actors: int | Callable[[Any], int] = 0
 
 
 @dataclass(frozen=True)
