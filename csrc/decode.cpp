@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "hsum.h"
 #include "parallel.h"
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -112,11 +113,7 @@ __attribute__((target("avx2,fma"))) float dot_avx2(const float* a, const float* 
     acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + j + 8), _mm256_loadu_ps(b + j + 8), acc1);
   }
   for (; j < n; j += 8) acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + j), _mm256_loadu_ps(b + j), acc0);
-  const __m256 acc = _mm256_add_ps(acc0, acc1);
-  __m128 t = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
-  t = _mm_add_ps(t, _mm_movehl_ps(t, t));
-  t = _mm_add_ss(t, _mm_movehdup_ps(t));
-  return _mm_cvtss_f32(t);
+  return hsum256(_mm256_add_ps(acc0, acc1));
 }
 
 // scores[s] = e^(scores[s] - mx), exactly 0 where scores[s] is -inf (a masked slot).

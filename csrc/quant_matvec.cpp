@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "hsum.h"
 #include "parallel.h"
 
 namespace fastsynth {
@@ -116,13 +117,6 @@ void rows_scalar(const Problem& p, size_t r0, size_t r1) {
 // ---- AVX2 + FMA + F16C path -----------------------------------------------------------------
 #if defined(__x86_64__) || defined(__i386__)
 #define FASTSYNTH_QUANT_SIMD 1
-
-__attribute__((target("avx2,fma,f16c"))) inline float hsum256(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
 
 // Rows [r0, r1) for batch rows [b0, b0 + NB). Each block is unpacked once into four 8-lane
 // float vectors of its quants q and used for all NB activation rows: t = sum_c q_c * x_c, then
@@ -419,11 +413,9 @@ void quant_matmul(const uint8_t* blocks, QuantFormat fmt, size_t out_features, s
     p.xsum = xsum.data();
   }
   const bool use_simd = simd && quant_simd_available();
-#ifdef FASTSYNTH_QUANT_SIMD
-  p.wide = use_simd && avx512_available() && g_avx512_allowed.load(std::memory_order_relaxed);
-#endif
   void (*rows)(const Problem&, size_t, size_t) = rows_scalar;
 #ifdef FASTSYNTH_QUANT_SIMD
+  p.wide = use_simd && avx512_available() && g_avx512_allowed.load(std::memory_order_relaxed);
   if (use_simd) rows = rows_simd;
 #endif
   split_rows(p, out_features * in_features * batch, threads, rows);
