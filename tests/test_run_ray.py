@@ -30,7 +30,7 @@ from fastsynth.run.ray_executor import (RayExecutor, check_address, log_path,  #
                                         remove_fallback_temp_dir, temp_dir_for)
 from fastsynth.run.rundir import PartResult, RunDir, RunError  # noqa: E402
 from fastsynth.run.stage import Map, Part, Stage, View, one_to_one  # noqa: E402
-from fastsynth.run.stages import dedup, ingest, score  # noqa: E402
+from fastsynth.run.stages import dedup, ingest, score, synth  # noqa: E402
 
 # Test stages below are defined in this module; Ray workers get them by value.
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -577,6 +577,51 @@ def test_synth_command_on_ray_equals_local(tmp_path, executor, monkeypatch):
     # concepts, Level-1 and Level-2 questions of 2 documents, the walk's questions, answers
     assert ta["requests"] >= 7 and "answer" in json.dumps(a["rejections"]) + json.dumps(a["yield"])
     assert not (tmp_path / "ray" / "gen").exists()  # the generation parts are swept
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_synth_stage_shares_one_actor_pool_that_ends_with_the_stage(tmp_path, executor):
+    """The run's synth stage on Ray: its gen, walks and answer phases (with the driver's
+    select step between them) run on ONE pool of gen_actors actors — every part's logged
+    worker pid is one of at most 2 processes, so the model loads once per actor, not once
+    per phase — and after the stage no actor process of it is alive. Its output equals
+    the local executor's byte for byte. Tiny: SHORT_DOCS, one Level-3 walk, 12 tokens."""
+    src = tmp_path / "docs.jsonl"
+    src.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in SHORT_DOCS))
+    corpus = [(ingest.STAGE, ingest.IngestConfig(source=str(src), part_docs=1)),
+              (score.STAGE, score.ScoreConfig(gzip_band=None, filter={"min_words": 10})),
+              (dedup.STAGE, dedup.DedupConfig())]
+    local = _run(tmp_path / "local", corpus, LocalExecutor(show_progress=False))
+    shutil.copytree(tmp_path / "local", tmp_path / "ray")
+    remote = RunDir(tmp_path / "ray", {s.name: str(c) for s, c in corpus[:2]})
+    cfg = synth.SynthStageConfig(max_docs=2, batch_docs=1, max_tokens=12, gen_actors=2)
+    assert run_stage(remote, synth.STAGE, cfg, executor)["state"] == "done"
+    pids: dict[str, set[int]] = {}
+    for phase in ("gen", "walks", "answer"):
+        logs = sorted((remote.root / "logs" / "synth" / phase).glob("*.jsonl"))
+        assert logs, phase  # each generation phase ran parts on Ray
+        pids[phase] = {e["pid"] for f in logs for e in map(json.loads, f.read_text().splitlines())
+                       if e["event"] == "start"}
+    every = set().union(*pids.values())
+    assert 1 <= len(every) <= cfg.gen_actors, pids
+    assert len(remote.parts("synth", "gen")) == 2  # two parts: both actors could be used
+    deadline = time.monotonic() + 20  # ray.kill is asynchronous: give the processes time to go
+    while time.monotonic() < deadline and any(map(_alive, every)):
+        time.sleep(0.1)
+    assert not [p for p in every if _alive(p)], "an actor of the finished stage is still alive"
+    assert executor._pools is None  # the executor holds no pool between stages
+    run_stage(local, synth.STAGE, cfg, LocalExecutor(show_progress=False))
+    a, b = _outputs(local.root), _outputs(remote.root)
+    assert any(k.startswith("synth/out/") for k in a) and sorted(a) == sorted(b)
+    assert [k for k in a if a[k] != b[k]] == []
+    assert local.manifest["stages"]["synth"]["counts"] == remote.manifest["stages"]["synth"]["counts"]
 
 
 def test_tokenize_command_on_ray_equals_local(tmp_path, messy, executor):

@@ -8,6 +8,7 @@ left, the manifest, the count checks, the stage states) stays in :func:`run_stag
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any, Callable, Iterable
 
@@ -22,6 +23,10 @@ class LocalExecutor:
 
     def __init__(self, show_progress: bool | None = None):
         self.show_progress = show_progress
+
+    def stage_scope(self) -> contextlib.AbstractContextManager[None]:
+        """What one stage's phases share (a distributed executor's actor pools); here nothing."""
+        return contextlib.nullcontext()
 
     def map_parts(self, fn: Callable[[Any, Part], PartResult], config: Any, parts: list[Part],
                   record: Callable[[Part, PartResult], None], phase: Any = None) -> None:
@@ -80,28 +85,35 @@ def run_stage(run: RunDir, stage: Stage, config: Any, executor: LocalExecutor | 
                            f"{run.manifest['stages'].get(need, {}).get('state', 'not in this run')})")
     t0 = time.perf_counter()
     run.set_state(stage.name, "running", started=st.get("started") or _now())
-    for phase in stage.phases:
-        if isinstance(phase, Global):
-            if not run.part_done(stage.name, phase.name, "global"):
-                res = _call(phase.fn, config, view_of(run), f"stage {stage.name}, step {phase.name}")
-                run.finish_part(stage.name, phase.name, "global", res)
-            continue
-        assert isinstance(phase, Map)
-        parts = phase.parts(config, view_of(run), stage.name, phase.name)
-        todo = [p for p in parts if not run.part_done(stage.name, phase.name, p.id)]
-        for p in todo:
-            for f in p.input_paths():
-                if not f.exists():
-                    raise RunError(f"stage {stage.name}, part {p.phase}/{p.id}: input {f} is missing "
-                                   "(listed as finished in the manifest); re-run with --overwrite")
-        executor.map_parts(phase.fn, config, todo,
-                           lambda part, res: run.finish_part(stage.name, part.phase, part.id, res))
+    # what the executor keeps for the stage's phases (Ray: actor pools) ends with the stage
+    scope = getattr(executor, "stage_scope", contextlib.nullcontext)
+    with scope():
+        for phase in stage.phases:
+            _run_phase(run, stage, phase, config, executor)
     counts = stage_counts(run, stage)
     _check_chain(run, stage, counts)
     seconds = st.get("seconds", 0.0) + time.perf_counter() - t0
     run.set_state(stage.name, "done", counts=counts, unit=stage.unit, seconds=round(seconds, 3),
                   finished=_now())
     return run.stage(stage.name)
+
+
+def _run_phase(run: RunDir, stage: Stage, phase: Global | Map, config: Any, executor: Any) -> None:
+    """The parts of ``phase`` not yet in the manifest."""
+    if isinstance(phase, Global):
+        if not run.part_done(stage.name, phase.name, "global"):
+            res = _call(phase.fn, config, view_of(run), f"stage {stage.name}, step {phase.name}")
+            run.finish_part(stage.name, phase.name, "global", res)
+        return
+    parts = phase.parts(config, view_of(run), stage.name, phase.name)
+    todo = [p for p in parts if not run.part_done(stage.name, phase.name, p.id)]
+    for p in todo:
+        for f in p.input_paths():
+            if not f.exists():
+                raise RunError(f"stage {stage.name}, part {p.phase}/{p.id}: input {f} is missing "
+                               "(listed as finished in the manifest); re-run with --overwrite")
+    executor.map_parts(phase.fn, config, todo,
+                       lambda part, res: run.finish_part(stage.name, part.phase, part.id, res))
 
 
 def stage_counts(run: RunDir, stage: Stage) -> dict[str, Any]:

@@ -25,7 +25,10 @@ phases without them get the defaults): ``resources`` — Ray resources of one pa
 ``{"num_cpus": 2}`` or ``{"num_gpus": 1}`` (default one CPU); ``actors`` — 0 runs each part
 as a task, N > 0 runs the parts on a pool of N long-lived actors, so that what ``fn``
 keeps per process (a loaded model, cached by the stage's own code) is loaded once per
-actor rather than once per part. Either may also be a function of the stage's config
+actor rather than once per part. Inside :meth:`RayExecutor.stage_scope` (``run_stage``
+opens one per stage) the Map phases of the stage that ask for the same pool share it, so
+the model loads once per actor for the whole stage; the scope's end kills the pool.
+Either may also be a function of the stage's config
 (a setting such as ``synth.gen_actors``). A config with a ``threads`` field left at ``None``
 ("all cores") runs each part with ``threads`` = the part's CPUs, so parallel parts on
 one node do not oversubscribe it.
@@ -35,6 +38,7 @@ starts.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -45,7 +49,7 @@ import tempfile
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from fastsynth.errors import ConfigError, DependencyError, FastsynthError
 from fastsynth.progress import progress
@@ -102,19 +106,82 @@ def run_part(fn: Callable[[Any, Part], PartResult], config: Any, part: Part) -> 
 
 
 class PartActor:
-    """A long-lived worker of an actor pool. It receives the part function and config
-    once; whatever the function caches per process (a loaded model) survives from one
-    part to the next."""
+    """A long-lived worker of an actor pool. It keeps the config it was made with (what
+    chooses the model) and, per function, the first copy it received: whatever that
+    function caches per process (a loaded model) survives from one part to the next and
+    from one phase of the stage to the next (docs/scale.md, "Generation on an actor pool").
 
-    def __init__(self, fn: Callable[[Any, Part], PartResult], config: Any):
-        self.fn = fn
+    ``run(key, fn_box, part)``: ``key`` names the function within the pool's stage;
+    ``fn_box`` is a one-element list holding the function's object reference, fetched
+    only the first time this process sees ``key`` (a list, so Ray does not resolve it
+    for every call). A restarted actor starts with no functions and fetches them again."""
+
+    def __init__(self, config: Any):
         self.config = config
+        self.fns: dict[str, Callable[[Any, Part], PartResult]] = {}
 
-    def run(self, part: Part) -> tuple[str, Any]:
-        return run_part(self.fn, self.config, part)
+    def run(self, key: str, fn_box: list, part: Part) -> tuple[str, Any]:
+        fn = self.fns.get(key)
+        if fn is None:
+            import ray
+
+            fn = self.fns[key] = ray.get(fn_box[0])
+        return run_part(fn, self.config, part)
 
     def pid(self) -> int:
         return os.getpid()
+
+
+class ActorPool:
+    """``n`` :class:`PartActor` s made with one config and one set of Ray resources, shared
+    by the Map phases of one stage that ask for the same (see
+    :meth:`RayExecutor.stage_scope`). At most one part runs on an actor at a time; an
+    actor that died for good (its restarts used up) is replaced, so the parts after it
+    do not inherit its death."""
+
+    def __init__(self, ray: Any, options: dict, config: Any, n: int):
+        self._ray = ray
+        self._cls = ray.remote(PartActor).options(**options)
+        self.config = config
+        self.actors = [self._cls.remote(config) for _ in range(n)]
+        self.free = list(self.actors)
+        self._owner: dict[Any, Any] = {}
+        self._fns: dict[int, tuple[str, list]] = {}   # id(fn) -> (key, [ObjectRef])
+        self._keep: list[Callable] = []                # the functions behind those ids
+
+    def submit(self, fn: Callable, part: Part, retry_exceptions: bool) -> Any:
+        """Run ``fn(config, part)`` on a free actor; the result's object reference."""
+        if not self.free:  # the driver never has more than n parts in flight on a pool
+            raise RuntimeError("actor pool exhausted")
+        if id(fn) not in self._fns:  # shipped once per stage, fetched once per actor process
+            key = f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', 'fn')}#{len(self._fns)}"
+            self._fns[id(fn)] = (key, [self._ray.put(fn)])
+            self._keep.append(fn)
+        key, box = self._fns[id(fn)]
+        actor = self.free.pop()
+        ref = actor.run.options(retry_exceptions=retry_exceptions).remote(key, box, part)
+        self._owner[ref] = actor
+        return ref
+
+    def release(self, ref: Any) -> None:
+        """``ref`` has returned: its actor is free again, or replaced if it died for good."""
+        actor = self._owner.pop(ref)
+        try:
+            self._ray.get(ref)
+        except self._ray.exceptions.RayActorError:
+            self._ray.kill(actor)
+            self.actors.remove(actor)
+            actor = self._cls.remote(self.config)
+            self.actors.append(actor)
+        except Exception:  # noqa: BLE001 - the part's own error; _collect reports it
+            pass
+        self.free.append(actor)
+
+    def kill(self) -> None:
+        """End every actor (and the models they hold)."""
+        for actor in self.actors:
+            self._ray.kill(actor)
+        self.actors, self.free = [], []
 
 
 def _import_ray() -> Any:
@@ -205,6 +272,7 @@ class RayExecutor:
         self._started_here = False
         self._checked = False
         self._fallback: tuple[Path, Path] | None = None   # (run root, short temp dir) to remove
+        self._pools: list[tuple[tuple, ActorPool]] | None = None  # inside stage_scope(): (key, pool)
 
     # -- cluster ------------------------------------------------------------------------
     def start(self, root: str | os.PathLike) -> None:
@@ -252,6 +320,26 @@ class RayExecutor:
         if self._fallback is not None:
             remove_fallback_temp_dir(*self._fallback)
             self._fallback = None
+
+    @contextlib.contextmanager
+    def stage_scope(self) -> Iterator[None]:
+        """The actor pools that :meth:`map_parts` makes inside this block are shared by its
+        Map phases and killed when it ends (normally or by an error): a pool is reused by a
+        later phase that asks for the same size, the same Ray resources and an equal config
+        (the config chooses the model the actors cache), so synthesis's gen, walks and
+        answer phases load the model once per actor, not once per phase. ``run_stage``
+        opens one per stage, so no actor outlives its stage. Outside a scope each phase
+        makes its own pool and kills it at its end. Nested scopes share the outer one."""
+        if self._pools is not None:
+            yield
+            return
+        self._pools = []
+        try:
+            yield
+        finally:
+            pools, self._pools = self._pools, None
+            for _key, pool in pools:
+                pool.kill()
 
     def __enter__(self) -> "RayExecutor":
         return self
@@ -305,8 +393,14 @@ class RayExecutor:
         actors = int((actors(config) if callable(actors) else actors) or 0)
         config = _with_threads(config, resources["num_cpus"])
         where = f"{parts[0].stage}/{parts[0].phase}"
+        pool: ActorPool | None = None
         if actors:
-            submit, limit = self._actor_submitter(ray, resources, actors, fn, config), actors
+            pool = self._pool(ray, resources, actors, config)
+
+            def submit(part: Part) -> Any:
+                return pool.submit(fn, part, retry_exceptions=True)
+            submit.release = pool.release  # type: ignore[attr-defined]
+            limit = actors
         else:
             task = ray.remote(run_part).options(max_retries=self.max_retries, retry_exceptions=True,
                                                 **resources)
@@ -319,30 +413,21 @@ class RayExecutor:
         try:
             self._drive(ray, submit, parts, record, limit, where)
         finally:
-            for actor in getattr(submit, "pool", ()):  # the phase's models go with its actors
-                ray.kill(actor)
+            if pool is not None and self._pools is None:  # no stage scope: the pool is this phase's
+                pool.kill()
 
-    def _actor_submitter(self, ray: Any, resources: dict, n: int, fn: Callable, config: Any) -> Callable:
-        cls = ray.remote(PartActor).options(max_restarts=self.max_retries,
-                                           max_task_retries=self.max_retries, **resources)
-        pool = [cls.remote(fn, config) for _ in range(n)]
-        free = list(pool)
-        owner: dict[Any, Any] = {}
-
-        def submit(part: Part) -> Any:
-            actor = free.pop() if free else None
-            if actor is None:  # _drive never has more than n parts in flight
-                raise RuntimeError("actor pool exhausted")
-            ref = actor.run.remote(part)
-            owner[ref] = actor
-            return ref
-
-        def release(ref: Any) -> None:
-            free.append(owner.pop(ref))
-
-        submit.release = release  # type: ignore[attr-defined]
-        submit.pool = pool  # type: ignore[attr-defined]
-        return submit
+    def _pool(self, ray: Any, resources: dict, n: int, config: Any) -> ActorPool:
+        """The stage scope's pool of ``n`` actors with ``resources`` and ``config`` (made on
+        first use), or a new pool for this phase alone outside a scope."""
+        key = (n, sorted(resources.items()))
+        for k, pool in self._pools or ():
+            if k == key and pool.config == config:
+                return pool
+        pool = ActorPool(ray, {"max_restarts": self.max_retries, "max_task_retries": self.max_retries,
+                               **resources}, config, n)
+        if self._pools is not None:
+            self._pools.append((key, pool))
+        return pool
 
     def _drive(self, ray: Any, submit: Callable, parts: list[Part], record: Callable, limit: int,
                where: str) -> None:
