@@ -62,8 +62,8 @@ POISON = False
 # tried; these spilled least (4-warp 128-row forward and 128-column dK/dV tiles spilled
 # 900-2200 bytes per thread at hd128, 4-warp 32x128 dK/dV tiles 584 at hd64: left out). Two
 # per kernel: each candidate costs a compile (5-30 s) on first use, and the GPU suite has to
-# finish in 4 minutes.
-_GPU_SHAPES = {
+# finish in 4 minutes. FASTSYNTH_ATTENTION_TILES replaces them (see _tiles_from_env).
+_BUILTIN_SHAPES = {
     ("fwd", 64): [(128, 64, 8, 3), (128, 128, 8, 2)],
     ("fwd", 128): [(128, 64, 8, 3), (128, 128, 8, 2)],
     ("dq", 64): [(128, 64, 8, 2), (64, 64, 4, 3)],
@@ -71,6 +71,56 @@ _GPU_SHAPES = {
     ("dkdv", 64): [(64, 128, 8, 2), (32, 64, 4, 2)],
     ("dkdv", 128): [(32, 64, 8, 3), (64, 64, 8, 2)],
 }
+TILES_ENV = "FASTSYNTH_ATTENTION_TILES"
+
+
+def load_tiles(path: str) -> dict[tuple[str, int], list[tuple[int, int, int, int]]]:
+    """Autotuning candidates from a JSON file, as written by ``benchmarks/gpu/_tile_sweep.py``
+    (docs/attention.md, "Tiles for another GPU"): ``{"fwd" | "dq" | "dkdv": {"64" | "128":
+    [[BLOCK_M, BLOCK_N, num_warps, num_stages], ...]}}``. The entries it holds replace the
+    built-in ones of that kernel and head dim. Raises ValueError naming the file and the entry."""
+    import json
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{TILES_ENV}={path}: cannot read the tiles file: {exc}") from None
+    if not isinstance(doc, dict):
+        raise ValueError(f"{TILES_ENV}={path}: expected a JSON object, got {type(doc).__name__}")
+    tiles = {}
+    for kernel, per_dim in doc.items():
+        if kernel not in ("fwd", "dq", "dkdv") or not isinstance(per_dim, dict):
+            raise ValueError(f"{TILES_ENV}={path}: key {kernel!r}: expected one of 'fwd', 'dq', "
+                             "'dkdv' mapping head dims to tile lists")
+        for dim, shapes in per_dim.items():
+            where = f"{TILES_ENV}={path}: {kernel}.{dim}"
+            if dim not in ("64", "128"):
+                raise ValueError(f"{where}: head dim must be \"64\" (all dims <= 64) or \"128\"")
+            if not isinstance(shapes, list) or not shapes:
+                raise ValueError(f"{where}: expected a non-empty list of tiles")
+            for t in shapes:
+                ok = (isinstance(t, list) and len(t) == 4
+                      and all(isinstance(x, int) and not isinstance(x, bool) for x in t))
+                if not ok or t[0] < 16 or t[1] < 16 or any(x & (x - 1) for x in t[:3]) \
+                        or t[2] > 16 or not 1 <= t[3] <= 8:
+                    raise ValueError(f"{where}: tile {t!r} is not [BLOCK_M, BLOCK_N, num_warps, "
+                                     "num_stages] with power-of-two blocks >= 16, power-of-two "
+                                     "warps <= 16 and 1-8 stages")
+            tiles[(kernel, int(dim))] = [tuple(t) for t in shapes]
+    return tiles
+
+
+def _tiles_from_env() -> dict[tuple[str, int], list[tuple[int, int, int, int]]]:
+    """The built-in candidates, with those of the file named by FASTSYNTH_ATTENTION_TILES (read
+    once, when this module is imported) in their place."""
+    shapes = dict(_BUILTIN_SHAPES)
+    path = os.environ.get(TILES_ENV)
+    if path:
+        shapes.update(load_tiles(path))
+    return shapes
+
+
+_GPU_SHAPES = _tiles_from_env()
 
 
 def _shape(c: triton.Config) -> tuple[int, int, int, int]:

@@ -207,6 +207,56 @@ def test_value_checks_are_redone_when_cu_seqlens_change_in_place():
             call()
 
 
+
+# ------------------------------------------------------------------ tiles for another GPU (CPU)
+
+def test_tiles_file_replaces_the_autotuning_candidates_it_names(tmp_path):
+    # a fresh process: the file is read when the module is imported
+    tiles = {"fwd": {"128": [[128, 128, 8, 3], [64, 64, 4, 3]]}, "dkdv": {"64": [[32, 128, 4, 3]]}}
+    path = tmp_path / "tiles.json"
+    path.write_text(json.dumps(tiles))
+    code = ("import json; from fastsynth.kernels import attention as a; "
+            "print(json.dumps({f'{k}.{d}': v for (k, d), v in a._GPU_SHAPES.items()})); "
+            "print(json.dumps([[c.kwargs['BLOCK_M'], c.kwargs['BLOCK_N'], c.num_warps, c.num_stages] "
+            "for c in a._configs('fwd')]))")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["FASTSYNTH_ATTENTION_TILES"] = str(path)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True).stdout.splitlines()
+    shapes, fwd_configs = json.loads(out[0]), json.loads(out[1])
+    from fastsynth.kernels import attention as kern
+    assert shapes["fwd.128"] == tiles["fwd"]["128"]
+    assert shapes["dkdv.64"] == tiles["dkdv"]["64"]
+    # entries the file does not name keep the built-in candidates
+    assert shapes["dq.128"] == [list(t) for t in kern._BUILTIN_SHAPES[("dq", 128)]]
+    assert shapes["fwd.64"] == [list(t) for t in kern._BUILTIN_SHAPES[("fwd", 64)]]
+    # the autotuner is offered the union over head dims (each launch prunes to its own)
+    assert fwd_configs == [list(t) for t in dict.fromkeys(
+        [tuple(t) for t in shapes["fwd.64"] + shapes["fwd.128"]])]
+
+
+@pytest.mark.parametrize("content, message", [
+    ("not json", "cannot read"),
+    ("[1, 2]", "expected a JSON object"),
+    ('{"bwd": {"128": [[64, 64, 4, 2]]}}', "key 'bwd'"),
+    ('{"fwd": {"96": [[64, 64, 4, 2]]}}', "fwd.96"),
+    ('{"fwd": {"128": []}}', "fwd.128: expected a non-empty list"),
+    ('{"dq": {"64": [[64, 48, 4, 2]]}}', r"dq.64: tile \[64, 48, 4, 2\]"),
+    ('{"dq": {"64": [[64, 64, 3, 2]]}}', "dq.64: tile"),
+    ('{"dq": {"64": [[64, 64, 4, 0]]}}', "dq.64: tile"),
+    ('{"dq": {"64": [[64, 64, 4]]}}', "dq.64: tile"),
+])
+def test_bad_tiles_file_names_the_file_and_entry(tmp_path, content, message):
+    from fastsynth.kernels import attention as kern
+    path = tmp_path / "tiles.json"
+    path.write_text(content)
+    with pytest.raises(ValueError, match=message) as err:
+        kern.load_tiles(str(path))
+    assert str(path) in str(err.value)
+    with pytest.raises(ValueError, match="cannot read"):
+        kern.load_tiles(str(tmp_path / "missing.json"))
+
+
 if __name__ == "__main__":  # the interpreter run (see the module docstring)
     assert os.environ.get("TRITON_INTERPRET") == "1", "run with TRITON_INTERPRET=1"
     torch.set_num_threads(1)
