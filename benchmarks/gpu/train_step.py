@@ -22,17 +22,17 @@ CASES = (("llama-3.2-1b", False), ("llama-3.2-3b", True))
 class _RandomRows:
     """Endless packed batches: ROWS rows of SEQ random tokens, one document per row."""
 
-    def __init__(self, vocab: int):
+    def __init__(self, vocab: int, rows: int = ROWS):
         import torch
         g = torch.Generator().manual_seed(0)
-        ids = torch.randint(0, vocab, (ROWS, SEQ), generator=g)
+        ids = torch.randint(0, vocab, (rows, SEQ), generator=g)
         labels = torch.roll(ids, -1, dims=1)
         labels[:, -1] = -100
         self.batch = {"input_ids": ids, "labels": labels,
-                      "positions": torch.arange(SEQ).repeat(ROWS, 1),
-                      "cu_seqlens": torch.arange(0, ROWS + 1, dtype=torch.int32) * SEQ,
-                      "max_seqlen": SEQ, "n_tokens": ROWS * SEQ,
-                      "n_target_tokens": ROWS * (SEQ - 1)}
+                      "positions": torch.arange(SEQ).repeat(rows, 1),
+                      "cu_seqlens": torch.arange(0, rows + 1, dtype=torch.int32) * SEQ,
+                      "max_seqlen": SEQ, "n_tokens": rows * SEQ,
+                      "n_target_tokens": rows * (SEQ - 1)}
 
     def __iter__(self):
         while True:
@@ -45,7 +45,11 @@ class _RandomRows:
         pass
 
 
-def run(device, deadline: float | None = None) -> list[dict]:
+def measure(device, preset: str, rows: int = ROWS, checkpointing: bool = False,
+            compile: bool = False, steps: int = STEPS) -> dict:
+    """One training run of ``steps`` steps on random packed rows: a table row with tokens/s
+    (median after WARMUP steps), MFU, peak memory and the final loss; an OOM or kernel error
+    becomes a row with ``ok: False``."""
     import torch
 
     from fastsynth.model import LlamaConfig
@@ -55,33 +59,39 @@ def run(device, deadline: float | None = None) -> list[dict]:
 
     name = torch.cuda.get_device_name(device)
     peak = peak_flops(name)
+    case = (f"train step {preset} seq {SEQ} x {rows} rows bf16" + (" +act-ckpt" if checkpointing else "")
+            + (" +compile" if compile else ""))
+    model = LlamaConfig.preset(preset, max_seq_len=SEQ)
+    cfg = TrainConfig(model=model, seq_len=SEQ, micro_batch_rows=rows, steps=steps,
+                      warmup_steps=1, log_every=1, lr=1e-4, device=str(device),
+                      precision="bf16", activation_checkpointing=checkpointing, compile=compile)
+    torch.cuda.reset_peak_memory_stats(device)
+    t0 = time.monotonic()
+    try:
+        res = train(cfg, _RandomRows(model.vocab, rows), show_progress=False)
+    except Exception as e:                        # OOM or a kernel error: report, go on
+        torch.cuda.empty_cache()
+        return {"case": case, "ok": False, "error": f"{type(e).__name__}: {e}"[:300]}
+    tps = statistics.median(r["tokens_per_s"] for r in res.metrics
+                            if "tokens_per_s" in r and r["step"] > WARMUP)
+    fpt = flops_per_token(model, SEQ)
+    mfu = fpt * tps / peak if peak else None
+    row = {"case": case, "device": name, "tokens_per_s": round(tps),
+           "flops_per_token": fpt, "tflops": round(fpt * tps / 1e12, 1),
+           "mfu": None if mfu is None else round(mfu, 4),
+           "target_mfu_1b": 0.40 if preset.endswith("1b") else None,
+           "peak_mem_gb": round(torch.cuda.max_memory_allocated(device) / 2**30, 1),
+           "final_loss": round(res.losses[-1], 3), "wall_s": round(time.monotonic() - t0, 1)}
+    del res
+    torch.cuda.empty_cache()
+    return row
+
+
+def run(device, deadline: float | None = None) -> list[dict]:
     rows = []
     for preset, ckpt in CASES:
-        case = f"train step {preset} seq {SEQ} x {ROWS} rows bf16" + (" +act-ckpt" if ckpt else "")
         if deadline is not None and time.monotonic() > deadline - 60:
-            rows.append({"case": case, "note": "skipped: time budget"})
+            rows.append({"case": f"train step {preset}", "note": "skipped: time budget"})
             continue
-        model = LlamaConfig.preset(preset, max_seq_len=SEQ)
-        cfg = TrainConfig(model=model, seq_len=SEQ, micro_batch_rows=ROWS, steps=STEPS,
-                          warmup_steps=1, log_every=1, lr=1e-4, device=str(device),
-                          precision="bf16", activation_checkpointing=ckpt)
-        try:
-            res = train(cfg, _RandomRows(model.vocab), show_progress=False)
-        except Exception as e:                        # OOM or a kernel error: report, go on
-            rows.append({"case": case, "ok": False, "error": f"{type(e).__name__}: {e}"[:300]})
-            torch.cuda.empty_cache()
-            continue
-        tps = statistics.median(r["tokens_per_s"] for r in res.metrics
-                                if "tokens_per_s" in r and r["step"] > WARMUP)
-        fpt = flops_per_token(model, SEQ)
-        mfu = fpt * tps / peak if peak else None
-        rows.append({"case": case, "device": name, "tokens_per_s": round(tps),
-                     "flops_per_token": fpt, "tflops": round(fpt * tps / 1e12, 1),
-                     "mfu": None if mfu is None else round(mfu, 4),
-                     "target_mfu_1b": 0.40 if preset.endswith("1b") else None,
-                     "peak_mem_gb": round(torch.cuda.max_memory_allocated(device) / 2**30, 1),
-                     "final_loss": round(res.losses[-1], 3)})
-        del res
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
+        rows.append(measure(device, preset, checkpointing=ckpt))
     return rows
