@@ -57,19 +57,17 @@ POISON = False
 
 
 # Autotuning candidates on the GPU, (BLOCK_M, BLOCK_N, num_warps, num_stages) per kernel and head
-# dim (<= 64, 128). Chosen without a GPU (benchmarks/RESULTS.md, 2026-11-26): compiled for
-# sm_90 with ptxas (triton 3.9 and 3.6), the hd128 backward spills registers in every shape
-# tried; these spilled least (4-warp 128-row forward and 128-column dK/dV tiles spilled
-# 900-2200 bytes per thread at hd128, 4-warp 32x128 dK/dV tiles 584 at hd64: left out). Two
-# per kernel: each candidate costs a compile (5-30 s) on first use, and the GPU suite has to
-# finish in 4 minutes. FASTSYNTH_ATTENTION_TILES replaces them (see _tiles_from_env).
+# dim (<= 64, 128): the two fastest of benchmarks/gpu/_tile_sweep.py's wider list on an H200
+# (triton 3.6, causal bf16, 2 x 8192 tokens; benchmarks/RESULTS.md, 2026-11-27). Two per kernel:
+# each candidate costs a compile (4-7 s there) on first use. FASTSYNTH_ATTENTION_TILES replaces
+# them for another card (see _tiles_from_env).
 _BUILTIN_SHAPES = {
-    ("fwd", 64): [(128, 64, 8, 3), (128, 128, 8, 2)],
-    ("fwd", 128): [(128, 64, 8, 3), (128, 128, 8, 2)],
-    ("dq", 64): [(128, 64, 8, 2), (64, 64, 4, 3)],
-    ("dq", 128): [(128, 64, 8, 2), (64, 32, 4, 2)],
-    ("dkdv", 64): [(64, 128, 8, 2), (32, 64, 4, 2)],
-    ("dkdv", 128): [(32, 64, 8, 3), (64, 64, 8, 2)],
+    ("fwd", 64): [(128, 64, 8, 3), (128, 128, 4, 3)],
+    ("fwd", 128): [(128, 64, 8, 3), (128, 128, 8, 3)],
+    ("dq", 64): [(128, 64, 4, 3), (64, 64, 4, 3)],
+    ("dq", 128): [(128, 64, 8, 3), (64, 64, 4, 2)],
+    ("dkdv", 64): [(64, 64, 4, 3), (32, 128, 4, 3)],
+    ("dkdv", 128): [(32, 64, 4, 3), (64, 128, 8, 2)],
 }
 TILES_ENV = "FASTSYNTH_ATTENTION_TILES"
 

@@ -256,3 +256,35 @@ def test_triton_backend_matches_sdpa_under_interpreter():
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().endswith("OK")
+
+
+def test_attention_gets_one_dtype_under_autocast(monkeypatch):
+    """With float32 weights under bf16 autocast, the rotary tables are float32; q and k must
+    still reach the attention backend in the projection's bf16, like v (a fused kernel refuses
+    mixed dtypes, and the automatic choice only picks one for fp16/bf16 queries). The values
+    equal what SDPA's own autocast rounding gave before: float32 rotation, rounded to bf16."""
+    from fastsynth.model import LlamaConfig
+    from fastsynth.model.llama import Llama
+    seen = []
+
+    def recording_varlen(q, k, v, cu_q, cu_k, mq, mk, causal=True):
+        seen.append((q.dtype, k.dtype, v.dtype))
+        return attn._BACKENDS["sdpa"].varlen(q, k, v, cu_q, cu_k, mq, mk, causal=causal)
+
+    monkeypatch.delenv("FASTSYNTH_ATTENTION", raising=False)
+    attn.register_backend("test-recording", varlen=recording_varlen)
+    try:
+        torch.manual_seed(0)
+        model = Llama(LlamaConfig.preset("tiny"))
+        ids = torch.randint(0, model.config.vocab, (12,))
+        pos = torch.tensor([*range(5), *range(7)])
+        cu = torch.tensor([0, 5, 12], dtype=torch.int32)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits = model(ids, pos, cu_seqlens=cu, max_seqlen=7)
+            attn.set_backend("test-recording")
+            logits_rec = model(ids, pos, cu_seqlens=cu, max_seqlen=7)
+        assert seen and all(d == (torch.bfloat16,) * 3 for d in seen), seen
+        assert torch.equal(logits, logits_rec)       # the recording backend is SDPA itself
+    finally:
+        attn.set_backend(None)
+        attn._BACKENDS.pop("test-recording")

@@ -4,9 +4,10 @@ flash-attn (when installed), causal, bf16, forward and forward+backward, TFLOP/s
 Shapes: head dim 128 with 24 query / 8 KV heads (the llama-3.2-3b preset) and head dim 64 with
 32 / 8 heads; N = 2k..16k tokens per sequence, B = 16384 / N sequences (flash-attn's benchmark
 layout). The Triton kernel and flash-attn get the packed varlen layout with GQA as is; SDPA gets
-(B, H, N, D) with K/V repeated to the query heads beforehand (outside the timing) and its
-FlashAttention backend forced, so it does the same FLOPs with its fastest kernel (its backward
-even skips summing dK/dV over each group, which the others do).
+(B, H, N, D) with K/V repeated to the query heads beforehand (outside the timing), once with its
+FlashAttention-2 backend forced (``sdpa``) and once with cuDNN's fused attention (``sdpa-cudnn``,
+faster on Hopper), so it does the same FLOPs (its backward even skips summing dK/dV over each
+group, which the others do).
 FLOPs: 4*B*Hq*N^2*D, x0.5 causal, x3.5 for forward+backward (run.FLOP_CONVENTION).
 Timing: triton.testing.do_bench median, after a first call that compiles and autotunes.
 
@@ -41,9 +42,16 @@ def _flash_attn():
         return None
 
 
-def _sdpa_flash():
+def _sdpa(backend: str):
+    """A context forcing one of SDPA's kernels (``FLASH_ATTENTION``: FlashAttention-2;
+    ``CUDNN_ATTENTION``: cuDNN's fused attention)."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
-    return sdpa_kernel(SDPBackend.FLASH_ATTENTION)
+    return sdpa_kernel(getattr(SDPBackend, backend))
+
+
+def _no_context():
+    import contextlib
+    return contextlib.nullcontext()
 
 
 def _naive(q, k, v, causal: bool = True):
@@ -127,14 +135,16 @@ def run(device, deadline: float | None = None) -> list[dict]:
             def theirs(q_, k_, v_):
                 return fa(q_, k_, v_, cu, cu, n, n, causal=True)
 
-            impls = {"triton": ((q, k, v), dout, ours), "sdpa": ((q4, k4, v4), dout4, sdpa)}
+            impls = {"triton": ((q, k, v), dout, ours, _no_context),
+                     "sdpa": ((q4, k4, v4), dout4, sdpa, lambda: _sdpa("FLASH_ATTENTION")),
+                     "sdpa-cudnn": ((q4, k4, v4), dout4, sdpa, lambda: _sdpa("CUDNN_ATTENTION"))}
             if fa is not None:
-                impls["flash-attn"] = ((q, k, v), dout, theirs)
+                impls["flash-attn"] = ((q, k, v), dout, theirs, _no_context)
             for mode in ("fwd", "fwd+bwd"):
                 times = {}
-                for name, (ins, do, f) in impls.items():
+                for name, (ins, do, f, context) in impls.items():
                     try:
-                        with _sdpa_flash():
+                        with context():
                             if mode == "fwd":
                                 with torch.no_grad():
                                     ms = _bench(lambda: f(*ins), None)
@@ -149,8 +159,10 @@ def run(device, deadline: float | None = None) -> list[dict]:
                 for name, ms in times.items():
                     row = {"case": case, "pass": mode, "backend": name, "ms": ms,
                            "TFLOP/s": fl / (ms * 1e-3) / 1e12}
-                    if name != "sdpa" and "sdpa" in times:
-                        row["x sdpa"] = times["sdpa"] / ms
+                    if not name.startswith("sdpa"):
+                        for anchor in ("sdpa", "sdpa-cudnn"):
+                            if anchor in times:
+                                row[f"x {anchor}"] = times[anchor] / ms
                     rows.append(row)
             del q, k, v, q4, k4, v4, dout, dout4
             torch.cuda.empty_cache()

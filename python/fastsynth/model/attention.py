@@ -272,6 +272,10 @@ def _triton_available() -> bool:
     return hasattr(mod, "flash_attn_varlen")
 
 
+# Run eagerly under torch.compile: the kernel's argument checks read cu_seqlens on the host and
+# its autotuner prunes candidates in Python, neither of which Dynamo traces; the compiled
+# sub-layers around it stay compiled (docs/training.md).
+@torch.compiler.disable
 def _triton_varlen(q, k, v, cu_q, cu_k, max_q, max_k, causal=True):
     from fastsynth.kernels.attention import flash_attn_varlen
     max_q = None if max_q is None else int(max_q)

@@ -72,9 +72,12 @@ class Attention(nn.Module):
                 key_mask: torch.Tensor | None) -> torch.Tensor:
         lead = x.shape[:-1]  # (B, T) padded or (total,) packed
         qkv = self.wqkv(x)
-        # q and k heads are adjacent in the fused output: rotate them in one go
+        # q and k heads are adjacent in the fused output: rotate them in one go. Under autocast
+        # the tables are float32 (the residual stream's dtype), so the rotation is computed in
+        # float32 and rounded back to the projection's dtype: q, k and v then share one dtype,
+        # as the fused attention kernels need (SDPA's autocast rounded q and k the same way).
         qk = apply_rope(qkv[..., :self.splits[0] + self.splits[1]].view(
-            *lead, self.n_heads + self.n_kv, self.hd), cos, sin)
+            *lead, self.n_heads + self.n_kv, self.hd), cos, sin).to(qkv.dtype)
         q, k = qk[..., :self.n_heads, :], qk[..., self.n_heads:, :]
         v = qkv[..., self.splits[0] + self.splits[1]:].view(*lead, self.n_kv, self.hd)
         if cu_seqlens is not None:
