@@ -1,6 +1,8 @@
 """`fastsynth plan`: scenario, TOML and flag inputs, fit data, report files, user errors."""
 from __future__ import annotations
 
+import argparse
+
 import subprocess
 import sys
 from pathlib import Path
@@ -133,3 +135,13 @@ def test_console_script_runs(tmp_path):
     res = subprocess.run(exe, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert "wrote" in res.stdout and (tmp_path / "plan.html").exists()
+
+
+def test_command_help_shows_docstrings_without_rst_markup():
+    from fastsynth.cli import build_parser, plain_text
+    assert plain_text("See :class:`fastsynth.train.config.TrainConfig` and ``--out``.") == \
+        "See fastsynth.train.config.TrainConfig and --out."
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    for name, parser in sub.choices.items():
+        text = parser.format_help()
+        assert "``" not in text and ":class:" not in text and ":mod:" not in text, name

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
 
 from fastsynth._version import __version__
@@ -29,7 +30,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
         importlib.import_module(f"fastsynth.cli.{name}").register(sub)
+    for command in sub.choices.values():     # module docstrings double as --help text
+        if command.description:
+            command.description = plain_text(command.description)
     return parser
+
+
+def plain_text(doc: str) -> str:
+    """A docstring's reStructuredText markup as a terminal shows it: ``:class:`a.b.C``` and
+    ````x```` become ``a.b.C`` and ``x`` without the backticks."""
+    doc = re.sub(r":[a-z]+:`~?([^`]+)`", r"\1", doc)
+    return re.sub(r"``([^`]+)``", r"\1", doc)
 
 
 def main(argv: list[str] | None = None) -> int:
