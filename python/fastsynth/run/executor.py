@@ -113,7 +113,7 @@ def _run_phase(run: RunDir, stage: Stage, phase: Global | Map, config: Any, exec
                 raise RunError(f"stage {stage.name}, part {p.phase}/{p.id}: input {f} is missing "
                                "(listed as finished in the manifest); re-run with --overwrite")
     executor.map_parts(phase.fn, config, todo,
-                       lambda part, res: run.finish_part(stage.name, part.phase, part.id, res))
+                       lambda part, res: run.finish_part(stage.name, part.phase, part.id, res), phase=phase)
 
 
 def stage_counts(run: RunDir, stage: Stage) -> dict[str, Any]:
