@@ -645,34 +645,30 @@ def test_synth_stage_shares_one_actor_pool_that_ends_with_the_stage(tmp_path, ex
     select step between them) run on ONE pool of gen_actors actors — every part's logged
     worker pid is the pool's one process (a pool per phase would show 3), so the model
     loads once per actor, not once per phase — and after the stage no actor process of it
-    is alive. Its output equals the local executor's byte for byte. Tiny: SHORT_DOCS, one
-    Level-3 walk, 12 tokens, one actor (one model load; two would load in parallel)."""
+    is alive. Tiny: SHORT_DOCS, one Level-3 walk, 12 tokens, one actor (one model load).
+    (That the split synthesis on Ray equals the local one is
+    test_synth_command_on_ray_equals_local's; a local run here would cost ~7 s more.)"""
     src = tmp_path / "docs.jsonl"
     src.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in SHORT_DOCS))
     corpus = [(ingest.STAGE, ingest.IngestConfig(source=str(src), part_docs=1)),
               (score.STAGE, score.ScoreConfig(gzip_band=None, filter={"min_words": 10})),
               (dedup.STAGE, dedup.DedupConfig())]
-    local = _run(tmp_path / "local", corpus, LocalExecutor(show_progress=False))
-    shutil.copytree(tmp_path / "local", tmp_path / "ray")
-    remote = RunDir(tmp_path / "ray", {s.name: str(c) for s, c in corpus[:2]})
+    rd = _run(tmp_path / "ray", corpus, LocalExecutor(show_progress=False))
     cfg = synth.SynthStageConfig(max_docs=2, batch_docs=1, max_tokens=12, gen_actors=1)
-    assert run_stage(remote, synth.STAGE, cfg, executor)["state"] == "done"
+    assert run_stage(rd, synth.STAGE, cfg, executor)["state"] == "done"
     pids: dict[str, set[int]] = {}
     for phase in ("gen", "walks", "answer"):
-        logs = sorted((remote.root / "logs" / "synth" / phase).glob("*.jsonl"))
+        logs = sorted((rd.root / "logs" / "synth" / phase).glob("*.jsonl"))
         assert logs, phase  # each generation phase ran parts on Ray
         pids[phase] = {e["pid"] for f in logs for e in map(json.loads, f.read_text().splitlines())
                        if e["event"] == "start"}
     every = set().union(*pids.values())
     assert 1 <= len(every) <= cfg.gen_actors, pids
-    assert len(remote.parts("synth", "gen")) == 2 and len(remote.parts("synth", "answer")) >= 1
+    assert len(rd.parts("synth", "gen")) == 2 and len(rd.parts("synth", "answer")) >= 1
     assert _wait_dead(every) == [], "an actor of the finished stage is still alive"
     assert executor._pools is None  # the executor holds no pool between stages
-    run_stage(local, synth.STAGE, cfg, LocalExecutor(show_progress=False))
-    a, b = _outputs(local.root), _outputs(remote.root)
-    assert any(k.startswith("synth/out/") for k in a) and sorted(a) == sorted(b)
-    assert [k for k in a if a[k] != b[k]] == []
-    assert local.manifest["stages"]["synth"]["counts"] == remote.manifest["stages"]["synth"]["counts"]
+    counts = rd.manifest["stages"]["synth"]["counts"]
+    assert counts["balanced"] and counts["in"] >= 4  # question candidates, accepted or rejected
 
 
 def test_tokenize_command_on_ray_equals_local(tmp_path, messy, executor):
