@@ -210,3 +210,13 @@ def test_part_results_must_balance():
     with pytest.raises(RunError, match="do not sum"):
         PartResult(5, 3, 2, {"a": 1}).check("here")
     assert issubclass(RunError, FastsynthError)
+
+
+def test_fit_warnings_flag_degenerate_constants_not_plausible_ones():
+    from fastsynth.run.report import fit_warnings
+    hoffmann = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}
+    assert fit_warnings(hoffmann) == []
+    # the default preset's 12-run sweep once fitted these with R^2 0.976
+    odd = fit_warnings({"E": 1e-14, "A": 3.1e40, "B": 52.0, "alpha": 12.6, "beta": 0.31})
+    assert len(odd) == 2 and odd[0].startswith("E = 1e-14") and odd[1].startswith("alpha = 12.6")
+    assert fit_warnings({**hoffmann, "beta": 0.01})[0].startswith("beta = 0.01")

@@ -237,12 +237,14 @@ def _training(doc: Document, root: Path, order: list[str], stages: dict, figs: P
     _optional(doc, "Training curves", lambda: _curves(doc, root / info["curves"], figs))
     doc.h("Fitted law")
     iv = fit["intervals_95"]
-    weak = fit["n_points"] < 10 or fit["r2"] < 0.95 or not fit["converged"]
+    odd = fit_warnings(fit)
+    weak = fit["n_points"] < 10 or fit["r2"] < 0.95 or not fit["converged"] or bool(odd)
     doc.p(f"L(N, D) = E + A / N^alpha + B / D^beta fitted to {fit['n_points']} runs: R^2 = "
           f"{fit['r2']:.4f}{'' if fit['converged'] else ' (NOT converged: ' + fit['message'] + ')'}."
           + (" **A weak fit**: few, tiny runs (5 parameters from "
-             f"{fit['n_points']} points); read its constants and intervals as this run's "
-             "sanity check, not as a law to plan with." if weak else ""))
+             f"{fit['n_points']} points)" + ("; " + "; ".join(odd) if odd else "")
+             + ". Read its constants and intervals as this run's sanity check, not as a law to "
+             "plan with." if weak else ""))
     doc.table(["parameter", "value", "95% bootstrap interval"],
               [[k, f"{fit[k]:.5g}", f"[{iv[k][0]:.5g}, {iv[k][1]:.5g}]"]
                for k in ("E", "A", "B", "alpha", "beta")])
@@ -252,6 +254,20 @@ def _training(doc: Document, root: Path, order: list[str], stages: dict, figs: P
           f"predicts its eval loss {h['predicted_eval_loss']:.4f} (95% interval "
           f"{h['predicted_interval_95'][0]:.4f} .. {h['predicted_interval_95'][1]:.4f}); measured "
           f"{h['measured_eval_loss']:.4f}: {100 * h['relative_error']:.2f}% off.")
+
+
+def fit_warnings(fit: dict) -> list[str]:
+    """What makes a fitted law's constants implausible even where R^2 is high: an irreducible
+    loss E at ~0 (the fit traded it for the power terms), or an exponent far from the 0.2-0.8
+    that published fits of language models find (Hoffmann et al. 0.34 / 0.28; Epoch's refit
+    0.35 / 0.37). Plain sentences, empty when nothing is off."""
+    out = []
+    if fit["E"] < 1e-3:
+        out.append(f"E = {fit['E']:.3g} is at ~0, so the irreducible loss is not identified")
+    for k in ("alpha", "beta"):
+        if not 0.05 <= fit[k] <= 2.0:
+            out.append(f"{k} = {fit[k]:.3g} is far outside the 0.2-0.8 of published fits")
+    return out
 
 
 def _curves(doc: Document, runs_dir: Path, figs: Path) -> None:
