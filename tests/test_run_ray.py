@@ -7,6 +7,7 @@ are one-line errors naming the stage and part.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -292,6 +293,14 @@ def pid_part(config: SlowConfig, part: Part) -> PartResult:
     return PartResult(n_in=1, n_out=1)
 
 
+def walks_pid_part(config: SlowConfig, part: Part) -> PartResult:
+    return pid_part(config, part)  # another function per phase, as in the synth stage
+
+
+def answer_pid_part(config: SlowConfig, part: Part) -> PartResult:
+    return pid_part(config, part)
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -308,34 +317,46 @@ def _wait_dead(pids: set[int], seconds: float = 20.0) -> list[int]:
     return sorted(p for p in pids if _alive(p))
 
 
-def test_actor_pool_is_the_stages_and_dies_with_it_also_on_failure(tmp_path, executor):
-    """Two Map phases asking for the same pool share it (<= 2 processes for 12 parts);
-    a part failing on every attempt on an actor is retried like a task and named in the
-    error; the pool's processes are gone after the failed stage, and a re-run finishes
-    the failed part alone, on a new pool."""
+@dataclass(frozen=True)
+class PoolConfig(SlowConfig):
+    gen_actors: int = 2  # what synth's Map phases size their pool by (synth.gen_actors)
+    gen_gpus: float = 0.0
+
+
+def test_synth_stage_phases_share_one_pool_that_dies_with_the_stage(tmp_path, executor):
+    """The synth stage's phases as it declares them (gen, walks, answer: actors =
+    gen_actors, resources = gen_resources; the driver's select between them), with
+    stand-in parts that record their process: all three phases run on ONE pool (<= 2
+    processes for 17 parts; a pool per phase would show up to 6), so a model the parts
+    cache loads once per actor for the stage. A part failing on every attempt is retried
+    on its actor and named in the error; after the failed stage no process of the pool is
+    alive and the executor holds no pool; a re-run finishes that part alone, on a new
+    pool. (The real stage on the quick preset: benchmarks/RESULTS.md, 2026-11-27.)"""
     import pyarrow.parquet as pq
 
-    stage = Stage("pool", SlowConfig, (Map("a", pid_part, _slow_parts, actors=2),
-                                       Map("b", pid_part, _slow_parts, counts=True, actors=2)),
-                  output="b", unit="parts")
-    rd = RunDir(tmp_path / "run", {"pool": "fail"})
+    declared = [ph.name for ph in synth.STAGE.phases]
+    assert declared == ["gen", "walks", "select", "answer", "out"]
+    fns = {"gen": pid_part, "walks": walks_pid_part, "answer": answer_pid_part}
+    phases = tuple(dataclasses.replace(ph, fn=fns[ph.name], parts=_slow_parts, counts=ph.name == "answer")
+                   if isinstance(ph, Map) else dataclasses.replace(ph, fn=lambda config, view: PartResult())
+                   for ph in synth.STAGE.phases[:4])
+    stage = Stage("gen-pool", PoolConfig, phases, output="answer", unit="parts")
+    rd = RunDir(tmp_path / "run", {"gen-pool": "fail"})
     with pytest.raises(RunError) as e:
-        run_stage(rd, stage, SlowConfig(str(tmp_path), fail="b/004"), executor)
-    assert "stage pool, part b/004" in str(e.value) and "3 attempts" in str(e.value)
+        run_stage(rd, stage, PoolConfig(str(tmp_path), fail="answer/004"), executor)
+    assert "stage gen-pool, part answer/004" in str(e.value) and "3 attempts" in str(e.value)
     assert executor._pools is None  # nothing held after the stage
-    log = log_path(Part(str(rd.root), "pool", "b", "004")).read_text()
-    assert log.count('"start"') == 3
-    pids = {pq.read_table(part_file).column("pid")[0].as_py()
-            for phase in ("a", "b") for part_file in (rd.root / "pool" / phase).glob("*.parquet")}
-    assert len(list((rd.root / "pool").rglob("*.parquet"))) == 11
-    assert 1 <= len(pids) <= 2, pids  # one pool for both phases
-    assert _wait_dead(pids) == []
-    st = run_stage(RunDir(tmp_path / "run", {"pool": "fail"}), stage, SlowConfig(str(tmp_path)), executor)
+    files = sorted((rd.root / "gen-pool").rglob("*.parquet"))
+    assert len(files) == 17
+    pids = {pq.read_table(f).column("pid")[0].as_py() for f in files}
+    assert 1 <= len(pids) <= 2, pids  # one pool for the three phases
+    assert log_path(Part(str(rd.root), "gen-pool", "answer", "004")).read_text().count('"start"') == 3
+    assert _wait_dead(pids) == [], "a process of the finished stage's pool is still alive"
+    st = run_stage(RunDir(tmp_path / "run", {"gen-pool": "fail"}), stage, PoolConfig(str(tmp_path)), executor)
     assert st["state"] == "done" and st["counts"]["out"] == 6
-    assert log_path(Part(str(rd.root), "pool", "b", "004")).read_text().count('"start"') == 4
-    assert log_path(Part(str(rd.root), "pool", "b", "000")).read_text().count('"start"') == 1
-    again = pq.read_table(rd.root / "pool" / "b" / "004.parquet").column("pid")[0].as_py()
-    assert again not in pids
+    assert log_path(Part(str(rd.root), "gen-pool", "answer", "004")).read_text().count('"start"') == 4
+    assert log_path(Part(str(rd.root), "gen-pool", "gen", "000")).read_text().count('"start"') == 1
+    assert pq.read_table(rd.root / "gen-pool" / "answer" / "004.parquet").column("pid")[0].as_py() not in pids
 
 
 # -- the driver killed mid-stage ----------------------------------------------------------
@@ -638,37 +659,6 @@ def test_synth_command_on_ray_equals_local(tmp_path, executor, monkeypatch):
     # concepts, Level-1 and Level-2 questions of 2 documents, the walk's questions, answers
     assert ta["requests"] >= 7 and "answer" in json.dumps(a["rejections"]) + json.dumps(a["yield"])
     assert not (tmp_path / "ray" / "gen").exists()  # the generation parts are swept
-
-
-def test_synth_stage_shares_one_actor_pool_that_ends_with_the_stage(tmp_path, executor):
-    """The run's synth stage on Ray: its gen, walks and answer phases (with the driver's
-    select step between them) run on ONE pool of gen_actors actors — every part's logged
-    worker pid is the pool's one process (a pool per phase would show 3), so the model
-    loads once per actor, not once per phase — and after the stage no actor process of it
-    is alive. Tiny: SHORT_DOCS, one Level-3 walk, 12 tokens, one actor (one model load).
-    (That the split synthesis on Ray equals the local one is
-    test_synth_command_on_ray_equals_local's; a local run here would cost ~7 s more.)"""
-    src = tmp_path / "docs.jsonl"
-    src.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in SHORT_DOCS))
-    corpus = [(ingest.STAGE, ingest.IngestConfig(source=str(src), part_docs=1)),
-              (score.STAGE, score.ScoreConfig(gzip_band=None, filter={"min_words": 10})),
-              (dedup.STAGE, dedup.DedupConfig())]
-    rd = _run(tmp_path / "ray", corpus, LocalExecutor(show_progress=False))
-    cfg = synth.SynthStageConfig(max_docs=2, batch_docs=1, max_tokens=12, gen_actors=1)
-    assert run_stage(rd, synth.STAGE, cfg, executor)["state"] == "done"
-    pids: dict[str, set[int]] = {}
-    for phase in ("gen", "walks", "answer"):
-        logs = sorted((rd.root / "logs" / "synth" / phase).glob("*.jsonl"))
-        assert logs, phase  # each generation phase ran parts on Ray
-        pids[phase] = {e["pid"] for f in logs for e in map(json.loads, f.read_text().splitlines())
-                       if e["event"] == "start"}
-    every = set().union(*pids.values())
-    assert 1 <= len(every) <= cfg.gen_actors, pids
-    assert len(rd.parts("synth", "gen")) == 2 and len(rd.parts("synth", "answer")) >= 1
-    assert _wait_dead(every) == [], "an actor of the finished stage is still alive"
-    assert executor._pools is None  # the executor holds no pool between stages
-    counts = rd.manifest["stages"]["synth"]["counts"]
-    assert counts["balanced"] and counts["in"] >= 4  # question candidates, accepted or rejected
 
 
 def test_tokenize_command_on_ray_equals_local(tmp_path, messy, executor):
