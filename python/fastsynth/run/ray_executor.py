@@ -135,15 +135,15 @@ class PartActor:
 class ActorPool:
     """``n`` :class:`PartActor` s made with one config and one set of Ray resources, shared
     by the Map phases of one stage that ask for the same (see
-    :meth:`RayExecutor.stage_scope`). At most one part runs on an actor at a time; an
-    actor that died for good (its restarts used up) is replaced, so the parts after it
-    do not inherit its death."""
+    :meth:`RayExecutor.stage_scope`). At most one part runs on an actor at a time. (An
+    actor that died for good fails its part, which stops the phase and so the stage, whose
+    scope then kills the pool: no later part is ever sent to it.)"""
 
     def __init__(self, ray: Any, options: dict, config: Any, n: int):
         self._ray = ray
-        self._cls = ray.remote(PartActor).options(**options)
+        cls = ray.remote(PartActor).options(**options)
         self.config = config
-        self.actors = [self._cls.remote(config) for _ in range(n)]
+        self.actors = [cls.remote(config) for _ in range(n)]
         self.free = list(self.actors)
         self._owner: dict[Any, Any] = {}
         self._fns: dict[int, tuple[str, list]] = {}   # id(fn) -> (key, [ObjectRef])
@@ -164,18 +164,8 @@ class ActorPool:
         return ref
 
     def release(self, ref: Any) -> None:
-        """``ref`` has returned: its actor is free again, or replaced if it died for good."""
-        actor = self._owner.pop(ref)
-        try:
-            self._ray.get(ref)
-        except self._ray.exceptions.RayActorError:
-            self._ray.kill(actor)
-            self.actors.remove(actor)
-            actor = self._cls.remote(self.config)
-            self.actors.append(actor)
-        except Exception:  # noqa: BLE001 - the part's own error; _collect reports it
-            pass
-        self.free.append(actor)
+        """``ref`` has returned: its actor is free again."""
+        self.free.append(self._owner.pop(ref))
 
     def kill(self) -> None:
         """End every actor (and the models they hold)."""
@@ -425,7 +415,7 @@ class RayExecutor:
         first use), or a new pool for this phase alone outside a scope."""
         key = (n, sorted(resources.items()))
         for k, pool in self._pools or ():
-            if k == key and pool.config == config:
+            if k == key and _same(pool.config, config):
                 return pool
         pool = ActorPool(ray, {"max_restarts": self.max_retries, "max_task_retries": self.max_retries,
                                **resources}, config, n)
@@ -488,6 +478,14 @@ class RayExecutor:
         print(f"ray: no part of stage {oldest[0][0].stage} finished in {self.stall_seconds:.0f} s; "
               f"running: {names}{' ...' if len(running) > 5 else ''} (logs: "
               f"{log_path(oldest[0][0]).parent})", file=sys.stderr)
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Whether two configs are equal (one that cannot say gets a pool of its own)."""
+    try:
+        return a is b or bool(a == b)
+    except Exception:  # noqa: BLE001 - e.g. array fields: no shared pool, nothing worse
+        return False
 
 
 def _with_threads(config: Any, cpus: float) -> Any:
