@@ -107,3 +107,22 @@ def test_synth_command_refuses_zero_actors(tmp_path, capsys):
 
     assert main(["synth", str(tmp_path / "none.jsonl"), "-o", str(tmp_path / "o"), "--gen-actors", "0"]) == 2
     assert "--gen-actors must be >= 1, got 0" in capsys.readouterr().err
+
+
+def test_driver_generator_names_the_local_model_before_loading_it():
+    # The driver's select/out steps replay what the actors saved; they need the model's name
+    # (provenance, call-group keys), which must equal the loaded generator's.
+    from fastsynth.run.stages.synth import DriverGenerator, SynthStageConfig
+    gen = DriverGenerator(SynthStageConfig())
+    name = gen.model_name
+    assert not gen.loaded
+    assert gen.context_length > 0 and gen.loaded            # any other attribute loads it
+    assert gen.model_name == name == gen._real().model_name
+
+
+def test_ray_executor_gives_the_synth_generator_the_actor_cpus():
+    # two generation actors on a 2-core node must not each start a thread per core
+    from fastsynth.run.ray_executor import _with_threads
+    from fastsynth.run.stages.synth import SynthStageConfig
+    assert _with_threads(SynthStageConfig(), 1).threads == 1
+    assert _with_threads(SynthStageConfig(threads=3), 1).threads == 3   # set by the user: kept

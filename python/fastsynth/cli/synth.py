@@ -150,6 +150,7 @@ class _Generation:
     eval_set: str | None = None
     gen_actors: int = 2
     gen_gpus: float = 0.0
+    threads: int | None = None    # set per actor by the Ray executor (its CPUs)
 
     def synth_config(self):
         return self.synth
@@ -187,33 +188,34 @@ def _generation_on(executor, records: list[dict], args: argparse.Namespace, cfg,
                          args.eval_set, args.gen_actors, args.gen_gpus)
     gen_phase, walk_phase, _, answer_phase, _ = stage.STAGE.phases
     try:
-        # 1. candidates of every document batch (the select step needs them all, finished parts too)
-        todo = [b for b in batches if load_candidates(folders["docs"], b[0],
-                                                      candidates_key(b[1], b[2], b[3], cfg, gen)) is None]
-        stage.write_batch_inputs(work / "input", todo)
-        executor.map_parts(stage.candidates_part, config,
-                           [Part(str(work), "candidates", "docs", b[0], (f"input/{b[0]}.parquet",)) for b in todo],
-                           lambda part, res: None, phase=gen_phase)
-        # 2. Level-3 questions of every walk batch
-        stage.write_batch_inputs(work / "input", [b for b in batches if b not in todo])
-        inputs = [f"input/{b[0]}.parquet" for b in batches]
-        concepts = [f"candidates/docs/{b[0]}.concepts.parquet" for b in batches]
-        _, wparts, _ = stage.walk_plan(config, [work / p for p in inputs], [work / p for p in concepts])
-        executor.map_parts(stage.walk_questions_part, config,
-                           [Part(str(work), "candidates", "walks", n, tuple(inputs + concepts)) for n, _ in wparts
-                            if not (folders["walks"] / f"{n}.cands.json").exists()],
-                           lambda part, res: None, phase=walk_phase)
-        # 3. the filter and evolution, in order, here; 4. answers and QA of every part
-        names = select_questions(records, folders["select"], generator=gen, answer_generator=ans, config=cfg,
-                                 eval_set=args.eval_set, pregenerated=[folders["docs"], folders["walks"]])
-        import json
+        with executor.stage_scope():   # one actor pool for the three phases (Ray)
+            # 1. candidates of every document batch (the select step needs them all, finished parts too)
+            todo = [b for b in batches if load_candidates(folders["docs"], b[0],
+                                                          candidates_key(b[1], b[2], b[3], cfg, gen)) is None]
+            stage.write_batch_inputs(work / "input", todo)
+            executor.map_parts(stage.candidates_part, config,
+                               [Part(str(work), "candidates", "docs", b[0], (f"input/{b[0]}.parquet",)) for b in todo],
+                               lambda part, res: None, phase=gen_phase)
+            # 2. Level-3 questions of every walk batch
+            stage.write_batch_inputs(work / "input", [b for b in batches if b not in todo])
+            inputs = [f"input/{b[0]}.parquet" for b in batches]
+            concepts = [f"candidates/docs/{b[0]}.concepts.parquet" for b in batches]
+            _, wparts, _ = stage.walk_plan(config, [work / p for p in inputs], [work / p for p in concepts])
+            executor.map_parts(stage.walk_questions_part, config,
+                               [Part(str(work), "candidates", "walks", n, tuple(inputs + concepts)) for n, _ in wparts
+                                if not (folders["walks"] / f"{n}.cands.json").exists()],
+                               lambda part, res: None, phase=walk_phase)
+            # 3. the filter and evolution, in order, here; 4. answers and QA of every part
+            names = select_questions(records, folders["select"], generator=gen, answer_generator=ans, config=cfg,
+                                     eval_set=args.eval_set, pregenerated=[folders["docs"], folders["walks"]])
+            import json
 
-        todo_a = [n for n in names if load_group([folders["answers"]], f"{n}.answer", json.loads(
-            (folders["select"] / f"{n}.selected.json").read_text())["key"]) is None]
-        executor.map_parts(stage.answer_part, config,
-                           [Part(str(work), "candidates", "answers", n, (f"candidates/select/{n}.selected.json",))
-                            for n in todo_a],
-                           lambda part, res: None, phase=answer_phase)
+            todo_a = [n for n in names if load_group([folders["answers"]], f"{n}.answer", json.loads(
+                (folders["select"] / f"{n}.selected.json").read_text())["key"]) is None]
+            executor.map_parts(stage.answer_part, config,
+                               [Part(str(work), "candidates", "answers", n, (f"candidates/select/{n}.selected.json",))
+                                for n in todo_a],
+                               lambda part, res: None, phase=answer_phase)
     finally:
         getattr(executor, "shutdown", lambda: None)()
     return list(folders.values())

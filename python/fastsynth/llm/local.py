@@ -18,6 +18,15 @@ _DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf1
            "float16": "float16", "fp16": "float16"}
 
 
+def model_name_of(model: str | os.PathLike | None = None) -> str:
+    """The name a :class:`LocalGenerator` of ``model`` (default: the embedded model) reports,
+    without loading it."""
+    if model is None:
+        from fastsynth.model.loading import default_model_path
+        model = default_model_path()
+    return _model_name(os.fspath(model))
+
+
 def _model_name(path: str) -> str:
     base = os.path.basename(os.path.normpath(path))
     stem = base[:-5] if base.endswith(".gguf") else base

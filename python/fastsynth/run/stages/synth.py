@@ -68,6 +68,8 @@ class SynthStageConfig:
                                 "the model); the local executor ignores it")
     gen_gpus: float = option(0.0, "GPUs each generation actor asks Ray for (e.g. 1 on a GPU cluster); "
                                   "the local executor ignores it")
+    threads: int | None = option(None, "threads of the local generator (none: all cores; under "
+                                       "--executor ray: each actor's CPUs)")
 
     def __post_init__(self) -> None:
         check(self.max_docs >= 1, "synth.max_docs", f"must be >= 1, got {self.max_docs}")
@@ -121,12 +123,49 @@ def cached_generator(config) -> object:
     from fastsynth.llm import generator
 
     engine = dict(getattr(config, "engine_args", ()) or ())   # vllm.LLM arguments, if any
+    # Under Ray the executor sets threads to the actor's CPUs: two actors on two cores with a
+    # thread per core each would oversubscribe them (docs/scale.md, "Generation on an actor pool").
+    threads = getattr(config, "threads", None) if config.backend == "local" else None
     spec = (config.backend, config.model, config.base_url, getattr(config, "cache_dir", None),
-            repr(sorted(engine.items())))
+            repr(sorted(engine.items())), threads)
     if spec not in _GENERATORS:
-        opts = {k: v for k, v in (("model", config.model), ("base_url", config.base_url)) if v}
+        opts = {k: v for k, v in (("model", config.model), ("base_url", config.base_url),
+                                  ("threads", threads)) if v}
         _GENERATORS[spec] = generator(config.backend, cache_dir=spec[3], **opts, **engine)
     return _GENERATORS[spec]
+
+
+class DriverGenerator:
+    """The generator of the driver's steps (``select``, ``out``), loaded on first use.
+
+    Under Ray the generation calls run on the actors; the driver's steps replay their saved
+    results and only need the model's name (provenance, the keys of saved call groups), so
+    loading the model there (~10 s for the embedded one on 2 cores) is wasted unless a call
+    is actually made (evolution, or a call group no actor saved). ``model_name`` of the local
+    backend is known without loading; everything else loads :func:`cached_generator`'s."""
+
+    def __init__(self, config) -> None:
+        self._config = config
+        self._loaded = None
+
+    @property
+    def loaded(self) -> bool:
+        return self._loaded is not None
+
+    @property
+    def model_name(self) -> str:
+        if self._loaded is None and self._config.backend == "local":
+            from fastsynth.llm.local import model_name_of
+            return model_name_of(self._config.model)
+        return self._real().model_name
+
+    def _real(self):
+        if self._loaded is None:
+            self._loaded = cached_generator(self._config)
+        return self._loaded
+
+    def __getattr__(self, name: str):
+        return getattr(self._real(), name)
 
 
 def write_batch_inputs(folder, batches) -> list[str]:
@@ -277,7 +316,7 @@ def select(config: SynthStageConfig, view: View) -> PartResult:
     from fastsynth.synth.pipeline import select_questions
 
     names = select_questions(_docs(config, view).to_pylist(), _folder(view, "select"),
-                             generator=cached_generator(config), config=config.synth_config(),
+                             generator=DriverGenerator(config), config=config.synth_config(),
                              pregenerated=[_folder(view, "gen"), _folder(view, "walks")])
     return PartResult(info={"parts": names})
 
@@ -295,7 +334,7 @@ def generate(config: SynthStageConfig, view: View) -> PartResult:
 
     docs = _docs(config, view)
     work = view.global_dir("synth").parent / "work"
-    summary = synthesize(docs.to_pylist(), work, generator=cached_generator(config),
+    summary = synthesize(docs.to_pylist(), work, generator=DriverGenerator(config),
                          config=config.synth_config(), show_progress=False, redo_damaged=True,
                          pregenerated=[_folder(view, f) for f in ("gen", "walks", "select", "answer")])
     manifest_parts = sorted(p for p in (work / "qa").glob("*.parquet"))
