@@ -17,6 +17,7 @@ of plain PyTorch attention computed in bf16).
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 
@@ -47,11 +48,6 @@ def _sdpa(backend: str):
     ``CUDNN_ATTENTION``: cuDNN's fused attention)."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
     return sdpa_kernel(getattr(SDPBackend, backend))
-
-
-def _no_context():
-    import contextlib
-    return contextlib.nullcontext()
 
 
 def _naive(q, k, v, causal: bool = True):
@@ -135,11 +131,11 @@ def run(device, deadline: float | None = None) -> list[dict]:
             def theirs(q_, k_, v_):
                 return fa(q_, k_, v_, cu, cu, n, n, causal=True)
 
-            impls = {"triton": ((q, k, v), dout, ours, _no_context),
+            impls = {"triton": ((q, k, v), dout, ours, contextlib.nullcontext),
                      "sdpa": ((q4, k4, v4), dout4, sdpa, lambda: _sdpa("FLASH_ATTENTION")),
                      "sdpa-cudnn": ((q4, k4, v4), dout4, sdpa, lambda: _sdpa("CUDNN_ATTENTION"))}
             if fa is not None:
-                impls["flash-attn"] = ((q, k, v), dout, theirs, _no_context)
+                impls["flash-attn"] = ((q, k, v), dout, theirs, contextlib.nullcontext)
             for mode in ("fwd", "fwd+bwd"):
                 times = {}
                 for name, (ins, do, f, context) in impls.items():

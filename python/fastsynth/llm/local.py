@@ -21,10 +21,15 @@ _DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf1
 def model_name_of(model: str | os.PathLike | None = None) -> str:
     """The name a :class:`LocalGenerator` of ``model`` (default: the embedded model) reports,
     without loading it."""
+    return _model_name(_model_path(model))
+
+
+def _model_path(model: str | os.PathLike | None) -> str:
+    """``model`` as a path; None is the embedded model."""
     if model is None:
         from fastsynth.model.loading import default_model_path
-        model = default_model_path()
-    return _model_name(os.fspath(model))
+        return default_model_path()
+    return os.fspath(model)
 
 
 def _model_name(path: str) -> str:
@@ -66,7 +71,7 @@ class LocalGenerator(Generator):
                  native_decode: str | None = "float32"):
         import torch
 
-        from fastsynth.model.loading import default_model_path, load
+        from fastsynth.model.loading import load
         if dtype not in _DTYPES:
             raise ConfigError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
         if not isinstance(batch_size, int) or batch_size < 1:
@@ -80,7 +85,7 @@ class LocalGenerator(Generator):
             raise ConfigError(f"native_decode must be 'float32', 'int8' or None, got "
                               f"{native_decode!r}")
         torch.set_num_threads(threads)
-        path = os.fspath(model) if model is not None else default_model_path()
+        path = _model_path(model)
         self.model, self.tokenizer = load(path, dtype=getattr(torch, _DTYPES[dtype]))
         self.model.to(device)
         if packed and device == "cpu" and _DTYPES[dtype] == "float32":
