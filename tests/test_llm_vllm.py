@@ -73,3 +73,40 @@ def test_vllm_matches_the_local_backend_and_closes(hf_checkpoint):  # pragma: no
     g.close()
     gone, alive = psutil.wait_procs(before, timeout=30)
     assert not alive, f"engine processes still running after close(): {alive}"
+
+
+@pytest.mark.skipif(not HAS_VLLM, reason="vllm is not installed (scripts/test-vllm.sh)")
+def test_synth_stage_with_vllm_actors_on_ray_equals_local(hf_checkpoint, tmp_path):  # pragma: no cover
+    """The run's synth stage with ``backend = "vllm"`` on a local Ray: two actors, each with its
+    own vLLM engine, make every generation call (the engine arguments come from the stage's
+    ``[synth.engine_args]`` table); the driver starts no engine. Its output and rejects are
+    byte-identical to the same run on the local executor (one engine in this process): the
+    actors send the same request batches with the same seeds."""
+    ray = pytest.importorskip("ray")
+    from fastsynth.run.executor import LocalExecutor
+    from fastsynth.run.pipeline import load_config, run
+    from fastsynth.run.ray_executor import RayExecutor
+    from fastsynth.run.stages import synth as synth_stage
+
+    path, _ = hf_checkpoint
+    plan = load_config(overrides={
+        "run": {"stages": ["ingest", "score", "dedup", "synth"]},
+        "ingest": {"limit": 40, "part_docs": 20},
+        "synth": {"backend": "vllm", "model": str(path), "max_docs": 4, "levels": (1, 2),
+                  "batch_docs": 2, "max_tokens": 48, "gen_actors": 2,
+                  "engine_args": {"max_model_len": 2048, "enforce_eager": True}}})
+    with RayExecutor(num_cpus=2, show_progress=False) as ex:
+        on_ray = run(plan, tmp_path / "ray", executor=ex, report=False)
+    assert not synth_stage._GENERATORS, "the driver started a vLLM engine"
+    assert not ray.is_initialized()
+    local = run(plan, tmp_path / "local", executor=LocalExecutor(show_progress=False), report=False)
+    assert [g.model_name for g in synth_stage._GENERATORS.values()] == [str(path)]
+    files = {}
+    for rd in (on_ray, local):
+        found = sorted([*(rd.root / "synth" / "out").glob("*.parquet"),
+                        *(rd.root / "rejects" / "synth").rglob("*.parquet")])
+        files[rd] = {str(p.relative_to(rd.root)): p.read_bytes() for p in found}
+    assert "synth/out/00000.parquet" in files[local]
+    assert files[on_ray] == files[local]
+    counts = local.manifest["stages"]["synth"]["counts"]
+    assert counts == on_ray.manifest["stages"]["synth"]["counts"] and counts["in"] > 0

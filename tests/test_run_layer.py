@@ -91,6 +91,9 @@ def test_flags_come_from_the_config_dataclass():
     ("[dedupe]\nthreshold = 0.5\n", ["[dedupe]", "unknown stage"]),
     ("[dedup]\nthreshold = \"high\"\n", ["[dedup]", "threshold", "'high'"]),
     ("[dedup]\nnum_perm = 1\n", ["[dedup]", "dedup.num_perm"]),
+    ("[synth]\nbackend = \"vllm\"\n", ["[synth]", "synth.model", "backend = vllm"]),
+    ("[synth.engine_args]\ndtype = \"bfloat16\"\n", ["[synth]", "synth.engine_args", "backend = local"]),
+    ("[synth]\nengine_args = 3\n", ["[synth]", "engine_args", "expected a table"]),
 ])
 def test_bad_config_is_one_line_naming_key_and_file(tmp_path, corpus, capsys, extra, needles):
     cfg = toml(tmp_path, corpus, extra)
@@ -101,6 +104,24 @@ def test_bad_config_is_one_line_naming_key_and_file(tmp_path, corpus, capsys, ex
         assert n in err[0]
     assert str(cfg) in err[0]
     assert not (tmp_path / "r").exists()
+
+
+def test_vllm_engine_args_come_from_a_toml_table(tmp_path, corpus):
+    """``[synth.engine_args]`` reaches the stage config as a table (what the actors pass to
+    ``vllm.LLM``) and the manifest, where a resume compares it."""
+    cfg = toml(tmp_path, corpus, '[synth]\nbackend = "vllm"\nmodel = "/models/smollm2-hf"\n'
+                                 '[synth.engine_args]\ndtype = "bfloat16"\nmax_model_len = 4096\n'
+                                 'gpu_memory_utilization = 0.45\n')
+    cfg.write_text(cfg.read_text().replace('"dedup"]', '"dedup", "synth"]', 1))
+    plan = load_config(cfg)
+    synth_cfg = plan.configs["synth"]
+    assert synth_cfg.engine_args == {"dtype": "bfloat16", "max_model_len": 4096, "gpu_memory_utilization": 0.45}
+    assert plan.manifest_config()["synth"]["engine_args"] == synth_cfg.engine_args
+    assert load_config(cfg) == plan  # equal configs: the Ray executor's pools are shared by equality
+    from fastsynth.run.stages.synth import DriverGenerator
+
+    # the driver's steps know the vLLM model's name without starting an engine
+    assert DriverGenerator(synth_cfg).model_name == "/models/smollm2-hf"
 
 
 def test_unknown_or_misordered_stage_names(tmp_path, corpus):

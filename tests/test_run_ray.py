@@ -317,6 +317,16 @@ def _wait_dead(pids: set[int], seconds: float = 20.0) -> list[int]:
     return sorted(p for p in pids if _alive(p))
 
 
+def pool_gone_step(config, view: View) -> PartResult:
+    """A driver step after the stage's last Map phase: records which processes that ran its
+    parts are still alive (``RUN/pool-at-out.json``)."""
+    import pyarrow.parquet as pq
+
+    pids = {pq.read_table(f).column("pid")[0].as_py() for f in (Path(view.root) / "gen-pool").rglob("*.parquet")}
+    (Path(view.root) / "pool-at-out.json").write_text(json.dumps({"alive": _wait_dead(pids)}))
+    return PartResult()
+
+
 @dataclass(frozen=True)
 class PoolConfig(SlowConfig):
     gen_actors: int = 2  # what synth's Map phases size their pool by (synth.gen_actors)
@@ -336,10 +346,11 @@ def test_synth_stage_phases_share_one_pool_that_dies_with_the_stage(tmp_path, ex
 
     declared = [ph.name for ph in synth.STAGE.phases]
     assert declared == ["gen", "walks", "select", "answer", "out"]
-    fns = {"gen": pid_part, "walks": walks_pid_part, "answer": answer_pid_part}
+    fns = {"gen": pid_part, "walks": walks_pid_part, "answer": answer_pid_part, "select": lambda c, v: PartResult(),
+           "out": pool_gone_step}
     phases = tuple(dataclasses.replace(ph, fn=fns[ph.name], parts=_slow_parts, counts=ph.name == "answer")
-                   if isinstance(ph, Map) else dataclasses.replace(ph, fn=lambda config, view: PartResult())
-                   for ph in synth.STAGE.phases[:4])
+                   if isinstance(ph, Map) else dataclasses.replace(ph, fn=fns[ph.name], counts=False)
+                   for ph in synth.STAGE.phases)
     stage = Stage("gen-pool", PoolConfig, phases, output="answer", unit="parts")
     rd = RunDir(tmp_path / "run", {"gen-pool": "fail"})
     with pytest.raises(RunError) as e:
@@ -357,6 +368,39 @@ def test_synth_stage_phases_share_one_pool_that_dies_with_the_stage(tmp_path, ex
     assert log_path(Part(str(rd.root), "gen-pool", "answer", "004")).read_text().count('"start"') == 4
     assert log_path(Part(str(rd.root), "gen-pool", "gen", "000")).read_text().count('"start"') == 1
     assert pq.read_table(rd.root / "gen-pool" / "answer" / "004.parquet").column("pid")[0].as_py() not in pids
+    # the driver's step after the last Map phase (synth's `out`) ran with no actor alive
+    assert json.loads((rd.root / "pool-at-out.json").read_text()) == {"alive": []}
+
+
+def test_gpus_no_node_has_are_an_error_not_a_hang(tmp_path, executor):
+    """synth.gen_gpus = 1 on the local Ray of a machine without GPUs: Ray would keep the
+    actors pending forever; the executor names the stage, the phase, what each part asks
+    for and what the nodes have, before any actor is made; the run directory resumes
+    once the setting is fixed."""
+    phases = tuple(dataclasses.replace(ph, fn=pid_part, parts=_slow_parts, counts=True)
+                   for ph in synth.STAGE.phases[:1])
+    stage = Stage("gpu-gen", PoolConfig, phases, output="gen", unit="parts")
+    assert ray.cluster_resources().get("GPU", 0) == 0
+    rd = RunDir(tmp_path / "run", {"gpu-gen": "gpus"})
+    with pytest.raises(ConfigError) as e:
+        run_stage(rd, stage, PoolConfig(str(tmp_path), gen_gpus=1.0), executor)
+    msg = str(e.value)
+    assert "stage gpu-gen, phase gen" in msg and "{CPU: 1, GPU: 1}" in msg and "GPU: 0" in msg, msg
+    assert "synth.gen_gpus" in msg
+    assert executor._pools is None and not list((rd.root / "gpu-gen").rglob("*.parquet"))
+    st = run_stage(RunDir(tmp_path / "run", {"gpu-gen": "gpus"}), stage, PoolConfig(str(tmp_path)), executor)
+    assert st["state"] == "done" and st["counts"]["out"] == 6
+
+
+def test_resource_demand_and_fit():
+    from fastsynth.run.ray_executor import fits_some_node, ray_demand
+
+    need = ray_demand({"num_cpus": 1, "num_gpus": 0.5, "resources": {"A100": 1}, "memory": 0})
+    assert need == {"CPU": 1.0, "GPU": 0.5, "A100": 1.0}
+    assert not fits_some_node(need, [{"CPU": 16, "GPU": 8}, {"CPU": 2, "A100": 1}])
+    assert fits_some_node(need, [{"CPU": 16, "GPU": 8}, {"CPU": 2, "GPU": 1, "A100": 1}])
+    assert not fits_some_node({"CPU": 1}, [])
+    assert fits_some_node({}, [{}])
 
 
 # -- the driver killed mid-stage ----------------------------------------------------------
@@ -610,23 +654,11 @@ def _rows(table) -> str:
     return json.dumps(table.to_pylist(), default=str)  # NaN == NaN as text
 
 
-class _CountingGenerator:
-    """Passes every call to ``inner`` and counts the requests (the driver's generator)."""
-
-    def __init__(self, inner):
-        self.inner, self.requests = inner, 0
-        self.model_name = getattr(inner, "model_name", "")
-
-    def generate(self, requests, **kw):
-        self.requests += len(requests)
-        return self.inner.generate(requests, **kw)
-
-
 def test_synth_command_on_ray_equals_local(tmp_path, executor, monkeypatch):
     """Every generation call of a synthesis made on Ray actor pools — each document batch's
     candidates, the Level-3 walk batch's questions, each part's answers and QA — with only
     the ordered filter (and evolution, none here) on the driver gives the records, rejects
-    and token counts a local run gives, and the driver's final pass makes no call.
+    and token counts a local run gives, and the driver never loads the model.
     Tiny on purpose: 2 short documents, Levels 1-3, 12 new tokens per request."""
     import pyarrow.parquet as pq
 
@@ -636,13 +668,14 @@ def test_synth_command_on_ray_equals_local(tmp_path, executor, monkeypatch):
     src.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in SHORT_DOCS))
     common = ["--batch-docs", "1", "--max-tokens", "12", "--no-embeddings"]
     assert _cli("synth", src, "-o", tmp_path / "local", *common) == 0
-    made = []
-    real_gen = synth_cli._gen
-    monkeypatch.setattr(synth_cli, "_gen", lambda *a, **k: made.append(_CountingGenerator(real_gen(*a, **k)))
-                        or made[-1])
+    made, loads = [], []
+    real_gen, real_cached = synth_cli._gen, synth.cached_generator
+    monkeypatch.setattr(synth_cli, "_gen", lambda *a, **k: made.append(a) or real_gen(*a, **k))
+    monkeypatch.setattr(synth, "cached_generator", lambda c: loads.append(c) or real_cached(c))
     assert _cli("synth", src, "-o", tmp_path / "ray", *common, "--executor", "ray",
                 "--ray-address", _address(), "--gen-actors", "1") == 0
-    assert len(made) == 1 and made[0].requests == 0  # the driver generated nothing
+    # the driver loaded no model (the monkeypatches live in this process only, not the actors')
+    assert made == [] and loads == []
     for sub in ("qa", "rejects", "concepts"):
         names = sorted(p.name for p in (tmp_path / "local" / sub).glob("*.parquet"))
         assert names and names == sorted(p.name for p in (tmp_path / "ray" / sub).glob("*.parquet"))

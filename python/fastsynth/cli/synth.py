@@ -75,9 +75,7 @@ def _gen(backend: str, model: str | None, base_url: str | None, cache_dir: str |
     opts = dict(engine or {}) if backend == "vllm" else {}
     if model:
         opts["model"] = model
-    if base_url:
-        if backend != "openai":
-            raise ConfigError("--base-url is only for the openai backend")
+    if base_url:  # run() checked it belongs to an openai backend
         opts["base_url"] = base_url
     return generator(backend, cache_dir=cache_dir, **opts)
 
@@ -110,9 +108,22 @@ def run(args: argparse.Namespace) -> int:
     if engine and "vllm" not in (args.backend, args.answer_backend):
         raise ConfigError("--engine-arg is only for --backend vllm or --answer-backend vllm "
                           f"(got --backend {args.backend})")
-    gen = _gen(args.backend, args.model, args.base_url, args.cache_dir, engine)
-    ans = (_gen(args.answer_backend, args.answer_model, args.answer_base_url, args.cache_dir, engine)
-           if args.answer_backend else None)
+    if args.base_url and args.backend != "openai":
+        raise ConfigError("--base-url is only for the openai backend")
+    if args.answer_base_url and args.answer_backend != "openai":
+        raise ConfigError("--answer-base-url is only for --answer-backend openai")
+    if executor.name == "local":
+        gen = _gen(args.backend, args.model, args.base_url, args.cache_dir, engine)
+        ans = (_gen(args.answer_backend, args.answer_model, args.answer_base_url, args.cache_dir, engine)
+               if args.answer_backend else None)
+    else:
+        # The actors make the calls; this process only replays them, so its generators load
+        # on first use, not here (a vLLM engine: minutes, and a GPU the driver may lack)
+        from fastsynth.run.stages.synth import DriverGenerator, answer_spec
+
+        config = _generation_config(args, cfg, engine)
+        gen = DriverGenerator(config)
+        ans = DriverGenerator(answer_spec(config)) if args.answer_backend else None
     from fastsynth.corpus import read
 
     records = read(args.input)
@@ -121,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
     pregenerated = None
     if executor.name != "local":
         records = list(records)
-        pregenerated = _generation_on(executor, records, args, cfg, gen, ans, engine)
+        pregenerated = _generation_on(executor, records, args, cfg, gen, ans, config)
     summary = synthesize(records, args.output, generator=gen, answer_generator=ans, config=cfg,
                          eval_set=args.eval_set, overwrite=args.overwrite,
                          redo_damaged=args.redo_damaged, pregenerated=pregenerated)
@@ -156,15 +167,25 @@ class _Generation:
         return self.synth
 
 
+def _generation_config(args: argparse.Namespace, cfg, engine: dict[str, object]) -> _Generation:
+    """The workers' :class:`_Generation` for these arguments; ``engine``: the parsed
+    ``--engine-arg`` pairs (for whichever backend is vllm)."""
+    return _Generation(args.backend, args.model, args.base_url, args.cache_dir, cfg,
+                       tuple(engine.items()) if args.backend == "vllm" else (),
+                       args.answer_backend, args.answer_model, args.answer_base_url,
+                       tuple(engine.items()) if args.answer_backend == "vllm" else (),
+                       args.eval_set, args.gen_actors, args.gen_gpus)
+
+
 def _generation_on(executor, records: list[dict], args: argparse.Namespace, cfg, gen, ans,
-                   engine: dict[str, object]) -> list:
+                   config: _Generation) -> list:
     """The synthesis's generation calls made as parts on ``executor`` (actor pools under
     Ray), in OUT/gen/ (docs/scale.md, "Generation on an actor pool"): every document
     batch's candidates, then every walk batch's Level-3 questions, then the ordered
     filter and evolution here (:func:`fastsynth.synth.pipeline.select_questions`), then
     every part's answers and QA. Groups already saved for these settings are not made
     again. Returns the folders for :func:`fastsynth.synth.synthesize`'s ``pregenerated``.
-    ``engine``: the parsed ``--engine-arg`` pairs (for whichever backend is vllm)."""
+    ``config``: what the workers get (:func:`_generation_config`)."""
     from pathlib import Path
 
     from fastsynth.run.stage import Part
@@ -181,11 +202,6 @@ def _generation_on(executor, records: list[dict], args: argparse.Namespace, cfg,
     docs, _ = fit_documents(records, cfg.max_doc_chars, cfg.on_long, cfg.max_chunks)
     batches = doc_batches(docs, cfg)
     folders = {k: work / "candidates" / k for k in ("docs", "walks", "select", "answers")}
-    config = _Generation(args.backend, args.model, args.base_url, args.cache_dir, cfg,
-                         tuple(engine.items()) if args.backend == "vllm" else (),
-                         args.answer_backend, args.answer_model, args.answer_base_url,
-                         tuple(engine.items()) if args.answer_backend == "vllm" else (),
-                         args.eval_set, args.gen_actors, args.gen_gpus)
     gen_phase, walk_phase, _, answer_phase, _ = stage.STAGE.phases
     try:
         with executor.stage_scope():   # one actor pool for the three phases (Ray)

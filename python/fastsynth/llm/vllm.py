@@ -39,6 +39,11 @@ def prompt_token_count(tokenizer: Any, chat: list[dict[str, str]]) -> int:
     return len(ids)
 
 
+def model_name_of(model: str, name: str | None = None) -> str:
+    """The name a :class:`VLLMGenerator` of ``model`` reports, without starting an engine."""
+    return name or str(model)
+
+
 class VLLMGenerator(Generator):
     """Generate with ``vllm.LLM(model, dtype=dtype, **engine_args)`` in this process.
 
@@ -59,7 +64,7 @@ class VLLMGenerator(Generator):
         self._vllm = vllm
         self.llm: Any = vllm.LLM(model=model, dtype=dtype, **engine_args)
         self.tokenizer = self.llm.get_tokenizer()
-        self.model_name = name or str(model)
+        self.model_name = model_name_of(model, name)
         try:
             self.context_length = int(self.llm.llm_engine.model_config.max_model_len)
         except AttributeError:  # engine internals moved between vLLM versions

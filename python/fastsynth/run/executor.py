@@ -85,11 +85,16 @@ def run_stage(run: RunDir, stage: Stage, config: Any, executor: LocalExecutor | 
                            f"{run.manifest['stages'].get(need, {}).get('state', 'not in this run')})")
     t0 = time.perf_counter()
     run.set_state(stage.name, "running", started=st.get("started") or _now())
-    # what the executor keeps for the stage's phases (Ray: actor pools) ends with the stage
+    # what the executor keeps for the stage's phases (Ray: actor pools, models loaded on
+    # them) ends with the stage's last Map phase: driver steps after it (synth's `out`)
+    # run with the pool's memory and GPUs given back
     scope = getattr(executor, "stage_scope", contextlib.nullcontext)
+    last_map = max((i for i, ph in enumerate(stage.phases) if isinstance(ph, Map)), default=-1)
     with scope():
-        for phase in stage.phases:
+        for phase in stage.phases[:last_map + 1]:
             _run_phase(run, stage, phase, config, executor)
+    for phase in stage.phases[last_map + 1:]:
+        _run_phase(run, stage, phase, config, executor)
     counts = stage_counts(run, stage)
     _check_chain(run, stage, counts)
     seconds = st.get("seconds", 0.0) + time.perf_counter() - t0

@@ -14,6 +14,9 @@ exactly-once output (docs/scale.md, "Ray executor"). What happens to a part:
   bad config) is deterministic and is not retried;
 * every attempt appends JSON lines to ``RUN/logs/<stage>/<phase>/<part>.jsonl``: start
   (pid, host), then done (seconds, peak RSS, counts) or failed (the error);
+* a part asking for resources no node has (``num_gpus=1`` on CPU nodes) is refused before
+  any is submitted on a local Ray, and warned about on a joined cluster (an autoscaler
+  may add the node), rather than left pending without a word;
 * the driver records results in the order they return, shows a progress bar, and names
   the parts still running when none finished for ``stall_seconds``;
 * when a part fails for good, no new parts are submitted, the ones in flight are waited
@@ -387,6 +390,7 @@ class RayExecutor:
         actors = int((actors(config) if callable(actors) else actors) or 0)
         config = _with_threads(config, resources["num_cpus"])
         where = f"{parts[0].stage}/{parts[0].phase}"
+        self._check_feasible(ray, resources, parts[0])
         pool: ActorPool | None = None
         if actors:
             pool = self._pool(ray, resources, actors, config)
@@ -409,6 +413,25 @@ class RayExecutor:
         finally:
             if pool is not None and self._pools is None:  # no stage scope: the pool is this phase's
                 pool.kill()
+
+    def _check_feasible(self, ray: Any, resources: dict, part: Part) -> None:
+        """A part that no node of the cluster could ever run (``num_gpus=1`` where no node
+        has a GPU) would wait forever — the "stuck at 0%" of a misconfigured job. On the
+        local Ray started for the run nothing adds nodes later: ConfigError naming the
+        stage, the phase and what is missing. A joined cluster may have an autoscaler that
+        adds such a node on demand: a warning, and the wait goes on."""
+        need = ray_demand(resources)
+        nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+        if fits_some_node(need, nodes):
+            return
+        have = ", ".join(sorted({_show_demand({k: n.get(k, 0.0) for k in need}) for n in nodes})) \
+            or "no alive node"
+        what = (f"stage {part.stage}, phase {part.phase}: each part asks Ray for {_show_demand(need)}, "
+                f"but no node of the cluster has that (nodes: {have})")
+        if self._started_here:
+            raise ConfigError(f"{what}; lower the stage's resource settings (e.g. synth.gen_gpus, "
+                              "--gen-gpus) or run on a cluster with such nodes (--ray-address)")
+        print(f"ray: {what}; its parts wait until the cluster adds such a node", file=sys.stderr)
 
     def _pool(self, ray: Any, resources: dict, n: int, config: Any) -> ActorPool:
         """The stage scope's pool of ``n`` actors with ``resources`` and ``config`` (made on
@@ -478,6 +501,30 @@ class RayExecutor:
         print(f"ray: no part of stage {oldest[0][0].stage} finished in {self.stall_seconds:.0f} s; "
               f"running: {names}{' ...' if len(running) > 5 else ''} (logs: "
               f"{log_path(oldest[0][0]).parent})", file=sys.stderr)
+
+
+def ray_demand(resources: dict) -> dict[str, float]:
+    """Ray ``.options()`` resources (``num_cpus``, ``num_gpus``, ``memory``, custom
+    ``resources``) as the node resource names Ray schedules by (``CPU``, ``GPU``, ...);
+    zero amounts left out."""
+    names = {"num_cpus": "CPU", "num_gpus": "GPU", "memory": "memory"}
+    need = {names[k]: float(v) for k, v in resources.items() if k in names}
+    need.update({k: float(v) for k, v in (resources.get("resources") or {}).items()})
+    return {k: v for k, v in need.items() if v > 0}
+
+
+def fits_some_node(need: dict[str, float], nodes: list[dict[str, float]]) -> bool:
+    """Whether one of ``nodes`` (each node's total resources, as ``ray.nodes()`` lists
+    them) has every amount of ``need``."""
+    return any(all(node.get(k, 0.0) >= v for k, v in need.items()) for node in nodes)
+
+
+def _show_demand(d: dict[str, float]) -> str:
+    def amount(k: str, v: float) -> str:
+        if k == "memory":
+            return f"{v / 2**30:.1f} GiB"
+        return f"{v:g}"
+    return "{" + ", ".join(f"{k}: {amount(k, v)}" for k, v in sorted(d.items())) + "}"
 
 
 def _same(a: Any, b: Any) -> bool:

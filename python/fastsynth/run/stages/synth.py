@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -70,6 +70,9 @@ class SynthStageConfig:
                                   "the local executor ignores it")
     threads: int | None = option(None, "threads of the local generator (none: all cores; under "
                                        "--executor ray: each actor's CPUs)")
+    engine_args: dict[str, Any] = option({}, "arguments of vllm.LLM for backend = vllm, as the TOML "
+                                             "table [synth.engine_args] (e.g. dtype, max_model_len, "
+                                             "gpu_memory_utilization, tensor_parallel_size)", flag=False)
 
     def __post_init__(self) -> None:
         check(self.max_docs >= 1, "synth.max_docs", f"must be >= 1, got {self.max_docs}")
@@ -79,6 +82,13 @@ class SynthStageConfig:
         check(self.max_tokens >= 1, "synth.max_tokens", f"must be >= 1, got {self.max_tokens}")
         check(self.base_url is None or self.backend == "openai", "synth.base_url",
               "is only for backend = openai")
+        check(self.backend != "vllm" or bool(self.model), "synth.model",
+              "is required for backend = vllm: an HF checkpoint folder (fastsynth.model.save_hf "
+              "writes the embedded model as one) or a model id vLLM can load")
+        check(not self.engine_args or self.backend == "vllm", "synth.engine_args",
+              f"is only for backend = vllm (got backend = {self.backend})")
+        bad = [k for k in self.engine_args if not (isinstance(k, str) and k.isidentifier())]
+        check(not bad, "synth.engine_args", f"keys must be vllm.LLM argument names, got {bad}")
         self.synth_config()  # the synthesis settings are checked once, here
 
     def synth_config(self):
@@ -140,9 +150,11 @@ class DriverGenerator:
 
     Under Ray the generation calls run on the actors; the driver's steps replay their saved
     results and only need the model's name (provenance, the keys of saved call groups), so
-    loading the model there (~10 s for the embedded one on 2 cores) is wasted unless a call
-    is actually made (evolution, or a call group no actor saved). ``model_name`` of the local
-    backend is known without loading; everything else loads :func:`cached_generator`'s."""
+    loading the model there (~10 s for the embedded one on 2 cores; a vLLM engine's start,
+    minutes, and a GPU the driver's node may not have) is wasted unless a call is actually
+    made (evolution, or a call group no actor saved). ``model_name`` of the local and vllm
+    backends is known without loading; everything else loads :func:`cached_generator`'s.
+    ``config``: anything :func:`cached_generator` takes."""
 
     def __init__(self, config) -> None:
         self._config = config
@@ -157,6 +169,9 @@ class DriverGenerator:
         if self._loaded is None and self._config.backend == "local":
             from fastsynth.llm.local import model_name_of
             return model_name_of(self._config.model)
+        if self._loaded is None and self._config.backend == "vllm":
+            from fastsynth.llm.vllm import model_name_of as vllm_name_of
+            return vllm_name_of(self._config.model)
         return self._real().model_name
 
     def _real(self):
@@ -204,18 +219,22 @@ def candidates_part(config, part: Part) -> PartResult:
     return PartResult(info={"candidates": len(cands), "key": key})
 
 
-def answer_generator(config) -> object:
-    """This process's answer (and judge) generator: ``config.answer_backend`` etc. when set
-    (the synth command's ``--answer-backend``), else :func:`cached_generator`'s."""
+def answer_spec(config) -> object:
+    """What chooses the answer (and judge) generator: ``config.answer_backend`` etc. when
+    set (the synth command's ``--answer-backend``), else ``config`` itself."""
     backend = getattr(config, "answer_backend", None)
     if not backend:
-        return cached_generator(config)
+        return config
     from types import SimpleNamespace
 
-    return cached_generator(SimpleNamespace(backend=backend, model=config.answer_model,
-                                            base_url=config.answer_base_url,
-                                            cache_dir=getattr(config, "cache_dir", None),
-                                            engine_args=getattr(config, "answer_engine_args", ())))
+    return SimpleNamespace(backend=backend, model=config.answer_model, base_url=config.answer_base_url,
+                           cache_dir=getattr(config, "cache_dir", None),
+                           engine_args=getattr(config, "answer_engine_args", ()))
+
+
+def answer_generator(config) -> object:
+    """This process's answer (and judge) generator (:func:`answer_spec`'s)."""
+    return cached_generator(answer_spec(config))
 
 
 def _batch_docs(paths) -> list:
