@@ -356,7 +356,7 @@ def test_synth_stage_phases_share_one_pool_that_dies_with_the_stage(tmp_path, ex
     with pytest.raises(RunError) as e:
         run_stage(rd, stage, PoolConfig(str(tmp_path), fail="answer/004"), executor)
     assert "stage gen-pool, part answer/004" in str(e.value) and "3 attempts" in str(e.value)
-    assert executor._pools is None  # nothing held after the stage
+    assert executor.held_actors == 0  # nothing held after the stage
     files = sorted((rd.root / "gen-pool").rglob("*.parquet"))
     assert len(files) == 17
     pids = {pq.read_table(f).column("pid")[0].as_py() for f in files}
@@ -387,7 +387,7 @@ def test_gpus_no_node_has_are_an_error_not_a_hang(tmp_path, executor):
     msg = str(e.value)
     assert "stage gpu-gen, phase gen" in msg and "{CPU: 1, GPU: 1}" in msg and "GPU: 0" in msg, msg
     assert "synth.gen_gpus" in msg
-    assert executor._pools is None and not list((rd.root / "gpu-gen").rglob("*.parquet"))
+    assert executor.held_actors == 0 and not list((rd.root / "gpu-gen").rglob("*.parquet"))
     st = run_stage(RunDir(tmp_path / "run", {"gpu-gen": "gpus"}), stage, PoolConfig(str(tmp_path)), executor)
     assert st["state"] == "done" and st["counts"]["out"] == 6
 

@@ -338,6 +338,11 @@ class RayExecutor:
             for _key, pool in pools:
                 pool.kill()
 
+    @property
+    def held_actors(self) -> int:
+        """Actors the open stage scope holds (0 outside a scope: none outlives its stage)."""
+        return sum(len(pool.actors) for _key, pool in self._pools or ())
+
     def __enter__(self) -> "RayExecutor":
         return self
 
