@@ -77,6 +77,20 @@ def test_synth_engine_args_need_a_vllm_backend(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("flags,needle", [
+    (["--backend", "vllm"], "--model is required with the vllm backend"),
+    (["--answer-backend", "vllm"], "--answer-model is required with the vllm backend"),
+    (["--executor", "ray", "--backend", "vllm"], "--model is required with the vllm backend"),
+])
+def test_synth_vllm_needs_a_model(tmp_path, capsys, flags, needle):
+    from fastsynth.cli import main
+
+    rc = main(["synth", "builtin:python-docs", "-o", str(tmp_path / "out"), "--limit", "1", *flags])
+    assert rc == 2
+    assert needle in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 def test_synth_engine_args_reach_only_the_vllm_generators(monkeypatch):
     # The recorder replaces the backend factory, not the code under test (the CLI's plumbing);
     # vLLM itself is exercised by scripts/test-vllm.sh, which passes --engine-arg to synth.

@@ -108,6 +108,12 @@ def run(args: argparse.Namespace) -> int:
     if engine and "vllm" not in (args.backend, args.answer_backend):
         raise ConfigError("--engine-arg is only for --backend vllm or --answer-backend vllm "
                           f"(got --backend {args.backend})")
+    for flag, backend, model in (("--model", args.backend, args.model),
+                                 ("--answer-model", args.answer_backend, args.answer_model)):
+        if backend == "vllm" and not model:
+            raise ConfigError(f"{flag} is required with the vllm backend: an HF checkpoint folder "
+                              "(fastsynth.model.save_hf writes the embedded model as one) or a "
+                              "model id vLLM can load")
     if args.base_url and args.backend != "openai":
         raise ConfigError("--base-url is only for the openai backend")
     if args.answer_base_url and args.answer_backend != "openai":
