@@ -392,6 +392,25 @@ def test_gpus_no_node_has_are_an_error_not_a_hang(tmp_path, executor):
     assert st["state"] == "done" and st["counts"]["out"] == 6
 
 
+def test_run_checks_every_stage_before_its_first_part(tmp_path, source, executor):
+    """`fastsynth run` with synth.gen_gpus = 1 on CPU nodes fails before ingest runs, not
+    after the stages before synth; with the setting fixed, the same run directory runs."""
+    from fastsynth.run.pipeline import load_config, run
+
+    stages = {"run": {"source": str(source), "stages": ["ingest", "score", "dedup", "synth"]},
+              "ingest": {"limit": 20, "part_docs": 10}}
+    t0 = time.monotonic()
+    with pytest.raises(ConfigError, match=r"stage synth, phase gen: .*GPU: 1"):
+        run(load_config(overrides={**stages, "synth": {"gen_gpus": 1.0}}), tmp_path / "r",
+            executor=executor, report=False)
+    assert time.monotonic() - t0 < 30
+    assert not list((tmp_path / "r").rglob("*.parquet"))  # no stage ran
+    assert not (tmp_path / "r" / "manifest.json").exists()  # nor was the config recorded
+    rd = run(load_config(overrides={**stages, "run": {**stages["run"], "stages": ["ingest"]}}),
+             tmp_path / "r", executor=executor, report=False)
+    assert rd.manifest["stages"]["ingest"]["state"] == "done"
+
+
 def test_resource_demand_and_fit():
     from fastsynth.run.ray_executor import fits_some_node, ray_demand
 

@@ -19,9 +19,11 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from fastsynth.errors import ConfigError
+from fastsynth.partstore import MANIFEST
 from fastsynth.run.config import as_dict, check, from_mapping, option
 from fastsynth.run.executor import LocalExecutor, run_stage
 from fastsynth.run.rundir import RunDir
@@ -139,11 +141,20 @@ def run(plan_: Plan, out: str | os.PathLike, *, overwrite: bool = False,
         executor: LocalExecutor | None = None, report: bool = True) -> RunDir:
     """Run (or resume) every stage of ``plan_`` in the run directory ``out``, then write
     ``report.md``/``report.html``. Returns the opened run directory."""
+    # Ray: a Map phase asking for resources no node has fails here, before any stage runs;
+    # a new run's check comes before its manifest, so the corrected config can use the folder
+    preflight = getattr(executor, "check_stages", None)
+    new = overwrite or not (Path(out) / MANIFEST).exists()
+    if preflight is not None and new:
+        preflight(out, [(BY_NAME[n], _job_config(plan_, n)) for n in plan_.run.stages])
     rd = RunDir(out, plan_.manifest_config(), overwrite=overwrite)
     rd.manifest.setdefault("started", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     for name in plan_.run.stages:
         rd.stage(name).setdefault("description", BY_NAME[name].description)
     rd.save()
+    todo = [n for n in plan_.run.stages if rd.stage(n).get("state") != "done"]
+    if preflight is not None and not new and todo:
+        preflight(rd.root, [(BY_NAME[n], _job_config(plan_, n)) for n in todo])
     for name in plan_.run.stages:
         run_stage(rd, BY_NAME[name], _job_config(plan_, name), executor)
     rd.manifest["pending_stages"] = [n for n in plan_.run.stages

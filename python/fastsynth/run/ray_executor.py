@@ -57,7 +57,7 @@ from typing import Any, Callable, Iterator
 from fastsynth.errors import ConfigError, DependencyError, FastsynthError
 from fastsynth.progress import progress
 from fastsynth.run.rundir import PartResult, RunError
-from fastsynth.run.stage import Part
+from fastsynth.run.stage import Map, Part
 
 #: Linux limits AF_UNIX socket paths to 107 bytes; Ray puts its sockets at
 #: ``<temp_dir>/session_<date>_<time>_<usec>_<pid>/sockets/plasma_store``.
@@ -388,14 +388,10 @@ class RayExecutor:
         ray = _import_ray()
         if phase is None:
             phase = find_phase(parts[0].stage, parts[0].phase, fn)
-        resources, actors = getattr(phase, "resources", None), getattr(phase, "actors", 0)
-        # either may be a function of the config (a setting, e.g. synth.gen_actors)
-        resources = dict((resources(config) if callable(resources) else resources) or {})
-        resources.setdefault("num_cpus", 1)
-        actors = int((actors(config) if callable(actors) else actors) or 0)
+        resources, actors = phase_demand(phase, config)
         config = _with_threads(config, resources["num_cpus"])
         where = f"{parts[0].stage}/{parts[0].phase}"
-        self._check_feasible(ray, resources, parts[0])
+        self._check_feasible(ray, resources, parts[0].stage, parts[0].phase)
         pool: ActorPool | None = None
         if actors:
             pool = self._pool(ray, resources, actors, config)
@@ -419,7 +415,19 @@ class RayExecutor:
             if pool is not None and self._pools is None:  # no stage scope: the pool is this phase's
                 pool.kill()
 
-    def _check_feasible(self, ray: Any, resources: dict, part: Part) -> None:
+    def check_stages(self, root: str | os.PathLike, stages: list[tuple[Any, Any]]) -> None:
+        """Before a run's first part: every Map phase of ``stages`` (``(Stage, config)``
+        pairs) asks for resources some node has (:meth:`_check_feasible`), so that a
+        setting such as ``synth.gen_gpus = 1`` on CPU nodes fails in seconds, not after
+        the stages before it ran."""
+        self.start(root)
+        ray = _import_ray()
+        for stage, config in stages:
+            for phase in stage.phases:
+                if isinstance(phase, Map):  # Global steps run on the driver
+                    self._check_feasible(ray, phase_demand(phase, config)[0], stage.name, phase.name)
+
+    def _check_feasible(self, ray: Any, resources: dict, stage: str, phase: str) -> None:
         """A part that no node of the cluster could ever run (``num_gpus=1`` where no node
         has a GPU) would wait forever — the "stuck at 0%" of a misconfigured job. On the
         local Ray started for the run nothing adds nodes later: ConfigError naming the
@@ -431,7 +439,7 @@ class RayExecutor:
             return
         have = ", ".join(sorted({_show_demand({k: n.get(k, 0.0) for k in need}) for n in nodes})) \
             or "no alive node"
-        what = (f"stage {part.stage}, phase {part.phase}: each part asks Ray for {_show_demand(need)}, "
+        what = (f"stage {stage}, phase {phase}: each part asks Ray for {_show_demand(need)}, "
                 f"but no node of the cluster has that (nodes: {have})")
         if self._started_here:
             raise ConfigError(f"{what}; lower the stage's resource settings (e.g. synth.gen_gpus, "
@@ -506,6 +514,16 @@ class RayExecutor:
         print(f"ray: no part of stage {oldest[0][0].stage} finished in {self.stall_seconds:.0f} s; "
               f"running: {names}{' ...' if len(running) > 5 else ''} (logs: "
               f"{log_path(oldest[0][0]).parent})", file=sys.stderr)
+
+
+def phase_demand(phase: Any, config: Any) -> tuple[dict, int]:
+    """``(Ray resources of one part, actors)`` a Map ``phase`` declares for ``config``
+    (either may be a function of the config, e.g. ``synth.gen_gpus``; default one CPU, no
+    actors)."""
+    resources, actors = getattr(phase, "resources", None), getattr(phase, "actors", 0)
+    resources = dict((resources(config) if callable(resources) else resources) or {})
+    resources.setdefault("num_cpus", 1)
+    return resources, int((actors(config) if callable(actors) else actors) or 0)
 
 
 def ray_demand(resources: dict) -> dict[str, float]:
