@@ -24,6 +24,22 @@ def test_missing_vllm_names_the_extra():
         llm.generator("vllm", model="any")
 
 
+def test_known_model_name_without_making_a_generator():
+    """What the Ray driver reports for saved call groups: the vllm backend's name is its model
+    argument (as VLLMGenerator reports it), the local backend's the file stem; the openai
+    backend may ask its server, so it is not known; an unknown backend is named."""
+    from fastsynth.errors import ConfigError
+    from fastsynth.llm.local import model_name_of
+
+    assert llm.known_model_name("vllm", "/models/smollm2-hf") == "/models/smollm2-hf"
+    assert llm.known_model_name("local", "/models/SmolLM2-135M-Instruct.Q4_1.gguf") == \
+        "SmolLM2-135M-Instruct.Q4_1"
+    assert llm.known_model_name("local") == model_name_of(None)
+    assert llm.known_model_name("openai", "smollm2") is None
+    with pytest.raises(ConfigError, match="'vlm'"):
+        llm.known_model_name("vlm", "x")
+
+
 @pytest.fixture(scope="module")
 def hf_checkpoint(tmp_path_factory):
     pytest.importorskip("torch")

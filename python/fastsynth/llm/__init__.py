@@ -50,4 +50,16 @@ def generator(backend: str = "local", *, cache_dir: str | None = None,
     return gen
 
 
-__all__ = ["BACKENDS", "Chat", "Completion", "Generator", "SamplingParams", "generator"]
+def known_model_name(backend: str, model: Any = None) -> str | None:
+    """The ``model_name`` a ``backend`` generator of ``model`` would report, where the
+    backend's module can tell without making one (its ``model_name_of``: the local and vllm
+    backends, whose names come from the path); None otherwise (the openai backend may ask
+    its server)."""
+    if backend not in BACKENDS:
+        raise ConfigError(f"unknown backend {backend!r}; expected one of {sorted(BACKENDS)}")
+    name_of = getattr(importlib.import_module(BACKENDS[backend][0]), "model_name_of", None)
+    return None if name_of is None else name_of(model)
+
+
+__all__ = ["BACKENDS", "Chat", "Completion", "Generator", "SamplingParams", "generator",
+           "known_model_name"]

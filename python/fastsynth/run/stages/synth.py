@@ -153,7 +153,8 @@ class DriverGenerator:
     loading the model there (~10 s for the embedded one on 2 cores; a vLLM engine's start,
     minutes, and a GPU the driver's node may not have) is wasted unless a call is actually
     made (evolution, or a call group no actor saved). ``model_name`` of the local and vllm
-    backends is known without loading; everything else loads :func:`cached_generator`'s.
+    backends is known without loading (:func:`fastsynth.llm.known_model_name`); everything
+    else loads :func:`cached_generator`'s.
     ``config``: anything :func:`cached_generator` takes."""
 
     def __init__(self, config) -> None:
@@ -166,12 +167,12 @@ class DriverGenerator:
 
     @property
     def model_name(self) -> str:
-        if self._loaded is None and self._config.backend == "local":
-            from fastsynth.llm.local import model_name_of
-            return model_name_of(self._config.model)
-        if self._loaded is None and self._config.backend == "vllm":
-            from fastsynth.llm.vllm import model_name_of as vllm_name_of
-            return vllm_name_of(self._config.model)
+        if self._loaded is None:
+            from fastsynth.llm import known_model_name
+
+            name = known_model_name(self._config.backend, self._config.model)
+            if name is not None:
+                return name
         return self._real().model_name
 
     def _real(self):
