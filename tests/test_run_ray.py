@@ -15,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
@@ -390,6 +391,137 @@ def test_gpus_no_node_has_are_an_error_not_a_hang(tmp_path, executor):
     assert executor.held_actors == 0 and not list((rd.root / "gpu-gen").rglob("*.parquet"))
     st = run_stage(RunDir(tmp_path / "run", {"gpu-gen": "gpus"}), stage, PoolConfig(str(tmp_path)), executor)
     assert st["state"] == "done" and st["counts"]["out"] == 6
+
+
+def gpu_part(config: SlowConfig, part: Part) -> PartResult:
+    """Writes its process and the CUDA_VISIBLE_DEVICES Ray gave it. Parts gen/000 and
+    gen/001 wait for each other, so they run at once, on two actors."""
+    from fastsynth.atomic import write_parquet
+    import pyarrow as pa
+
+    marks = Path(config.marks)
+    (marks / f"{part.phase}-{part.id}.started").touch()
+    if part.phase == "gen" and part.id in ("000", "001"):
+        deadline = time.monotonic() + 90
+        while not all((marks / f"gen-{i}.started").exists() for i in ("000", "001")):
+            if time.monotonic() > deadline:
+                raise RuntimeError("gen/000 and gen/001 never ran at once")
+            time.sleep(0.05)
+    write_parquet(part.out, pa.table({"part": [part.id], "pid": [os.getpid()],
+                                      "cuda": [os.environ.get("CUDA_VISIBLE_DEVICES", "")]}))
+    return PartResult(n_in=1, n_out=1)
+
+
+def gpu_stage() -> Stage:
+    """The synth stage's phases (gen, walks, answer on its actor pool, sized and placed by
+    gen_actors / gen_gpus) with :func:`gpu_part` for their parts."""
+    phases = tuple(dataclasses.replace(ph, fn=gpu_part, parts=_slow_parts, counts=ph.name == "answer")
+                   if isinstance(ph, Map) else
+                   dataclasses.replace(ph, fn=lambda c, v: PartResult(), counts=False)
+                   for ph in synth.STAGE.phases)
+    return Stage("gpu-pool", PoolConfig, phases, output="answer", unit="parts")
+
+
+# A Ray of its own, declaring 2 GPUs on this CPU machine (Ray schedules declared GPUs and
+# sets CUDA_VISIBLE_DEVICES as for real ones): a process apart from this module's Ray.
+GPU_CLUSTER = textwrap.dedent("""
+    import json, sys
+    from pathlib import Path
+    import ray
+    ray.init(num_cpus=4, num_gpus=2, _temp_dir=sys.argv[1], include_dashboard=False, log_to_driver=False)
+    sys.path.insert(0, sys.argv[2])
+    import test_run_ray as t
+    from fastsynth.run.executor import run_stage
+    from fastsynth.run.ray_executor import RayExecutor
+    from fastsynth.run.rundir import RunDir
+    ex = RayExecutor(stall_seconds=60, show_progress=False)
+    for name, actors, gpus in json.loads(sys.argv[4]):
+        marks = Path(sys.argv[3]) / name
+        marks.mkdir()
+        st = run_stage(RunDir(marks / "run", {"gpu-pool": name}), t.gpu_stage(),
+                       t.PoolConfig(str(marks), gen_actors=actors, gen_gpus=gpus), ex)
+        print("DONE", name, st["counts"]["out"], flush=True)
+        assert ex.held_actors == 0
+""")
+
+
+def test_generation_actors_get_a_gpu_each_and_a_pool_larger_than_the_gpus_still_runs(tmp_path):
+    """synth.gen_gpus = 1 on a cluster with 2 GPUs: each actor of the stage's pool (one
+    vLLM engine each, in a real run) is given its own GPU — CUDA_VISIBLE_DEVICES 0 on one,
+    1 on the other — and every part's log names the GPU it ran on. With gen_actors = 3
+    the third actor never fits: the stage runs on the two that do and says so, instead of
+    leaving the parts handed to the third queued forever."""
+    import pyarrow.parquet as pq
+
+    script = tmp_path / "gpu_cluster.py"
+    script.write_text(GPU_CLUSTER)
+    ray_tmp = tempfile.mkdtemp(prefix="fsgpu-", dir="/tmp")  # Ray's socket paths must stay short
+    cases = [["two", 2, 1.0], ["three", 3, 1.0]]
+    # its own process group: a hang is killed with the Ray processes it started
+    proc = subprocess.Popen([sys.executable, str(script), ray_tmp, str(Path(__file__).parent), str(tmp_path),
+                             json.dumps(cases)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"the stage did not finish in 300 s: {out[-1000:]} {err[-2000:]}")
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert proc.returncode == 0, (out[-2000:], err[-3000:])
+    assert out.split("\n")[:2] == ["DONE two 6", "DONE three 6"], out
+    for name, _actors, _gpus in cases:
+        root = tmp_path / name / "run"
+        cuda_of: dict[int, set[str]] = {}
+        for f in sorted((root / "gpu-pool").rglob("*.parquet")):
+            row = pq.read_table(f).to_pylist()[0]
+            cuda_of.setdefault(row["pid"], set()).add(row["cuda"])
+            phase = f.parent.name
+            starts = [json.loads(x) for x in log_path(Part(str(root), "gpu-pool", phase, f.stem))
+                      .read_text().splitlines() if '"start"' in x]
+            assert [x["gpus"] for x in starts] == [[row["cuda"]]], (name, phase, f.stem, starts)
+        assert len(cuda_of) == 2, (name, cuda_of)  # two actors ran parts (gen/000, gen/001 at once)
+        assert all(len(c) == 1 for c in cuda_of.values()), cuda_of  # an actor keeps its GPU
+        assert sorted(c for cs in cuda_of.values() for c in cs) == ["0", "1"], cuda_of
+    assert "gpu-pool/gen ran on 2 of its pool's 3 actors" in err, err[-2000:]
+    assert "{CPU: 1, GPU: 1}" in err and err.count("ran on 2 of") == 1, err[-2000:]
+
+
+def _load_on_driver_only(driver_pid: int) -> "DriverOnly":
+    if os.getpid() != driver_pid:
+        raise RuntimeError("this config cannot be loaded in a worker")
+    return DriverOnly(driver_pid)
+
+
+@dataclass(frozen=True)
+class DriverOnly:
+    """A config value that unpickles only in the driver's process: an actor made with it
+    fails in its constructor (as one whose model files are missing on its node would)."""
+    driver_pid: int
+
+    def __reduce__(self):
+        return _load_on_driver_only, (self.driver_pid,)
+
+
+@dataclass(frozen=True)
+class BrokenPoolConfig(SlowConfig):
+    gen_actors: int = 2
+    value: DriverOnly | None = None
+
+
+def test_pool_whose_actors_cannot_start_is_one_error_naming_the_stage(tmp_path, executor):
+    phases = tuple(dataclasses.replace(ph, fn=pid_part, parts=_slow_parts, counts=True)
+                   for ph in synth.STAGE.phases[:1])
+    stage = Stage("dead-pool", BrokenPoolConfig, phases, output="gen", unit="parts")
+    rd = RunDir(tmp_path / "run", {"dead-pool": "x"})
+    cfg = BrokenPoolConfig(str(tmp_path), value=DriverOnly(os.getpid()))
+    with pytest.raises(RunError) as e:
+        run_stage(rd, stage, cfg, executor)
+    msg = str(e.value)
+    assert msg.startswith("stage dead-pool: no actor of its pool could start") and \
+        "this config cannot be loaded in a worker" in msg and "\n" not in msg, msg
+    assert executor.held_actors == 0 and not list((rd.root / "dead-pool").rglob("*.parquet"))
 
 
 def test_run_checks_every_stage_before_its_first_part(tmp_path, source, executor):

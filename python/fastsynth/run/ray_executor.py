@@ -13,7 +13,8 @@ exactly-once output (docs/scale.md, "Ray executor"). What happens to a part:
   to ``max_retries`` more times. A :class:`~fastsynth.errors.FastsynthError` (bad input,
   bad config) is deterministic and is not retried;
 * every attempt appends JSON lines to ``RUN/logs/<stage>/<phase>/<part>.jsonl``: start
-  (pid, host), then done (seconds, peak RSS, counts) or failed (the error);
+  (pid, host, the GPU ids Ray gave the worker if any), then done (seconds, peak RSS,
+  counts) or failed (the error);
 * a part asking for resources no node has (``num_gpus=1`` on CPU nodes) is refused before
   any is submitted on a local Ray, and warned about on a joined cluster (an autoscaler
   may add the node), rather than left pending without a word;
@@ -45,6 +46,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import re
 import shutil
 import socket
 import sys
@@ -86,12 +88,25 @@ def _peak_rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # Linux: KiB
 
 
+def _gpu_ids() -> list[str]:
+    """The GPUs Ray gave this worker (what its CUDA_VISIBLE_DEVICES names), so that a part's
+    log says which card ran it; empty outside Ray or without GPUs."""
+    ray = sys.modules.get("ray")  # imported in every Ray worker; never imported here
+    if ray is None or not ray.is_initialized():
+        return []
+    return [str(g) for g in ray.get_runtime_context().get_accelerator_ids().get("GPU", [])]
+
+
 def run_part(fn: Callable[[Any, Part], PartResult], config: Any, part: Part) -> tuple[str, Any]:
     """Run one part in a worker, logging the attempt. Returns ``("ok", PartResult)`` or
     ``("error", message)`` for a deterministic fastsynth error (not worth a retry); any
     other exception propagates, so Ray retries the part."""
     log = log_path(part)
-    _log(log, {"event": "start", "pid": os.getpid(), "host": socket.gethostname()})
+    start = {"event": "start", "pid": os.getpid(), "host": socket.gethostname()}
+    gpus = _gpu_ids()
+    if gpus:
+        start["gpus"] = gpus
+    _log(log, start)
     t0 = time.perf_counter()
     try:
         res = fn(config, part)
@@ -138,24 +153,43 @@ class PartActor:
 class ActorPool:
     """``n`` :class:`PartActor` s made with one config and one set of Ray resources, shared
     by the Map phases of one stage that ask for the same (see
-    :meth:`RayExecutor.stage_scope`). At most one part runs on an actor at a time. (An
-    actor that died for good fails its part, which stops the phase and so the stage, whose
-    scope then kills the pool: no later part is ever sent to it.)"""
+    :meth:`RayExecutor.stage_scope`). At most one part runs on an actor at a time, and
+    parts go only to actors that have started: an actor the cluster has no room for
+    (``gen_actors = 2`` with ``gen_gpus = 1`` on a one-GPU machine) stays in ``starting``
+    and holds no part, so the stage runs on the actors that fit instead of leaving a part
+    queued forever behind one that never starts. (An actor that died for good fails its
+    part, which stops the phase and so the stage, whose scope then kills the pool: no
+    later part is ever sent to it.)"""
 
     def __init__(self, ray: Any, options: dict, config: Any, n: int):
         self._ray = ray
         cls = ray.remote(PartActor).options(**options)
         self.config = config
+        self.demand = ray_demand(options)
         self.actors = [cls.remote(config) for _ in range(n)]
-        self.free = list(self.actors)
+        self.starting: dict[Any, Any] = {a.pid.remote(): a for a in self.actors}  # ready ref -> actor
+        self.free: list[Any] = []
+        self.start_errors: list[str] = []
+        self.noted = False                             # the "ran on k of n actors" line was shown
         self._owner: dict[Any, Any] = {}
         self._fns: dict[int, tuple[str, list]] = {}   # id(fn) -> (key, [ObjectRef])
         self._keep: list[Callable] = []                # the functions behind those ids
 
+    def started(self, ref: Any) -> None:
+        """``ref`` (a key of ``starting``) has returned: its actor is up and free, or could
+        not start (its error kept in ``start_errors``)."""
+        actor = self.starting.pop(ref)
+        try:
+            self._ray.get(ref)
+        except self._ray.exceptions.RayError as e:
+            self.start_errors.append(error_line(e))
+            return
+        self.free.append(actor)
+
     def submit(self, fn: Callable, part: Part, retry_exceptions: bool) -> Any:
         """Run ``fn(config, part)`` on a free actor; the result's object reference."""
-        if not self.free:  # the driver never has more than n parts in flight on a pool
-            raise RuntimeError("actor pool exhausted")
+        if not self.free:  # the driver sends a part only when an actor is free
+            raise RuntimeError("no free actor in the pool")
         if id(fn) not in self._fns:  # shipped once per stage, fetched once per actor process
             key = f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', 'fn')}#{len(self._fns)}"
             self._fns[id(fn)] = (key, [self._ray.put(fn)])
@@ -174,7 +208,22 @@ class ActorPool:
         """End every actor (and the models they hold)."""
         for actor in self.actors:
             self._ray.kill(actor)
-        self.actors, self.free = [], []
+        self.actors, self.free, self.starting = [], [], {}
+
+
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(?:Error|Exception|Interrupt|Exit): ")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def error_line(e: BaseException) -> str:
+    """One line for a Ray error: the exception the part or actor raised (a task's
+    ``cause``; for an actor whose constructor failed, the last ``SomeError: ...`` line of
+    the traceback Ray quotes), else the error's first line; at most 300 characters."""
+    cause = getattr(e, "cause", None)
+    text = _ANSI.sub("", f"{type(cause).__name__}: {cause}" if cause is not None else f"{type(e).__name__}: {e}")
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    raised = [ln for ln in lines[1:] if _EXCEPTION_LINE.match(ln)]
+    return (raised[-1] if cause is None and raised else lines[0] if lines else type(e).__name__)[:300]
 
 
 def _import_ray() -> Any:
@@ -395,22 +444,14 @@ class RayExecutor:
         pool: ActorPool | None = None
         if actors:
             pool = self._pool(ray, resources, actors, config)
-
-            def submit(part: Part) -> Any:
-                return pool.submit(fn, part, retry_exceptions=True)
-            submit.release = pool.release  # type: ignore[attr-defined]
-            limit = actors
+            dispatch: _Dispatch = _PoolDispatch(pool, fn)
         else:
             task = ray.remote(run_part).options(max_retries=self.max_retries, retry_exceptions=True,
                                                 **resources)
-            fn_ref = ray.put(fn)  # shipped once, not once per part
-            conf_ref = ray.put(config)
-
-            def submit(part: Part) -> Any:
-                return task.remote(fn_ref, conf_ref, part)
-            limit = self.max_in_flight or max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
+            dispatch = _TaskDispatch(task, ray.put(fn), ray.put(config),  # shipped once, not per part
+                                     self.max_in_flight or max(2, 2 * int(ray.cluster_resources().get("CPU", 1))))
         try:
-            self._drive(ray, submit, parts, record, limit, where)
+            self._drive(ray, dispatch, parts, record, where)
         finally:
             if pool is not None and self._pools is None:  # no stage scope: the pool is this phase's
                 pool.kill()
@@ -459,31 +500,38 @@ class RayExecutor:
             self._pools.append((key, pool))
         return pool
 
-    def _drive(self, ray: Any, submit: Callable, parts: list[Part], record: Callable, limit: int,
+    def _drive(self, ray: Any, dispatch: "_Dispatch", parts: list[Part], record: Callable,
                where: str) -> None:
         todo = list(reversed(parts))
         running: dict[Any, tuple[Part, float]] = {}
         failure: str | None = None
-        release = getattr(submit, "release", None)
         with progress(total=len(parts), desc=f"{where} [ray]", unit="part", enabled=self.show_progress) as bar:
             while todo or running:
-                while todo and failure is None and len(running) < limit:
+                while todo and failure is None and dispatch.can_submit(len(running)):
                     part = todo.pop()
-                    running[submit(part)] = (part, time.monotonic())
-                if not running:
+                    running[dispatch.submit(part)] = (part, time.monotonic())
+                starting = dispatch.starting() if todo and failure is None else []
+                if not running and not starting:
+                    if todo and failure is None:
+                        failure = dispatch.no_worker(where)
                     break
-                ready, _ = ray.wait(list(running), num_returns=1, timeout=self.stall_seconds)
+                ready, _ = ray.wait(list(running) + starting, num_returns=1, timeout=self.stall_seconds)
                 if not ready:
-                    self._report_stall(running)
+                    self._report_stall(running, dispatch, where)
                     continue
                 for ref in ready:
+                    if ref not in running:
+                        dispatch.started(ref)
+                        continue
                     part, _t0 = running.pop(ref)
-                    if release is not None:
-                        release(ref)
+                    dispatch.returned(ref)
                     err = self._collect(ray, ref, part, record)
                     if err is not None and failure is None:
                         failure = err
                     bar.update(1)
+        note = dispatch.note(where)
+        if note:
+            print(note, file=sys.stderr)
         if failure is not None:
             raise RunError(failure)
 
@@ -494,9 +542,7 @@ class RayExecutor:
         try:
             status, value = ray.get(ref)
         except ray.exceptions.RayError as e:
-            cause = getattr(e, "cause", None)
-            what = f"{type(cause).__name__}: {cause}" if cause is not None else f"{type(e).__name__}: {e}"
-            what = next((ln.strip() for ln in what.splitlines() if ln.strip()), type(e).__name__)[:300]
+            what = error_line(e)
             return (f"{where} failed on each of its {self.max_retries + 1} attempts (last: "
                     f"{what}; log: {log_path(part)}); {resume}")
         if status == "error":
@@ -507,13 +553,102 @@ class RayExecutor:
             return str(e) if str(e).startswith("stage ") else f"{where}: {e}"
         return None
 
-    def _report_stall(self, running: dict[Any, tuple[Part, float]]) -> None:
+    def _report_stall(self, running: dict[Any, tuple[Part, float]], dispatch: "_Dispatch",
+                      where: str) -> None:
+        if not running:
+            print(f"ray: {dispatch.no_worker(where)}; still waiting", file=sys.stderr)
+            return
         now = time.monotonic()
         oldest = sorted(running.values(), key=lambda pt: pt[1])[:5]
         names = ", ".join(f"{p.phase}/{p.id} ({now - t:.0f} s)" for p, t in oldest)
         print(f"ray: no part of stage {oldest[0][0].stage} finished in {self.stall_seconds:.0f} s; "
               f"running: {names}{' ...' if len(running) > 5 else ''} (logs: "
               f"{log_path(oldest[0][0]).parent})", file=sys.stderr)
+
+
+class _Dispatch:
+    """Where :meth:`RayExecutor._drive` sends a phase's parts: Ray tasks, or a pool's actors."""
+
+    def can_submit(self, n_running: int) -> bool:
+        raise NotImplementedError
+
+    def submit(self, part: Part) -> Any:
+        raise NotImplementedError
+
+    def returned(self, ref: Any) -> None:
+        """A part's ``ref`` has returned."""
+
+    def starting(self) -> list:
+        """Object references that say a worker has started (actors not yet up)."""
+        return []
+
+    def started(self, ref: Any) -> None:
+        """One of :meth:`starting`'s references has returned."""
+
+    def no_worker(self, where: str) -> str:
+        """Why parts are left with nothing that could run them."""
+        return f"{where}: no worker could run its parts"
+
+    def note(self, where: str) -> str | None:
+        """A line for the user after the phase, if any."""
+        return None
+
+
+class _TaskDispatch(_Dispatch):
+    def __init__(self, task: Any, fn_ref: Any, conf_ref: Any, limit: int):
+        self.task, self.fn_ref, self.conf_ref, self.limit = task, fn_ref, conf_ref, limit
+
+    def can_submit(self, n_running: int) -> bool:
+        return n_running < self.limit
+
+    def submit(self, part: Part) -> Any:
+        return self.task.remote(self.fn_ref, self.conf_ref, part)
+
+
+class _PoolDispatch(_Dispatch):
+    def __init__(self, pool: ActorPool, fn: Callable):
+        self.pool, self.fn = pool, fn
+
+    def can_submit(self, n_running: int) -> bool:
+        return bool(self.pool.free)
+
+    def submit(self, part: Part) -> Any:
+        return self.pool.submit(self.fn, part, retry_exceptions=True)
+
+    def returned(self, ref: Any) -> None:
+        self.pool.release(ref)
+
+    def starting(self) -> list:
+        return list(self.pool.starting)
+
+    def started(self, ref: Any) -> None:
+        self.pool.started(ref)
+
+    def no_worker(self, where: str) -> str:
+        pool = self.pool
+        if pool.starting:
+            return (f"stage {where.split('/')[0]}: no actor of its pool has started (each asks Ray for "
+                    f"{_show_demand(pool.demand)}; the cluster has {_show_demand(_cluster_total())})")
+        errors = "; ".join(sorted(set(pool.start_errors))) or "unknown"
+        return f"stage {where.split('/')[0]}: no actor of its pool could start ({errors})"
+
+    def note(self, where: str) -> str | None:
+        pool = self.pool
+        if pool.noted or (not pool.starting and not pool.start_errors):
+            return None
+        pool.noted = True
+        n, up = len(pool.actors), len(pool.actors) - len(pool.starting) - len(pool.start_errors)
+        why = (f"each asks Ray for {_show_demand(pool.demand)}, the cluster has "
+               f"{_show_demand(_cluster_total())}") if pool.starting else "; ".join(sorted(set(pool.start_errors)))
+        return f"ray: {where} ran on {up} of its pool's {n} actors ({why})"
+
+
+def _cluster_total() -> dict[str, float]:
+    """The cluster's total CPUs and GPUs (what a pool's demand is compared with in messages)."""
+    import ray
+
+    total = ray.cluster_resources()
+    return {k: float(total.get(k, 0.0)) for k in ("CPU", "GPU")}
 
 
 def phase_demand(phase: Any, config: Any) -> tuple[dict, int]:

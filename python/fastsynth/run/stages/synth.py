@@ -109,7 +109,8 @@ def qa_text(question: str, answer: str) -> str:
 
 
 #: Actors making generation calls under a distributed executor when the config does not
-#: say (``gen_actors``): each loads the model once per Map phase.
+#: say (``gen_actors``): each loads the model once for the stage's gen, walks and answer
+#: phases; parts go only to actors the cluster has room for.
 GEN_ACTORS = 2
 
 
