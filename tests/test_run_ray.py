@@ -442,6 +442,12 @@ GPU_CLUSTER = textwrap.dedent("""
                        t.PoolConfig(str(marks), gen_actors=actors, gen_gpus=gpus), ex)
         print("DONE", name, st["counts"]["out"], flush=True)
         assert ex.held_actors == 0
+    # more GPUs than any node has, on a cluster this executor joined: warned about (an
+    # autoscaler could add such a node), once per phase however often it is checked
+    big = t.PoolConfig(sys.argv[3], gen_gpus=4.0)
+    ex.check_stages(sys.argv[3], [(t.gpu_stage(), big)])
+    ex.check_stages(sys.argv[3], [(t.gpu_stage(), big)])
+    print("CHECKED", flush=True)
 """)
 
 
@@ -450,7 +456,8 @@ def test_generation_actors_get_a_gpu_each_and_a_pool_larger_than_the_gpus_still_
     vLLM engine each, in a real run) is given its own GPU — CUDA_VISIBLE_DEVICES 0 on one,
     1 on the other — and every part's log names the GPU it ran on. With gen_actors = 3
     the third actor never fits: the stage runs on the two that do and says so, instead of
-    leaving the parts handed to the third queued forever."""
+    leaving the parts handed to the third queued forever. A demand no node meets, on a
+    cluster joined rather than started, is a warning, given once per phase."""
     import pyarrow.parquet as pq
 
     script = tmp_path / "gpu_cluster.py"
@@ -470,7 +477,7 @@ def test_generation_actors_get_a_gpu_each_and_a_pool_larger_than_the_gpus_still_
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)
     assert proc.returncode == 0, (out[-2000:], err[-3000:])
-    assert out.split("\n")[:2] == ["DONE two 6", "DONE three 6"], out
+    assert out.split("\n")[:3] == ["DONE two 6", "DONE three 6", "CHECKED"], out
     for name, _actors, _gpus in cases:
         root = tmp_path / name / "run"
         cuda_of: dict[int, set[str]] = {}
@@ -486,6 +493,9 @@ def test_generation_actors_get_a_gpu_each_and_a_pool_larger_than_the_gpus_still_
         assert sorted(c for cs in cuda_of.values() for c in cs) == ["0", "1"], cuda_of
     assert "gpu-pool/gen ran on 2 of its pool's 3 actors" in err, err[-2000:]
     assert "{CPU: 1, GPU: 1}" in err and err.count("ran on 2 of") == 1, err[-2000:]
+    warned = [ln for ln in err.splitlines() if "its parts wait until the cluster adds such a node" in ln]
+    assert [ln.split(", phase ")[1].split(":")[0] for ln in warned] == ["gen", "walks", "answer"], err[-2000:]
+    assert all("{CPU: 1, GPU: 4}" in ln and "GPU: 2" in ln for ln in warned), warned
 
 
 def _load_on_driver_only(driver_pid: int) -> "DriverOnly":

@@ -315,6 +315,7 @@ class RayExecutor:
         self._checked = False
         self._fallback: tuple[Path, Path] | None = None   # (run root, short temp dir) to remove
         self._pools: list[tuple[tuple, ActorPool]] | None = None  # inside stage_scope(): (key, pool)
+        self._feasible: set[tuple] = set()  # (stage, phase, demand) already checked against the nodes
 
     # -- cluster ------------------------------------------------------------------------
     def start(self, root: str | os.PathLike) -> None:
@@ -363,6 +364,7 @@ class RayExecutor:
             _import_ray().shutdown()
             self._started_here = False
             self._checked = False
+        self._feasible.clear()  # another start may join another cluster
         if self._fallback is not None:
             remove_fallback_temp_dir(*self._fallback)
             self._fallback = None
@@ -475,8 +477,12 @@ class RayExecutor:
         stage, the phase and what is missing. A joined cluster may have an autoscaler that
         adds such a node on demand: a warning, and the wait goes on."""
         need = ray_demand(resources)
+        key = (stage, phase, tuple(sorted(need.items())))
+        if key in self._feasible:  # checked by check_stages, or by an earlier phase's run
+            return
         nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
         if fits_some_node(need, nodes):
+            self._feasible.add(key)
             return
         have = ", ".join(sorted({_show_demand({k: n.get(k, 0.0) for k in need}) for n in nodes})) \
             or "no alive node"
@@ -486,6 +492,7 @@ class RayExecutor:
             raise ConfigError(f"{what}; lower the stage's resource settings (e.g. synth.gen_gpus, "
                               "--gen-gpus) or run on a cluster with such nodes (--ray-address)")
         print(f"ray: {what}; its parts wait until the cluster adds such a node", file=sys.stderr)
+        self._feasible.add(key)  # warned once, not again when the phase starts
 
     def _pool(self, ray: Any, resources: dict, n: int, config: Any) -> ActorPool:
         """The stage scope's pool of ``n`` actors with ``resources`` and ``config`` (made on
