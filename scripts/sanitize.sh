@@ -6,8 +6,6 @@
 #
 #   bash scripts/sanitize.sh              # build + tests + 20 s of native fuzzing
 #   SANITIZE_FUZZ_SECONDS=0 bash scripts/sanitize.sh   # build + tests only
-#   bash scripts/sanitize.sh --build-only # the build alone (scripts/test.sh starts it
-#                                         # beside the test suite; a later full run reuses it)
 # See docs/fuzzing.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,7 +20,6 @@ cmake -S . -B "$BUILD" "${gen[@]}" -DFASTSYNTH_SANITIZE=ON -DCMAKE_BUILD_TYPE=Re
 cmake --build "$BUILD" -j "$(nproc)"
 so="$(ls "$PWD/$BUILD"/_native*.so)"
 echo "sanitized build ready after $((SECONDS - start)) s: $so"
-[ "${1:-}" = --build-only ] && exit 0
 
 # CPython is not built with ASan: the runtime must come first (LD_PRELOAD), and its leak
 # checker would report the interpreter's own never-freed objects, so it stays off.

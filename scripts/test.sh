@@ -5,15 +5,6 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh test,llm,plan,report,ray,fuzz || { echo "set-up failed"; exit 1; }
 
-# The sanitizer step's build (ASan + UBSan, ~150 CPU-s) runs beside the test suite at the
-# lowest CPU priority: the two test workers leave part of the two cores idle while they
-# wait on subprocesses and servers starting, and the build takes that time instead of
-# running after the suite (scripts/sanitize.sh below then finds it built).
-mkdir -p build
-setsid nice -n 19 bash scripts/sanitize.sh --build-only > build/sanitize-build.log 2>&1 &
-sanitize_build=$!   # its own process group: an early exit stops the compilers too
-trap 'kill -- "-$sanitize_build" 2>/dev/null' EXIT
-
 # OpenMP threads that spin while waiting steal the cores from each other when tests
 # start subprocesses (servers, CLIs) beside torch; passive waiting avoids ~10x slowdowns.
 # Two pytest workers, each taking whole test modules (--dist loadfile keeps a module's
@@ -32,9 +23,6 @@ fi
 
 # Fuzzing and sanitizers (docs/fuzzing.md): every fuzz target for a bounded time, then the
 # native module built with ASan + UBSan beside the normal build and its tests run on it.
-if ! wait "$sanitize_build"; then
-  cat build/sanitize-build.log; echo "sanitized build failed"; exit 1
-fi
 .venv/bin/python fuzz/run.py --total "${FUZZ_SECONDS:-50}" || { echo "fuzzing found problems"; exit 1; }
 bash scripts/sanitize.sh || { echo "sanitizer step failed"; exit 1; }
 

@@ -165,6 +165,7 @@ def fake_backend(monkeypatch):
         return torch.zeros_like(q)
 
     monkeypatch.delenv("FASTSYNTH_ATTENTION", raising=False)
+    attn.set_backend(None)  # an earlier module in this process may have chosen one (train() does)
     attn.register_backend("test-fake", varlen=fake_varlen)
     yield calls
     attn.set_backend(None)
