@@ -16,14 +16,13 @@ Gated in floors.toml as ``train_loop_vs_plain_torch`` (ratio = anchor time / can
 """
 from __future__ import annotations
 
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import Between  # benchmarks/conftest.py (imported before tests/ joins the path)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from train_data import markov_documents, packed_batches  # noqa: E402
@@ -87,22 +86,20 @@ def fastsynth_loop(batches) -> float:
 def _measure(benchmark, loop, batches, between=None) -> float:
     """Eleven timed rounds of ``loop(batches)`` after one warm-up (a run is ~0.5 s: five
     rounds gave ratios from 1.01x to 1.24x on quiet machines); tokens/s and the final
-    loss go into the benchmark's extra info. ``between``: a loop run (and timed here, not by
-    pytest-benchmark) before each round, so the two alternate. Returns the final loss."""
-    times: list[float] = []
+    loss go into the benchmark's extra info. ``between``: a loop run before each round
+    (timed apart, see conftest.Between), so the two alternate. Returns the final loss."""
+    other = Between(between, batches) if between is not None else None
 
     def setup():
-        if between is not None:
-            t0 = time.perf_counter()
-            between(batches)
-            times.append(time.perf_counter() - t0)
+        if other is not None:
+            other()
         return (batches,), {}
     loss = benchmark.pedantic(loop, setup=setup, rounds=11, iterations=1, warmup_rounds=1)
     tokens = sum(int(b["n_tokens"]) for b in batches)
     benchmark.extra_info.update(tokens_per_s=tokens / benchmark.stats.stats.median,
                                 final_loss=loss)
-    if len(times) > 1:  # times[0] is the warm-up round's
-        benchmark.extra_info["between_median_s"] = statistics.median(times[1:])
+    if other is not None:
+        other.record(benchmark, skip=1)  # the first ran before the warm-up round
     return loss
 
 

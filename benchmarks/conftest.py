@@ -3,6 +3,8 @@ run; benchmarks/gate.py turns the medians into ratios and checks floors.toml."""
 from __future__ import annotations
 
 import os
+import statistics
+import time
 import tomllib
 from pathlib import Path
 
@@ -46,3 +48,24 @@ def fresh_strings(texts: list[str]) -> list[str]:
     """New str objects with the same content: CPython caches a str's UTF-8 form on first
     use by C code, which would favour the native side in repeated rounds."""
     return [t.encode("utf-8").decode("utf-8") for t in texts]
+
+
+class Between:
+    """Times ``fn(*args)`` before each round of a ``benchmark.pedantic`` call (pass
+    ``setup=between``), so an anchor and its candidate alternate and see the same host:
+    two benchmarks run a minute apart can differ by ~10% from the shared host's drift alone
+    (benchmarks/RESULTS.md, 2026-11-27 07:20-07:41). ``median(skip)``: the median time,
+    leaving out the first ``skip`` runs (those before warm-up rounds). The gate uses it
+    through floors.toml's ``anchor_from`` (the key ``record`` writes into extra info)."""
+
+    def __init__(self, fn, *args):
+        self.fn, self.args, self.times = fn, args, []
+
+    def __call__(self):
+        t0 = time.perf_counter()
+        self.fn(*self.args)
+        self.times.append(time.perf_counter() - t0)
+
+    def record(self, benchmark, skip: int = 0) -> None:
+        if len(self.times) > skip:
+            benchmark.extra_info["between_median_s"] = statistics.median(self.times[skip:])
