@@ -54,9 +54,10 @@ class Between:
     """Times ``fn(*args)`` before each round of a ``benchmark.pedantic`` call (pass
     ``setup=between``), so an anchor and its candidate alternate and see the same host:
     two benchmarks run a minute apart can differ by ~10% from the shared host's drift alone
-    (benchmarks/RESULTS.md, 2026-11-27 07:20-07:41). ``median(skip)``: the median time,
-    leaving out the first ``skip`` runs (those before warm-up rounds). The gate uses it
-    through floors.toml's ``anchor_from`` (the key ``record`` writes into extra info)."""
+    (benchmarks/RESULTS.md, 2026-11-27 07:20-07:41). ``record(benchmark, skip)`` writes the
+    median time, leaving out the first ``skip`` runs (those before warm-up rounds), as the
+    extra-info key ``between_median_s``, which the gate reads through floors.toml's
+    ``anchor_from``."""
 
     def __init__(self, fn, *args):
         self.fn, self.args, self.times = fn, args, []

@@ -631,23 +631,27 @@ class _PoolDispatch(_Dispatch):
     def started(self, ref: Any) -> None:
         self.pool.started(ref)
 
+    def _room(self) -> str:
+        return (f"each asks Ray for {_show_demand(self.pool.demand)}, the cluster has "
+                f"{_show_demand(_cluster_total())}")
+
+    def _errors(self) -> str:
+        return "; ".join(sorted(set(self.pool.start_errors)))
+
     def no_worker(self, where: str) -> str:
-        pool = self.pool
-        if pool.starting:
-            return (f"stage {where.split('/')[0]}: no actor of its pool has started (each asks Ray for "
-                    f"{_show_demand(pool.demand)}; the cluster has {_show_demand(_cluster_total())})")
-        errors = "; ".join(sorted(set(pool.start_errors))) or "unknown"
-        return f"stage {where.split('/')[0]}: no actor of its pool could start ({errors})"
+        stage = where.split("/")[0]
+        if self.pool.starting:
+            return f"stage {stage}: no actor of its pool has started ({self._room()})"
+        return f"stage {stage}: no actor of its pool could start ({self._errors() or 'unknown'})"
 
     def note(self, where: str) -> str | None:
         pool = self.pool
         if pool.noted or (not pool.starting and not pool.start_errors):
             return None
         pool.noted = True
-        n, up = len(pool.actors), len(pool.actors) - len(pool.starting) - len(pool.start_errors)
-        why = (f"each asks Ray for {_show_demand(pool.demand)}, the cluster has "
-               f"{_show_demand(_cluster_total())}") if pool.starting else "; ".join(sorted(set(pool.start_errors)))
-        return f"ray: {where} ran on {up} of its pool's {n} actors ({why})"
+        up = len(pool.actors) - len(pool.starting) - len(pool.start_errors)
+        why = self._room() if pool.starting else self._errors()
+        return f"ray: {where} ran on {up} of its pool's {len(pool.actors)} actors ({why})"
 
 
 def _cluster_total() -> dict[str, float]:
